@@ -1,0 +1,37 @@
+"""The ``orchestrator`` command: one small handler per subcommand, no business logic here."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from orchestrator.errors import OrchestratorError
+
+
+class _Group(click.Group):
+    """Turns any ``OrchestratorError`` into one line on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OrchestratorError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="celery-orchestrator", prog_name="orchestrator")
+def main() -> None:
+    """A durable workflow orchestrator on Celery."""
+
+
+def _register() -> None:
+    from orchestrator.cli import definitions
+
+    main.add_command(definitions.validate)
+    main.add_command(definitions.schema)
+
+
+_register()

@@ -1,0 +1,168 @@
+"""The workflow model: what a YAML/JSON file or the Python builder describes.
+
+Values are frozen pydantic models with ``extra="forbid"``: a typo in a key is an error, never a
+silently ignored option. Expressions stay text here; ``plan.build_plan`` compiles them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    model_validator,
+)
+
+from orchestrator.definition.duration import Duration, format_duration
+from orchestrator.settings import (
+    DEFAULT_BREAKER_FAIL_MAX,
+    DEFAULT_BREAKER_RESET_TIMEOUT_S,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_DELAY_S,
+    DEFAULT_RETRY_MAX_DELAY_S,
+)
+
+NAME_PATTERN = r"^[a-z0-9_.-]+$"
+STEP_ID_PATTERN = r"^[a-z0-9_-]+$"
+TASK_PATTERN = r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$"
+
+StepId = Annotated[str, Strict(), StringConstraints(pattern=STEP_ID_PATTERN)]
+WorkflowName = Annotated[str, Strict(), StringConstraints(pattern=NAME_PATTERN)]
+TaskRef = Annotated[str, Strict(), StringConstraints(pattern=TASK_PATTERN)]
+ExceptionName = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z_][\w.]*$")]
+
+
+def _one_or_many(value: Any) -> Any:
+    """``needs: fetch`` means ``needs: [fetch]``, as in GitHub Actions."""
+    return [value] if isinstance(value, str) else value
+
+
+class Trigger(StrEnum):
+    ALL_SUCCEEDED = "all_succeeded"
+    ANY_SUCCEEDED = "any_succeeded"
+    ALL_DONE = "all_done"
+
+
+class Backoff(StrEnum):
+    FIXED = "fixed"
+    EXPONENTIAL = "exponential"
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class RetryPolicy(_Value):
+    """How often and how soon a failed attempt is tried again."""
+
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
+    backoff: Backoff = Backoff.EXPONENTIAL
+    delay: Duration = DEFAULT_RETRY_DELAY_S
+    max_delay: Duration = DEFAULT_RETRY_MAX_DELAY_S
+    jitter: bool = True
+    retry_on: tuple[ExceptionName, ...] = ()
+    no_retry_on: tuple[ExceptionName, ...] = ()
+
+    @model_validator(mode="after")
+    def _sensible(self) -> RetryPolicy:
+        if self.max_delay < self.delay:
+            raise ValueError(
+                f"max_delay ({format_duration(self.max_delay)}) is shorter than "
+                f"delay ({format_duration(self.delay)})"
+            )
+        both = set(self.retry_on) & set(self.no_retry_on)
+        if both:
+            raise ValueError(f"{', '.join(sorted(both))} is in both retry_on and no_retry_on")
+        return self
+
+    def merged_over(self, base: RetryPolicy) -> RetryPolicy:
+        """This policy's explicitly set keys over ``base``'s (a step over the defaults)."""
+        data = base.model_dump()
+        data.update(self.model_dump(include=self.model_fields_set))
+        return RetryPolicy.model_validate(data)
+
+
+class BreakerConfig(_Value):
+    """A named circuit breaker, shared by every step that names it."""
+
+    fail_max: int = Field(DEFAULT_BREAKER_FAIL_MAX, ge=1)
+    reset_timeout: Duration = DEFAULT_BREAKER_RESET_TIMEOUT_S
+    exclude: tuple[ExceptionName, ...] = ()
+
+
+class Defaults(_Value):
+    """Options every step inherits unless it sets its own."""
+
+    retry: RetryPolicy | None = None
+    timeout: Duration | None = None
+
+
+class Step(_Value):
+    """One node of the DAG: a task, its inputs, and when it runs."""
+
+    task: TaskRef = Field(description='"module:function", or a registered Celery task name')
+    description: str | None = None
+    needs: Annotated[tuple[StepId, ...], BeforeValidator(_one_or_many)] = ()
+    trigger: Trigger = Trigger.ALL_SUCCEEDED
+    if_: bool | str | None = Field(None, alias="if")
+    foreach: str | list[Any] | None = None
+    concurrency: int | None = Field(None, ge=1)
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    retry: RetryPolicy | None = None
+    timeout: Duration | None = Field(None, gt=0)
+    breaker: str | None = None
+
+    @model_validator(mode="after")
+    def _concurrency_needs_foreach(self) -> Step:
+        if self.concurrency is not None and self.foreach is None:
+            raise ValueError("concurrency applies only to a foreach step")
+        return self
+
+
+class Workflow(_Value):
+    """A whole workflow definition."""
+
+    name: WorkflowName
+    description: str | None = None
+    inputs: dict[str, Any] | None = Field(None, description="JSON Schema of the run's inputs")
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
+    steps: dict[StepId, Step] = Field(min_length=1)
+    breakers: dict[Annotated[str, Strict()], BreakerConfig] = Field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The canonical JSON form, stored with every run; loading it gives an equal model."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    def content_hash(self) -> str:
+        """A stable hash of the definition: equal models hash equal, whatever their source."""
+        canonical = json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the mapping at ``loc`` (a pydantic error location), for hints."""
+    model: type[BaseModel] | None = Workflow
+    path = list(loc)
+    while path and model is not None:
+        head = path.pop(0)
+        if model is Workflow and head in ("steps", "breakers") and path:
+            path.pop(0)
+            model = Step if head == "steps" else BreakerConfig
+        elif head in ("retry",):
+            model = RetryPolicy
+        elif head == "defaults":
+            model = Defaults
+        else:
+            model = None
+    if model is None:
+        return []
+    return [info.alias or name for name, info in model.model_fields.items()]

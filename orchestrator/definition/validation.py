@@ -1,0 +1,178 @@
+"""Static checks that need more than one key at a time: everything pydantic cannot see alone.
+
+Each check appends to a ``Report`` rather than raising, so a user sees every problem at once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import importlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
+
+from orchestrator.definition.loader import Source
+from orchestrator.definition.model import Step, Trigger, Workflow
+from orchestrator.errors import Problem, Severity
+
+_BUILTIN_EXCEPTIONS = {
+    name
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+}
+
+
+@dataclass
+class Report:
+    """Problems found so far, located through the source's line map."""
+
+    source: Source
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, message: str, loc: tuple[Any, ...] = (), step: str | None = None) -> None:
+        self.problems.append(self.source.problem(message, loc, step))
+
+    def warning(self, message: str, loc: tuple[Any, ...] = (), step: str | None = None) -> None:
+        problem = self.source.problem(message, loc, step)
+        self.problems.append(
+            Problem(problem.message, problem.source, problem.line, problem.step, Severity.WARNING)
+        )
+
+    @property
+    def has_errors(self) -> bool:
+        return any(p.severity is Severity.ERROR for p in self.problems)
+
+
+def known_needs(workflow: Workflow, report: Report) -> dict[str, tuple[str, ...]]:
+    """Each step's needs, with unknown, repeated and self needs reported and dropped."""
+    ids = workflow.steps.keys()
+    result: dict[str, tuple[str, ...]] = {}
+    for step_id, step in workflow.steps.items():
+        kept: list[str] = []
+        for index, need in enumerate(step.needs):
+            loc = ("steps", step_id, "needs", index)
+            if need == step_id:
+                report.error("needs itself", loc)
+            elif need not in ids:
+                report.error(f"needs unknown step '{need}'{hint(need, ids)}", loc)
+            elif need in kept:
+                report.error(f"needs '{need}' twice", loc)
+            else:
+                kept.append(need)
+        result[step_id] = tuple(kept)
+    return result
+
+
+def report_cycles(cycles: Iterable[Sequence[str]], report: Report) -> None:
+    for cycle in cycles:
+        report.error(f"cycle: {' -> '.join(cycle)}", ("steps", cycle[0], "needs"), cycle[0])
+
+
+def check_trigger(step_id: str, step: Step, report: Report) -> None:
+    if step.trigger is not Trigger.ALL_SUCCEEDED and not step.needs:
+        report.warning(
+            f"trigger {step.trigger.value} has no effect on a step without needs",
+            ("steps", step_id, "trigger"),
+        )
+
+
+def check_inputs_schema(workflow: Workflow, report: Report) -> set[str] | None:
+    """Check the inputs JSON Schema; the declared input names, or None when any name goes."""
+    schema = workflow.inputs
+    if schema is None:
+        return None
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        report.error(f"inputs is not a valid JSON Schema at {path}: {exc.message}", ("inputs",))
+        return None
+    properties = schema.get("properties")
+    return set(properties) if isinstance(properties, dict) else None
+
+
+def check_input_refs(
+    names: Iterable[str], declared: set[str] | None, loc: tuple[Any, ...], report: Report
+) -> None:
+    if declared is None:
+        return
+    for name in sorted(set(names) - declared):
+        report.warning(f"inputs.{name} is not declared in the inputs schema{hint(name, declared)}", loc)
+
+
+def check_exception_names(
+    names: Iterable[str], loc: tuple[Any, ...], report: Report, modules: dict[str, Any]
+) -> None:
+    """Each name must be a builtin exception or an importable dotted path to one."""
+    for index, name in enumerate(names):
+        where = (*loc, index)
+        if "." not in name:
+            if name not in _BUILTIN_EXCEPTIONS:
+                report.error(
+                    f"unknown exception '{name}'{hint(name, _BUILTIN_EXCEPTIONS)}: use a builtin "
+                    "name or a dotted path such as 'shop.errors.PaymentDeclined'",
+                    where,
+                )
+            continue
+        module_name, _, attr = name.rpartition(".")
+        module = _import(module_name, modules)
+        if isinstance(module, Exception):
+            report.warning(f"cannot check exception '{name}': {_import_failure(module_name, module)}", where)
+            continue
+        value = getattr(module, attr, None)
+        if not (isinstance(value, type) and issubclass(value, BaseException)):
+            report.error(f"'{name}' is not an exception class", where)
+
+
+def check_task(step_id: str, task: str, report: Report, modules: dict[str, Any]) -> None:
+    """A ``module:function`` task must resolve here; a missing module is only a warning,
+    since the workers' environment may have it."""
+    if ":" not in task:
+        return
+    module_name, _, attr = task.partition(":")
+    loc = ("steps", step_id, "task")
+    module = _import(module_name, modules)
+    if isinstance(module, Exception):
+        report.warning(f"task '{task}' not checked: {_import_failure(module_name, module)}", loc)
+        return
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+    if target is None:
+        report.error(f"task '{task}': module '{module_name}' has no '{attr}'", loc)
+    elif not callable(target):
+        report.error(f"task '{task}' is not callable", loc)
+
+
+def check_breaker(step_id: str, name: str | None, known: Mapping[str, Any] | set[str], report: Report) -> None:
+    if name is not None and name not in known:
+        listed = ", ".join(sorted(known)) or "none are declared"
+        report.error(
+            f"unknown breaker '{name}'{hint(name, known)} (declared: {listed})",
+            ("steps", step_id, "breaker"),
+        )
+
+
+def _import(module_name: str, cache: dict[str, Any]) -> Any:
+    """The module, or the exception importing it raised (cached either way)."""
+    if module_name not in cache:
+        try:
+            cache[module_name] = importlib.import_module(module_name)
+        except Exception as exc:  # a user's module may fail in any way; the failure is reported
+            cache[module_name] = exc
+    return cache[module_name]
+
+
+def _import_failure(module_name: str, exc: Exception) -> str:
+    if isinstance(exc, ModuleNotFoundError):
+        return f"module '{module_name}' is not importable here"
+    return f"importing '{module_name}' failed: {type(exc).__name__}: {exc}"
+
+
+def hint(word: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean '{match[0]}'?" if match else ""

@@ -1,0 +1,134 @@
+"""One error tree for the whole orchestrator.
+
+Each exception's docstring is its default message; each layer has a sub-root, so callers catch
+exactly the layer they can handle. ``exit_code`` is what the CLI exits with when the error
+reaches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class OrchestratorError(Exception):
+    """The orchestrator failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of validation, located as precisely as the source allows."""
+
+    message: str
+    source: str | None = None
+    line: int | None = None
+    step: str | None = None
+    severity: Severity = Severity.ERROR
+
+    def __str__(self) -> str:
+        where = self.source or "<workflow>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        step = f" step '{self.step}':" if self.step else ""
+        label = "" if self.severity is Severity.ERROR else " warning:"
+        return f"{where}:{label}{step} {self.message}"
+
+
+class DefinitionError(OrchestratorError):
+    """The workflow definition is invalid."""
+
+    exit_code = 2
+
+
+class InvalidDefinition(DefinitionError):
+    """The workflow definition has errors."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        errors = [p for p in self.problems if p.severity is Severity.ERROR]
+        first = str(errors[0]) if errors else "invalid definition"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(first + more)
+
+
+class ExpressionError(DefinitionError):
+    """The expression is invalid."""
+
+
+class EvaluationError(OrchestratorError):
+    """An expression could not be evaluated against the run's data."""
+
+
+class InputsError(OrchestratorError):
+    """The run's inputs do not match the workflow's inputs schema."""
+
+    exit_code = 2
+
+
+class UsageError(OrchestratorError):
+    """The command was used wrongly."""
+
+    exit_code = 2
+
+
+class NotFound(OrchestratorError):
+    """No such object."""
+
+    exit_code = 2
+
+
+class StateStoreError(OrchestratorError):
+    """The state store failed."""
+
+    exit_code = 3
+
+
+class StoreUnreachable(StateStoreError):
+    """The state store cannot be reached."""
+
+
+class BrokerError(OrchestratorError):
+    """The broker failed."""
+
+    exit_code = 3
+
+
+class BrokerUnreachable(BrokerError):
+    """The broker cannot be reached."""
+
+
+class StepError(OrchestratorError):
+    """A step failed."""
+
+
+class TaskNotFound(StepError):
+    """The step's task cannot be resolved."""
+
+
+class OutputNotSerialisable(StepError):
+    """The step returned a value that is not JSON-serialisable."""
+
+
+class CircuitOpenError(OrchestratorError):
+    """The circuit breaker is open: no call was made."""
+
+
+class DeadLetterError(OrchestratorError):
+    """The dead-letter operation failed."""
+
+    exit_code = 2

@@ -1,0 +1,55 @@
+"""Every tunable default in one place, and the environment-driven settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Definitions
+DEFAULT_MAX_DEFINITION_BYTES = 1024 * 1024
+DEFAULT_MAX_NESTING = 64
+DEFAULT_MAX_EXPRESSION_CHARS = 4096
+DEFAULT_MAX_EXPRESSION_DEPTH = 32
+DEFAULT_MAX_EXPRESSION_RESULT = 1_000_000
+DEFAULT_MAX_ATTEMPTS = 1
+DEFAULT_RETRY_DELAY_S = 1.0
+DEFAULT_RETRY_MAX_DELAY_S = 300.0
+DEFAULT_STEP_TIMEOUT_S: float | None = None
+DEFAULT_BREAKER_FAIL_MAX = 5
+DEFAULT_BREAKER_RESET_TIMEOUT_S = 30.0
+
+# Runtime
+DEFAULT_DATABASE_URL = "sqlite:///orchestrator.db"
+DEFAULT_EMBEDDED_BROKER_URL = "memory://"
+DEFAULT_QUEUE = "orchestrator"
+DEFAULT_RECONCILE_INTERVAL_S = 30.0
+DEFAULT_RECONCILE_STALE_S = 60.0
+DEFAULT_POLL_INTERVAL_S = 0.2
+
+
+class Settings(BaseSettings):
+    """Configuration from ``ORCHESTRATOR_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str | None = None
+    task_modules: str = ""
+    queue: str = DEFAULT_QUEUE
+    reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
+    reconcile_stale_s: float = DEFAULT_RECONCILE_STALE_S
+
+    @property
+    def task_module_list(self) -> list[str]:
+        return [m.strip() for m in self.task_modules.split(",") if m.strip()]
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: the CLI then runs a worker in-process."""
+        return not self.broker_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,49 @@
+"""The step functions behind config/examples/: small, real and deterministic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_CATALOGUE = {"apple": 120, "pear": 95, "plum": 40, "fig": 0}
+
+
+def fetch_order(order_id: str) -> dict[str, Any]:
+    """An order with its line items (a stand-in for a database or API read)."""
+    items = [
+        {"sku": sku, "quantity": 1 + (len(order_id) + position) % 3}
+        for position, sku in enumerate(sorted(_CATALOGUE))
+    ]
+    return {"order_id": order_id, "items": items}
+
+
+def price_item(item: dict[str, Any], position: int = 0) -> int:
+    """Cents for one line: unit price times quantity."""
+    return _CATALOGUE[item["sku"]] * int(item["quantity"])
+
+
+def charge(order_id: str, amount: int) -> dict[str, Any]:
+    return {"order_id": order_id, "charged": amount, "currency": "EUR"}
+
+
+def notify(message: str) -> str:
+    return f"sent: {message}"
+
+
+def add(a: float, b: float) -> float:
+    return a + b
+
+
+def multiply(a: float, b: float) -> float:
+    return a * b
+
+
+def total(values: list[float]) -> float:
+    return sum(values)
+
+
+def classify(amount: float, threshold: float) -> str:
+    return "large" if amount >= threshold else "small"
+
+
+def review(amount: float, reviewer: str) -> dict[str, Any]:
+    return {"amount": amount, "reviewer": reviewer, "approved": True}
