@@ -57,5 +57,10 @@ def run(quick: bool) -> Iterator[dict[str, Any]]:
         workflow = as_workflow(graph)
         baseline = best_of(lambda g=graph: graphlib_order(g))  # type: ignore[misc]
         ours = best_of(lambda w=workflow: build_plan(w))  # type: ignore[misc]
-        yield {"name": "compile", "n": n, "baseline_s": round(baseline, 4), "ours_s": round(ours, 4),
-               "ratio": round(ours / baseline, 2)}
+        yield {
+            "name": "compile",
+            "n": n,
+            "baseline_s": round(baseline, 4),
+            "ours_s": round(ours, 4),
+            "ratio": round(ours / baseline, 2),
+        }

@@ -10,8 +10,7 @@ _CATALOGUE = {"apple": 120, "pear": 95, "plum": 40, "fig": 0}
 def fetch_order(order_id: str) -> dict[str, Any]:
     """An order with its line items (a stand-in for a database or API read)."""
     items = [
-        {"sku": sku, "quantity": 1 + (len(order_id) + position) % 3}
-        for position, sku in enumerate(sorted(_CATALOGUE))
+        {"sku": sku, "quantity": 1 + (len(order_id) + position) % 3} for position, sku in enumerate(sorted(_CATALOGUE))
     ]
     return {"order_id": order_id, "items": items}
 

@@ -28,10 +28,22 @@ def main() -> None:
 
 
 def _register() -> None:
-    from orchestrator.cli import definitions
+    from orchestrator.cli import definitions, processes, runs, workflows
 
-    main.add_command(definitions.validate)
-    main.add_command(definitions.schema)
+    for command in (
+        definitions.validate,
+        definitions.schema,
+        runs.run,
+        runs.status,
+        runs.runs,
+        runs.history,
+        runs.cancel,
+        workflows.workflows,
+        processes.worker,
+        processes.beat,
+        processes.db,
+    ):
+        main.add_command(command)
 
 
 _register()

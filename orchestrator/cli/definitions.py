@@ -27,8 +27,15 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
             summaries.append({"file": path, "valid": False})
             continue
         problems.extend(plan.warnings)
-        summaries.append({"file": path, "valid": True, "workflow": plan.workflow.name,
-                          "version": plan.version, "steps": len(plan.order)})
+        summaries.append(
+            {
+                "file": path,
+                "valid": True,
+                "workflow": plan.workflow.name,
+                "version": plan.version,
+                "steps": len(plan.order),
+            }
+        )
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if as_json:
         click.echo(json.dumps({"files": summaries, "problems": [_problem_json(p) for p in problems]}, indent=2))
@@ -42,8 +49,13 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:
-    return {"file": problem.source, "line": problem.line, "step": problem.step,
-            "severity": problem.severity.value, "message": problem.message}
+    return {
+        "file": problem.source,
+        "line": problem.line,
+        "step": problem.step,
+        "severity": problem.severity.value,
+        "message": problem.message,
+    }
 
 
 @click.command()

@@ -1,10 +1,10 @@
 """The Python front door: build the same ``Workflow`` model a YAML file describes, without YAML.
 
-    wf = WorkflowBuilder("order-pipeline")
-    fetch = wf.step("fetch", fetch_order, with_={"order_id": inputs.order_id})
-    price = wf.step("price", price_item, needs=[fetch], foreach=fetch.output["items"],
-                    with_={"item": item})
-    workflow = wf.build()
+wf = WorkflowBuilder("order-pipeline")
+fetch = wf.step("fetch", fetch_order, with_={"order_id": inputs.order_id})
+price = wf.step("price", price_item, needs=[fetch], foreach=fetch.output["items"],
+                with_={"item": item})
+workflow = wf.build()
 """
 
 from __future__ import annotations

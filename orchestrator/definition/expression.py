@@ -117,9 +117,7 @@ def parse_expression(source: str) -> Expression:
     if not text:
         raise ExpressionError("empty expression ${{ }}")
     if len(text) > DEFAULT_MAX_EXPRESSION_CHARS:
-        raise ExpressionError(
-            f"expression is {len(text)} characters long; the limit is {DEFAULT_MAX_EXPRESSION_CHARS}"
-        )
+        raise ExpressionError(f"expression is {len(text)} characters long; the limit is {DEFAULT_MAX_EXPRESSION_CHARS}")
     path = _parse_path(text)
     if path is not None:
         return path
@@ -191,8 +189,7 @@ def _check_bracket_depth(text: str) -> None:
             depth += 1
             if depth > DEFAULT_MAX_EXPRESSION_DEPTH:
                 raise ExpressionError(
-                    f"expression nested more than {DEFAULT_MAX_EXPRESSION_DEPTH} deep: "
-                    f"${{{{ {_clip(text)} }}}}"
+                    f"expression nested more than {DEFAULT_MAX_EXPRESSION_DEPTH} deep: ${{{{ {_clip(text)} }}}}"
                 )
         elif char in ")]}":
             depth -= 1
@@ -491,9 +488,7 @@ def _compile_string(text: str, refs: References, found: list[Expression]) -> Eva
     found.extend(expressions)
     if len(pieces) == 1:
         return expressions[0].evaluate
-    return lambda ctx: "".join(
-        p if isinstance(p, str) else _as_text(p.evaluate(ctx)) for p in pieces
-    )
+    return lambda ctx: "".join(p if isinstance(p, str) else _as_text(p.evaluate(ctx)) for p in pieces)
 
 
 def _split_template(text: str) -> list[str | Expression]:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -60,6 +63,24 @@ class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+@dataclass(frozen=True)
+class RetryDecision:
+    """A retry policy's answer: whether to try again, after how many seconds, and why."""
+
+    retry: bool
+    delay: float
+    reason: str
+
+
+def exception_names(error: BaseException) -> set[str]:
+    """Every name a policy may use for ``error``: plain and dotted, for its class and bases."""
+    names: set[str] = set()
+    for cls in type(error).__mro__:
+        names.add(cls.__name__)
+        names.add(f"{cls.__module__}.{cls.__qualname__}")
+    return names
+
+
 class RetryPolicy(_Value):
     """How often and how soon a failed attempt is tried again."""
 
@@ -75,13 +96,27 @@ class RetryPolicy(_Value):
     def _sensible(self) -> RetryPolicy:
         if self.max_delay < self.delay:
             raise ValueError(
-                f"max_delay ({format_duration(self.max_delay)}) is shorter than "
-                f"delay ({format_duration(self.delay)})"
+                f"max_delay ({format_duration(self.max_delay)}) is shorter than delay ({format_duration(self.delay)})"
             )
         both = set(self.retry_on) & set(self.no_retry_on)
         if both:
             raise ValueError(f"{', '.join(sorted(both))} is in both retry_on and no_retry_on")
         return self
+
+    def decide(self, attempt: int, error: BaseException, rand: Callable[[], float] = random.random) -> RetryDecision:
+        """After failed attempt number ``attempt``: retry, and after how long?"""
+        names = exception_names(error)
+        if self.no_retry_on and names & set(self.no_retry_on):
+            return RetryDecision(False, 0.0, f"{type(error).__name__} is in no_retry_on")
+        if self.retry_on and not names & set(self.retry_on):
+            return RetryDecision(False, 0.0, f"{type(error).__name__} is not in retry_on")
+        if attempt >= self.max_attempts:
+            return RetryDecision(False, 0.0, f"{attempt} of {self.max_attempts} attempts spent")
+        delay = self.delay if self.backoff is Backoff.FIXED else self.delay * 2 ** (attempt - 1)
+        delay = min(delay, self.max_delay)
+        if self.jitter:
+            delay = delay / 2 + rand() * delay / 2
+        return RetryDecision(True, delay, f"attempt {attempt + 1} of {self.max_attempts}")
 
     def merged_over(self, base: RetryPolicy) -> RetryPolicy:
         """This policy's explicitly set keys over ``base``'s (a step over the defaults)."""

@@ -20,9 +20,7 @@ from orchestrator.definition.model import Step, Trigger, Workflow
 from orchestrator.errors import Problem, Severity
 
 _BUILTIN_EXCEPTIONS = {
-    name
-    for name, value in vars(builtins).items()
-    if isinstance(value, type) and issubclass(value, BaseException)
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
 }
 
 
@@ -38,9 +36,7 @@ class Report:
 
     def warning(self, message: str, loc: tuple[Any, ...] = (), step: str | None = None) -> None:
         problem = self.source.problem(message, loc, step)
-        self.problems.append(
-            Problem(problem.message, problem.source, problem.line, problem.step, Severity.WARNING)
-        )
+        self.problems.append(Problem(problem.message, problem.source, problem.line, problem.step, Severity.WARNING))
 
     @property
     def has_errors(self) -> bool:
@@ -95,18 +91,14 @@ def check_inputs_schema(workflow: Workflow, report: Report) -> set[str] | None:
     return set(properties) if isinstance(properties, dict) else None
 
 
-def check_input_refs(
-    names: Iterable[str], declared: set[str] | None, loc: tuple[Any, ...], report: Report
-) -> None:
+def check_input_refs(names: Iterable[str], declared: set[str] | None, loc: tuple[Any, ...], report: Report) -> None:
     if declared is None:
         return
     for name in sorted(set(names) - declared):
         report.warning(f"inputs.{name} is not declared in the inputs schema{hint(name, declared)}", loc)
 
 
-def check_exception_names(
-    names: Iterable[str], loc: tuple[Any, ...], report: Report, modules: dict[str, Any]
-) -> None:
+def check_exception_names(names: Iterable[str], loc: tuple[Any, ...], report: Report, modules: dict[str, Any]) -> None:
     """Each name must be a builtin exception or an importable dotted path to one."""
     for index, name in enumerate(names):
         where = (*loc, index)

@@ -16,9 +16,7 @@ EXAMPLES = sorted(str(p) for p in Path("config/examples").glob("*.yaml"))
 
 
 def orchestrator(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_validate_accepts_the_examples() -> None:

@@ -12,17 +12,34 @@ def build_order_pipeline() -> WorkflowBuilder:
         "order-pipeline",
         description="Price and charge an order",
         inputs={"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "string"}}},
-        defaults={"retry": {"max_attempts": 3, "backoff": "exponential", "delay": "1s",
-                            "max_delay": "1m", "jitter": True}, "timeout": "5m"},
+        defaults={
+            "retry": {"max_attempts": 3, "backoff": "exponential", "delay": "1s", "max_delay": "1m", "jitter": True},
+            "timeout": "5m",
+        },
     )
     fetch = wf.step("fetch", examples.fetch_order, with_={"order_id": inputs.order_id})
-    price = wf.step("price", examples.price_item, needs=[fetch], foreach=fetch.output["items"],
-                    concurrency=2, with_={"item": item, "position": index})
-    charge = wf.step("charge", examples.charge, needs=[price],
-                     if_="${{ sum(steps.price.output) > 0 }}",
-                     with_={"order_id": inputs.order_id, "amount": "${{ sum(steps.price.output) }}"})
-    wf.step("notify", "tasks.examples:notify", needs=[charge], trigger="all_done",
-            with_={"message": "order ${{ inputs.order_id }} done"})
+    price = wf.step(
+        "price",
+        examples.price_item,
+        needs=[fetch],
+        foreach=fetch.output["items"],
+        concurrency=2,
+        with_={"item": item, "position": index},
+    )
+    charge = wf.step(
+        "charge",
+        examples.charge,
+        needs=[price],
+        if_="${{ sum(steps.price.output) > 0 }}",
+        with_={"order_id": inputs.order_id, "amount": "${{ sum(steps.price.output) }}"},
+    )
+    wf.step(
+        "notify",
+        "tasks.examples:notify",
+        needs=[charge],
+        trigger="all_done",
+        with_={"message": "order ${{ inputs.order_id }} done"},
+    )
     wf.output("charged", charge.output)
     return wf
 

@@ -30,8 +30,7 @@ def test_plan_version_is_the_content_hash() -> None:
 
 
 def test_a_wide_generated_dag_plans() -> None:
-    steps = {f"s{i}": {"task": "m:f", "needs": [f"s{j}" for j in (i - 1, i // 2) if 0 <= j < i]}
-             for i in range(2000)}
+    steps = {f"s{i}": {"task": "m:f", "needs": [f"s{j}" for j in (i - 1, i // 2) if 0 <= j < i]} for i in range(2000)}
     steps = {k: {**v, "needs": sorted(set(v["needs"]))} for k, v in steps.items()}
     plan = build_plan(Workflow.model_validate({"name": "big", "steps": steps}), check_tasks=False)
     position = {s: i for i, s in enumerate(plan.order)}

@@ -1,0 +1,103 @@
+"""Rich tables for runs, steps and events; nothing here decides anything."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+_COLOURS = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "skipped": "dim",
+    "running": "cyan",
+    "queued": "yellow",
+    "pending": "white",
+}
+console = Console()
+
+
+def _status(value: str) -> str:
+    return f"[{_COLOURS.get(value, 'white')}]{value}[/]"
+
+
+def _short(value: Any, size: int = 60) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= size else text[: size - 3] + "..."
+
+
+def run_table(view: dict[str, Any]) -> Table:
+    title = f"{view['workflow']} run {view['run_id']}: {_status(view['status'])}"
+    table = Table(title=title, title_justify="left")
+    for column in ("step", "status", "attempts", "output / error"):
+        table.add_column(column)
+    for name, step in view["steps"].items():
+        status = step["status"]
+        if "items" in step:
+            done = step["items"].get("succeeded", 0)
+            status = f"{status} ({done}/{step['items']['total']})"
+        detail = step["error"] or step.get("reason") or _short(step["output"])
+        table.add_row(
+            name, _status(step["status"]) + status[len(step["status"]) :], str(step["attempts"]), _short(detail, 80)
+        )
+    if view.get("error"):
+        table.caption = f"[red]{view['error']}[/]"
+    elif view.get("outputs") is not None:
+        table.caption = f"outputs: {_short(view['outputs'], 100)}"
+    return table
+
+
+@contextmanager
+def live(quiet: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A function to show the latest view: a live table on a terminal, the final one elsewhere."""
+    if quiet:
+        yield lambda view: None
+        return
+    if not console.is_terminal:
+        latest: dict[str, Any] = {}
+        yield latest.update
+        if latest:
+            console.print(run_table(latest))
+        return
+    with Live(console=console, refresh_per_second=8) as display:
+        yield lambda view: display.update(run_table(view))
+
+
+def print_run(view: dict[str, Any]) -> None:
+    console.print(run_table(view))
+
+
+def print_runs(views: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in ("run", "workflow", "status", "created", "finished", "error"):
+        table.add_column(column)
+    for v in views:
+        table.add_row(
+            v["run_id"],
+            v["workflow"],
+            _status(v["status"]),
+            v["created_at"] or "",
+            v["finished_at"] or "",
+            _short(v["error"], 50),
+        )
+    console.print(table)
+
+
+def print_history(events: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in ("at", "event", "step", "detail"):
+        table.add_column(column)
+    for e in events:
+        step = e["step"] or ""
+        if e["item_index"] is not None:
+            step = f"{step}[{e['item_index']}]"
+        table.add_row(e["at"], e["kind"], step, _short(e["detail"], 80))
+    console.print(table)

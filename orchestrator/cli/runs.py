@@ -1,0 +1,179 @@
+"""``run``, ``status``, ``runs``, ``history``, ``cancel``: small handlers over the runtime."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from orchestrator.cli import render
+from orchestrator.definition import Plan, plan_file
+from orchestrator.errors import BrokerUnreachable, InputsError, UsageError
+from orchestrator.runtime.connect import open_repository
+from orchestrator.runtime.service import Runtime
+from orchestrator.runtime.views import history_view, run_view, runs_view
+from orchestrator.settings import DEFAULT_POLL_INTERVAL_S, get_settings
+from orchestrator.status import RunStatus
+from orchestrator.store import Repository
+
+
+@click.command()
+@click.argument("target", metavar="FILE-or-NAME")
+@click.option(
+    "-i", "--input", "pairs", multiple=True, metavar="KEY=VALUE", help="An input; VALUE is JSON if it parses."
+)
+@click.option("--inputs-file", type=click.Path(exists=True, dir_okay=False), help="A JSON or YAML object of inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the finished run as JSON.")
+@click.option("--detach", is_flag=True, help="Print the run id and return at once.")
+@click.option("--idempotency-key", default=None, help="The same key gives back the same run.")
+def run(
+    target: str,
+    pairs: tuple[str, ...],
+    inputs_file: str | None,
+    as_json: bool,
+    detach: bool,
+    idempotency_key: str | None,
+) -> None:
+    """Start a run of a workflow file or registered workflow, and follow it to the end."""
+    settings = get_settings()
+    inputs = parse_inputs(pairs, inputs_file)
+    if detach and settings.embedded:
+        raise UsageError("--detach needs workers to hand the run to: set ORCHESTRATOR_BROKER_URL")
+    plan = plan_file(target) if _is_file(target) else None
+    repo = open_repository(settings)
+    rt = Runtime(repo)
+    if plan is None:
+        plan = rt.registered_plan(target)
+    if settings.embedded:
+        from orchestrator.worker.embedded import EmbeddedWorker
+
+        with EmbeddedWorker():
+            run_id = _submit(rt, plan, inputs, idempotency_key, as_json)
+            view = follow(repo, run_id, as_json)
+    else:
+        check_broker()
+        run_id = _submit(rt, plan, inputs, idempotency_key, as_json)
+        if detach:
+            click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+            return
+        view = follow(repo, run_id, as_json)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+    sys.exit(0 if view["status"] == RunStatus.SUCCEEDED else 1)
+
+
+def _submit(rt: Runtime, plan: Plan, inputs: dict[str, Any], key: str | None, quiet: bool) -> str:
+    from orchestrator.worker.tasks import send
+
+    submitted = rt.submit(plan, inputs, key)
+    send(submitted.dispatches)
+    if not quiet:
+        verb = "started" if submitted.created else "already exists for this idempotency key"
+        click.echo(f"run {submitted.run_id} {verb} ({plan.workflow.name}, version {plan.version})", err=True)
+    return submitted.run_id
+
+
+def follow(repo: Repository, run_id: str, quiet: bool) -> dict[str, Any]:
+    """Poll the state store until the run ends, showing its steps live unless ``quiet``."""
+    view = run_view(repo, run_id)
+    with render.live(quiet) as show:
+        while True:
+            show(view)
+            if RunStatus(view["status"]).terminal:
+                return view
+            time.sleep(DEFAULT_POLL_INTERVAL_S)
+            view = run_view(repo, run_id)
+
+
+def check_broker() -> None:
+    from orchestrator.worker.app import app
+
+    connection = app.connection_for_write()
+    try:
+        connection.ensure_connection(max_retries=1, timeout=5)
+    except Exception as exc:  # kombu raises transport-specific errors; all mean unreachable
+        raise BrokerUnreachable(f"cannot reach the broker at {connection.as_uri()}: {exc}") from None
+    finally:
+        connection.release()
+
+
+def parse_inputs(pairs: tuple[str, ...], inputs_file: str | None) -> dict[str, Any]:
+    """``--inputs-file`` first, then each ``-i key=value`` (JSON when it parses, else a string)."""
+    inputs: dict[str, Any] = {}
+    if inputs_file:
+        try:
+            loaded = yaml.safe_load(Path(inputs_file).read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise InputsError(f"{inputs_file}: not JSON or YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise InputsError(f"{inputs_file}: inputs must be an object")
+        inputs.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-i takes key=value, not {pair!r}")
+        try:
+            inputs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            inputs[key] = raw
+    return inputs
+
+
+def _is_file(target: str) -> bool:
+    return Path(target).exists() or target.endswith((".yaml", ".yml", ".json"))
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True)
+def status(run_id: str, as_json: bool) -> None:
+    """One run and all its steps."""
+    view = run_view(open_repository(), run_id, with_attempts=True)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+    else:
+        render.print_run(view)
+
+
+@click.command()
+@click.option("--status", "status_", type=click.Choice([s.value for s in RunStatus]), default=None)
+@click.option("--workflow", default=None)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True)
+def runs(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    views = runs_view(open_repository(), status_, workflow, limit)
+    if as_json:
+        click.echo(json.dumps(views, indent=2))
+    else:
+        render.print_runs(views)
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True)
+def history(run_id: str, as_json: bool) -> None:
+    """The run's event log, oldest first."""
+    events = history_view(open_repository(), run_id)
+    if as_json:
+        click.echo(json.dumps(events, indent=2))
+    else:
+        render.print_history(events)
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+def cancel(run_id: str) -> None:
+    """Stop a run: no new step starts, running steps are revoked, the run ends cancelled."""
+    settings = get_settings()
+    revoke = Runtime(open_repository(settings)).cancel(run_id)
+    if revoke and not settings.embedded:
+        from orchestrator.worker.app import app
+
+        app.control.revoke(revoke, terminate=True, signal="SIGTERM")
+    click.echo(f"run {run_id} cancelled" + (f"; revoked {len(revoke)} running step(s)" if revoke else ""))

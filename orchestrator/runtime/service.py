@@ -1,0 +1,366 @@
+"""The runtime's operations: submit, execute a step, cancel, reconcile.
+
+Each returns the ``Dispatch``es its transaction decided on; the caller (the worker layer, which
+knows Celery) sends them after the commit. A message is only a hint: the state store decides
+whether a delivery still owns a step, so redelivered, duplicated or stale messages are harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import traceback as tb
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
+
+from orchestrator.definition import Plan, Workflow, build_plan
+from orchestrator.errors import InputsError, NotFound, OutputNotSerialisable, StepError, TaskNotFound, UsageError
+from orchestrator.runtime.scheduler import Advancer, Dispatch, new_dispatch_id
+from orchestrator.status import RunStatus, StepStatus
+from orchestrator.store import Repository, StepRow, Tx, now
+
+Resolver = Callable[[str], Callable[..., Any]]
+_NOT_RETRYABLE = (TaskNotFound, OutputNotSerialisable)
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_id: str
+    created: bool
+    dispatches: list[Dispatch]
+
+
+class PlanCache:
+    """Plans by definition version: a run's pinned definition is compiled once per process."""
+
+    def __init__(self) -> None:
+        self._plans: dict[str, Plan] = {}
+
+    def add(self, plan: Plan) -> Plan:
+        self._plans.setdefault(plan.version, plan)
+        return plan
+
+    def get(self, tx: Tx, version: str) -> Plan:
+        plan = self._plans.get(version)
+        if plan is None:
+            snapshot = tx.definition(version)
+            if snapshot is None:
+                raise NotFound(f"no definition with version {version}")
+            plan = self._plans[version] = build_plan(Workflow.model_validate(snapshot), check_tasks=False)
+        return plan
+
+
+class Runtime:
+    def __init__(self, repo: Repository, resolve: Resolver | None = None, worker: str | None = None) -> None:
+        self.repo = repo
+        self.plans = PlanCache()
+        self.resolve = resolve or resolve_function
+        self._worker = worker
+
+    @property
+    def worker(self) -> str:
+        """``host:pid`` of the process running steps (computed late: prefork children fork after init)."""
+        return self._worker or default_worker_name()
+
+    # Submitting
+
+    def submit(self, plan: Plan, inputs: dict[str, Any], idempotency_key: str | None = None) -> Submitted:
+        """Start a run of ``plan``; the same idempotency key gives back the same run."""
+        check_inputs(plan.workflow, inputs)
+        self.plans.add(plan)
+        try:
+            with self.repo.transaction() as tx:
+                if idempotency_key is not None:
+                    existing = tx.run_for_key(idempotency_key)
+                    if existing is not None:
+                        return Submitted(existing, False, [])
+                run_id = str(uuid.uuid4())
+                tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
+                tx.insert_run(run_id, plan.workflow.name, plan.version, inputs, idempotency_key, plan.order)
+                run = tx.lock_run(run_id)
+                assert run is not None
+                dispatches = Advancer(tx, plan, run).start()
+            return Submitted(run_id, True, dispatches)
+        except sa.exc.IntegrityError:
+            if idempotency_key is None:
+                raise
+            with self.repo.transaction() as tx:
+                existing = tx.run_for_key(idempotency_key)
+            if existing is None:
+                raise
+            return Submitted(existing, False, [])
+
+    def registered_plan(self, name: str) -> Plan:
+        with self.repo.transaction() as tx:
+            version = tx.latest_registered(name)
+            if version is None:
+                raise NotFound(f"no workflow named '{name}' is registered (orchestrator workflows list)")
+            return self.plans.get(tx, version)
+
+    def register(self, plan: Plan) -> bool:
+        with self.repo.transaction() as tx:
+            tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
+            return tx.register(plan.workflow.name, plan.version)
+
+    # Executing one step
+
+    def execute(self, step_run_id: int, dispatch_id: str) -> list[Dispatch]:
+        """Run one delivered step, record the result, and advance the run."""
+        claimed = self._claim(step_run_id, dispatch_id)
+        if claimed is None:
+            return []
+        row, plan = claimed
+        try:
+            function = self.resolve(plan.steps[row.step].task)
+            output = to_json(function(**(row.inputs or {})))
+        except Exception as exc:  # any exception of a user's step fails the attempt; it is recorded
+            return self._failed(row, plan, dispatch_id, exc, tb.format_exc())
+        return self._succeeded(row, plan, dispatch_id, output)
+
+    def _claim(self, step_run_id: int, dispatch_id: str) -> tuple[StepRow, Plan] | None:
+        """Take ownership of a step for this delivery, or None when it is not ours to run."""
+        with self.repo.transaction() as tx:
+            row = tx.step_run(step_run_id, lock=True)
+            if row is None or row.dispatch_id != dispatch_id:
+                return None
+            if row.status is StepStatus.RUNNING:
+                if not self._owner_lost(tx, row.worker):
+                    return None  # a duplicate delivery while the first is still running
+            elif row.status is not StepStatus.QUEUED:
+                return None  # already finished, cancelled or skipped: a redelivery
+            run = tx.run(row.run_id)
+            if run is None or run.status.terminal:
+                return None
+            at = now()
+            row.attempts += 1
+            tx.update_step(row.id, status=StepStatus.RUNNING, attempts=row.attempts, worker=self.worker, started_at=at)
+            tx.start_attempt(row.id, row.attempts, self.worker, at)
+            tx.add_events([_event(row, "step.running", {"attempt": row.attempts, "worker": self.worker}, at)])
+            row.status = StepStatus.RUNNING
+            return row, self.plans.get(tx, run.version)
+
+    def _owner_lost(self, tx: Tx, owner: str | None) -> bool:
+        """Whether the process recorded as running a step is gone (then a redelivery may retake it)."""
+        if owner is None:
+            return True
+        host, _, pid = owner.rpartition(":")
+        if host == socket.gethostname() and pid.isdigit():
+            return not _process_exists(int(pid))
+        return not tx.worker_alive(host, now() - timedelta(seconds=_heartbeat_grace()))
+
+    def _succeeded(self, row: StepRow, plan: Plan, dispatch_id: str, output: Any) -> list[Dispatch]:
+        with self.repo.transaction() as tx:
+            run = tx.lock_run(row.run_id)
+            at = now()
+            if run is None or not tx.finish_step_if(
+                row.id, dispatch_id, status=StepStatus.SUCCEEDED, output=output, error=None, finished_at=at
+            ):
+                return []
+            tx.finish_attempt(row.id, row.attempts, StepStatus.SUCCEEDED, None)
+            tx.add_events([_event(row, "step.succeeded", None, at)])
+            row.status, row.output = StepStatus.SUCCEEDED, output
+            if run.status.terminal:
+                return []
+            return Advancer(tx, plan, run).step_finished(row)
+
+    def _failed(self, row: StepRow, plan: Plan, dispatch_id: str, exc: Exception, trace: str) -> list[Dispatch]:
+        error = f"{type(exc).__name__}: {exc}"
+        decision = plan.steps[row.step].retry.decide(row.attempts, exc)
+        if isinstance(exc, _NOT_RETRYABLE):
+            decision = type(decision)(False, 0.0, "not retryable")
+        with self.repo.transaction() as tx:
+            run = tx.lock_run(row.run_id)
+            at = now()
+            if run is None:
+                return []
+            if decision.retry and run.status is RunStatus.RUNNING and run.error is None:
+                retry_id = new_dispatch_id()
+                if not tx.finish_step_if(
+                    row.id,
+                    dispatch_id,
+                    status=StepStatus.QUEUED,
+                    error=error,
+                    dispatch_id=retry_id,
+                    queued_at=at,
+                    not_before=at + timedelta(seconds=decision.delay),
+                ):
+                    return []
+                tx.finish_attempt(row.id, row.attempts, StepStatus.FAILED, error)
+                detail = {"attempt": row.attempts, "error": error, "delay_s": round(decision.delay, 3)}
+                tx.add_events([_event(row, "step.retrying", detail, at)])
+                return [Dispatch(row.id, retry_id, decision.delay)]
+            if not tx.finish_step_if(
+                row.id, dispatch_id, status=StepStatus.FAILED, error=error, traceback=trace, finished_at=at
+            ):
+                return []
+            tx.finish_attempt(row.id, row.attempts, StepStatus.FAILED, error)
+            tx.add_events([_event(row, "step.failed", {"error": error, "why": decision.reason}, at)])
+            row.status, row.error = StepStatus.FAILED, error
+            if run.status.terminal:
+                return []
+            return Advancer(tx, plan, run).step_failed(row)
+
+    # Operating on runs
+
+    def advance(self, run_id: str) -> list[Dispatch]:
+        """Re-scan a run from the state store (idempotent)."""
+        with self.repo.transaction() as tx:
+            run = tx.lock_run(run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}")
+            if run.status.terminal:
+                return []
+            return Advancer(tx, self.plans.get(tx, run.version), run).start()
+
+    def cancel(self, run_id: str) -> list[str]:
+        """Cancel a run; returns the dispatch ids of steps that were running, to revoke."""
+        with self.repo.transaction() as tx:
+            run = tx.lock_run(run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}")
+            if run.status is RunStatus.CANCELLED:
+                return []
+            if run.status.terminal:
+                raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to cancel")
+            running = [r.dispatch_id for r in _open_rows(tx, run_id) if r.status is StepStatus.RUNNING]
+            cancelled = tx.cancel_open(
+                run_id, (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RUNNING), (), "the run was cancelled"
+            )
+            at = now()
+            tx.update_run(run_id, status=RunStatus.CANCELLED, finished_at=at, remaining=0)
+            events = [
+                {
+                    "run_id": run_id,
+                    "step": step,
+                    "item_index": None if index < 0 else index,
+                    "kind": "step.cancelled",
+                    "detail": None,
+                    "at": at,
+                }
+                for _, step, index in cancelled
+            ]
+            events.append(
+                {"run_id": run_id, "step": None, "item_index": None, "kind": "run.cancelled", "detail": None, "at": at}
+            )
+            tx.add_events(events)
+        return [d for d in running if d]
+
+    def reconcile(self, stale_after: float, lost_after: float) -> list[Dispatch]:
+        """Dispatch again what a lost message or a dead worker left behind."""
+        dispatches: list[Dispatch] = []
+        with self.repo.transaction() as tx:
+            at = now()
+            for row in tx.stale_queued(at - timedelta(seconds=stale_after)):
+                dispatches.extend(self._requeue(tx, row, "step.redispatched", "its message was not taken"))
+            for row in tx.running_since(at - timedelta(seconds=lost_after)):
+                if self._owner_lost(tx, row.worker):
+                    tx.finish_attempt(row.id, row.attempts, StepStatus.FAILED, "worker lost")
+                    dispatches.extend(self._requeue(tx, row, "step.redispatched", f"worker {row.worker} was lost"))
+        return dispatches
+
+    def _requeue(self, tx: Tx, row: StepRow, kind: str, why: str) -> list[Dispatch]:
+        dispatch_id = new_dispatch_id()
+        at = now()
+        tx.update_step(row.id, status=StepStatus.QUEUED, dispatch_id=dispatch_id, queued_at=at, not_before=None)
+        tx.add_events([_event(row, kind, {"why": why}, at)])
+        return [Dispatch(row.id, dispatch_id)]
+
+    def heartbeat(self) -> None:
+        """Say this host's workers are alive (owners on other hosts are judged by this)."""
+        with self.repo.transaction() as tx:
+            tx.heartbeat(socket.gethostname(), now())
+
+
+def check_inputs(workflow: Workflow, inputs: Any) -> None:
+    """Inputs must be a JSON object that the workflow's inputs schema accepts (exit 2 if not)."""
+    if not isinstance(inputs, dict):
+        raise InputsError(f"inputs must be an object, not {type(inputs).__name__}")
+    try:
+        json.dumps(inputs)
+    except (TypeError, ValueError) as exc:
+        raise InputsError(f"inputs are not JSON: {exc}") from None
+    if workflow.inputs is None:
+        return
+    validator = validator_for(workflow.inputs, default=Draft202012Validator)(workflow.inputs)
+    error = best_match(validator.iter_errors(inputs))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        raise InputsError(f"inputs{'.' + where if where else ''}: {error.message} (workflow {workflow.name})")
+
+
+def to_json(value: Any) -> Any:
+    """The value as stored: JSON data, or OutputNotSerialisable (never retried)."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise OutputNotSerialisable(
+            f"the step returned {type(value).__name__}, which is not JSON-serialisable: {exc}"
+        ) from None
+
+
+def resolve_function(task: str) -> Callable[..., Any]:
+    """``module:function`` to the function; other names need the worker layer's registry."""
+    import importlib
+
+    if ":" not in task:
+        raise TaskNotFound(f"task '{task}' is not 'module:function' and no task registry is available")
+    module_name, _, attr = task.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskNotFound(f"task '{task}': cannot import '{module_name}': {exc}") from None
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise TaskNotFound(f"task '{task}': module '{module_name}' has no '{attr}'")
+    if not callable(target):
+        raise TaskNotFound(f"task '{task}' is not callable")
+    return target
+
+
+def _open_rows(tx: Tx, run_id: str) -> list[StepRow]:
+    rows = list(tx.steps(run_id).values()) + tx.items(run_id)
+    return [r for r in rows if not r.status.terminal]
+
+
+def _event(row: StepRow, kind: str, detail: dict[str, Any] | None, at: Any) -> dict[str, Any]:
+    return {
+        "run_id": row.run_id,
+        "step": row.step,
+        "item_index": row.item_index if row.is_item else None,
+        "kind": kind,
+        "detail": detail,
+        "at": at,
+    }
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _heartbeat_grace() -> float:
+    from orchestrator.settings import get_settings
+
+    return get_settings().reconcile_stale_s
+
+
+__all__ = ["Runtime", "Submitted", "StepError", "check_inputs", "resolve_function", "to_json"]

@@ -1,0 +1,7 @@
+"""The state store: run state in PostgreSQL (or SQLite, embedded) through one repository."""
+
+from __future__ import annotations
+
+from orchestrator.store.repository import STEP_ROW, Repository, RunRow, StepRow, Tx, now
+
+__all__ = ["STEP_ROW", "Repository", "RunRow", "StepRow", "Tx", "now"]

@@ -1,0 +1,81 @@
+"""Engines for PostgreSQL (psycopg 3) and SQLite, with one transaction discipline for both.
+
+SQLite transactions start with ``BEGIN IMMEDIATE`` so that two processes advancing one run
+serialise on the write lock instead of failing to upgrade a read lock; PostgreSQL locks the run
+row with ``SELECT ... FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from orchestrator.errors import StoreUnreachable, UsageError
+
+_ENGINES: dict[tuple[int, str], Engine] = {}
+
+
+def redact(url: str | URL) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown without anything after the scheme
+        return str(url).split("://", 1)[0] + "://..."
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per process and URL (engines must not cross a fork)."""
+    key = (os.getpid(), url)
+    engine = _ENGINES.get(key)
+    if engine is None:
+        engine = _ENGINES[key] = create_engine(url)
+    return engine
+
+
+def create_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise UsageError(f"ORCHESTRATOR_DATABASE_URL is not a database URL: {redact(url)}") from None
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+    if parsed.get_backend_name() == "postgresql":
+        options["connect_args"] = {"connect_timeout": 5}
+    return sa.create_engine(parsed, **options)
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def check_reachable(engine: Engine) -> None:
+    """Raise StoreUnreachable (exit 3) naming the URL, never its password."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+        raise StoreUnreachable(f"cannot reach the state store at {redact(engine.url)}: {reason}") from None

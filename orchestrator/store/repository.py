@@ -1,0 +1,412 @@
+"""The repository: every read and write of run state goes through here, in explicit transactions.
+
+``Repository.transaction()`` yields a ``Tx`` bound to one connection and one database
+transaction; the scheduler does all of one "advance" inside a single ``Tx``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from orchestrator.errors import StateStoreError
+from orchestrator.status import RunStatus, StepStatus
+from orchestrator.store import tables as t
+from orchestrator.store.database import check_reachable, get_engine, redact
+
+STEP_ROW = -1  # item_index of a step's own row; foreach items are 0..n-1
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass
+class RunRow:
+    id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    inputs: Any
+    outputs: Any
+    error: str | None
+    idempotency_key: str | None
+    remaining: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> RunRow:
+        data = dict(row._mapping)
+        data["status"] = RunStatus(data["status"])
+        for key in ("created_at", "started_at", "finished_at"):
+            data[key] = aware(data[key])
+        return cls(**data)
+
+
+@dataclass
+class StepRow:
+    id: int
+    run_id: str
+    step: str
+    item_index: int
+    status: StepStatus
+    attempts: int
+    inputs: Any
+    output: Any
+    error: str | None
+    traceback: str | None
+    reason: str | None
+    worker: str | None
+    dispatch_id: str | None
+    not_before: datetime | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> StepRow:
+        data = dict(row._mapping)
+        data["status"] = StepStatus(data["status"])
+        for key in ("not_before", "queued_at", "started_at", "finished_at"):
+            data[key] = aware(data[key])
+        return cls(**data)
+
+    @property
+    def is_item(self) -> bool:
+        return self.item_index != STEP_ROW
+
+
+class Tx:
+    """One transaction's worth of queries."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.c = connection
+        self.dialect = connection.dialect.name
+
+    # Definitions and registrations
+
+    def save_definition(self, version: str, name: str, snapshot: dict[str, Any]) -> None:
+        exists = self.c.execute(sa.select(t.definitions.c.version).where(t.definitions.c.version == version))
+        if exists.first() is None:
+            self.c.execute(
+                t.definitions.insert().values(version=version, name=name, snapshot=snapshot, created_at=now())
+            )
+
+    def definition(self, version: str) -> dict[str, Any] | None:
+        row = self.c.execute(sa.select(t.definitions.c.snapshot).where(t.definitions.c.version == version)).first()
+        return None if row is None else row[0]
+
+    def register(self, name: str, version: str) -> bool:
+        """Register ``version`` under ``name``; False when it already was."""
+        w = t.workflows.c
+        found = self.c.execute(sa.select(w.id).where(w.name == name, w.version == version)).first()
+        if found is not None:
+            return False
+        self.c.execute(t.workflows.insert().values(name=name, version=version, registered_at=now()))
+        return True
+
+    def latest_registered(self, name: str) -> str | None:
+        w = t.workflows.c
+        query = sa.select(w.version).where(w.name == name).order_by(w.registered_at.desc(), w.id.desc()).limit(1)
+        row = self.c.execute(query).first()
+        return None if row is None else row[0]
+
+    def registrations(self, name: str | None = None) -> list[dict[str, Any]]:
+        w = t.workflows.c
+        query = sa.select(w.name, w.version, w.registered_at).order_by(w.name, w.registered_at.desc(), w.id.desc())
+        if name is not None:
+            query = query.where(w.name == name)
+        return [dict(r._mapping, registered_at=aware(r.registered_at)) for r in self.c.execute(query)]
+
+    # Runs
+
+    def run_for_key(self, key: str) -> str | None:
+        row = self.c.execute(sa.select(t.runs.c.id).where(t.runs.c.idempotency_key == key)).first()
+        return None if row is None else row[0]
+
+    def insert_run(
+        self, run_id: str, workflow: str, version: str, inputs: Any, key: str | None, steps: Sequence[str]
+    ) -> None:
+        at = now()
+        self.c.execute(
+            t.runs.insert().values(
+                id=run_id,
+                workflow=workflow,
+                version=version,
+                status=RunStatus.PENDING,
+                inputs=inputs,
+                idempotency_key=key,
+                remaining=len(steps),
+                created_at=at,
+            )
+        )
+        if steps:
+            self.c.execute(
+                t.step_runs.insert(),
+                [
+                    {"run_id": run_id, "step": s, "item_index": STEP_ROW, "status": StepStatus.PENDING, "attempts": 0}
+                    for s in steps
+                ],
+            )
+
+    def lock_run(self, run_id: str) -> RunRow | None:
+        """The run, locked until the transaction ends (SQLite: the database write lock)."""
+        query = sa.select(t.runs).where(t.runs.c.id == run_id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = self.c.execute(query).first()
+        return None if row is None else RunRow.from_row(row)
+
+    def run(self, run_id: str) -> RunRow | None:
+        row = self.c.execute(sa.select(t.runs).where(t.runs.c.id == run_id)).first()
+        return None if row is None else RunRow.from_row(row)
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        self.c.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
+
+    def runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:
+        query = sa.select(t.runs).order_by(t.runs.c.created_at.desc(), t.runs.c.id).limit(limit)
+        if status:
+            query = query.where(t.runs.c.status == status)
+        if workflow:
+            query = query.where(t.runs.c.workflow == workflow)
+        return [RunRow.from_row(r) for r in self.c.execute(query)]
+
+    def run_ids(self, statuses: Iterable[str]) -> list[str]:
+        query = sa.select(t.runs.c.id).where(t.runs.c.status.in_(list(statuses)))
+        return [r[0] for r in self.c.execute(query)]
+
+    # Steps
+
+    def steps(self, run_id: str, names: Iterable[str] | None = None) -> dict[str, StepRow]:
+        """The step rows (not items) of a run, all or by name."""
+        s = t.step_runs.c
+        query = sa.select(t.step_runs).where(s.run_id == run_id, s.item_index == STEP_ROW)
+        if names is not None:
+            wanted = list(names)
+            if not wanted:
+                return {}
+            query = query.where(s.step.in_(wanted))
+        return {row.step: StepRow.from_row(row) for row in self.c.execute(query)}
+
+    def step_run(self, step_run_id: int, lock: bool = False) -> StepRow | None:
+        query = sa.select(t.step_runs).where(t.step_runs.c.id == step_run_id)
+        if lock and self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = self.c.execute(query).first()
+        return None if row is None else StepRow.from_row(row)
+
+    def items(self, run_id: str, step: str | None = None) -> list[StepRow]:
+        s = t.step_runs.c
+        query = sa.select(t.step_runs).where(s.run_id == run_id, s.item_index != STEP_ROW)
+        if step is not None:
+            query = query.where(s.step == step)
+        return [StepRow.from_row(r) for r in self.c.execute(query.order_by(s.step, s.item_index))]
+
+    def update_step(self, step_run_id: int, **values: Any) -> None:
+        self.c.execute(t.step_runs.update().where(t.step_runs.c.id == step_run_id).values(**values))
+
+    def finish_step_if(self, step_run_id: int, dispatch_id: str, **values: Any) -> bool:
+        """Record a result only if this delivery still owns the running step."""
+        s = t.step_runs.c
+        result = self.c.execute(
+            t.step_runs.update()
+            .where(s.id == step_run_id, s.dispatch_id == dispatch_id, s.status == StepStatus.RUNNING)
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+    def insert_items(self, run_id: str, step: str, inputs: Sequence[Any]) -> None:
+        self.c.execute(
+            t.step_runs.insert(),
+            [
+                {
+                    "run_id": run_id,
+                    "step": step,
+                    "item_index": i,
+                    "status": StepStatus.PENDING,
+                    "attempts": 0,
+                    "inputs": value,
+                }
+                for i, value in enumerate(inputs)
+            ],
+        )
+
+    def item_counts(self, run_id: str, step: str) -> dict[StepStatus, int]:
+        s = t.step_runs.c
+        query = (
+            sa.select(s.status, sa.func.count())
+            .where(s.run_id == run_id, s.step == step, s.item_index != STEP_ROW)
+            .group_by(s.status)
+        )
+        return {StepStatus(status): count for status, count in self.c.execute(query)}
+
+    def pending_items(self, run_id: str, step: str, limit: int) -> list[tuple[int, int]]:
+        s = t.step_runs.c
+        query = (
+            sa.select(s.id, s.item_index)
+            .where(s.run_id == run_id, s.step == step, s.item_index != STEP_ROW, s.status == StepStatus.PENDING)
+            .order_by(s.item_index)
+            .limit(limit)
+        )
+        return [(r[0], r[1]) for r in self.c.execute(query)]
+
+    def queue_many(self, queued: Sequence[tuple[int, str]], at: datetime) -> None:
+        """Mark rows queued with their dispatch ids, in one round trip."""
+        if not queued:
+            return
+        s = t.step_runs.c
+        statement = (
+            t.step_runs.update()
+            .where(s.id == sa.bindparam("row_id"))
+            .values(status=StepStatus.QUEUED, dispatch_id=sa.bindparam("dispatch"), queued_at=at)
+        )
+        self.c.execute(statement, [{"row_id": row_id, "dispatch": d} for row_id, d in queued])
+
+    def item_results(self, run_id: str, step: str) -> list[tuple[StepStatus, Any, str | None]]:
+        s = t.step_runs.c
+        query = (
+            sa.select(s.status, s.output, s.error)
+            .where(s.run_id == run_id, s.step == step, s.item_index != STEP_ROW)
+            .order_by(s.item_index)
+        )
+        return [(StepStatus(r[0]), r[1], r[2]) for r in self.c.execute(query)]
+
+    def cancel_open(
+        self, run_id: str, statuses: Iterable[StepStatus], keep: Iterable[str] = (), reason: str = ""
+    ) -> list[tuple[int, str, int]]:
+        """Cancel rows in ``statuses`` (except step rows named in ``keep``); (id, step, item) of each."""
+        s = t.step_runs.c
+        condition = sa.and_(s.run_id == run_id, s.status.in_([str(x) for x in statuses]))
+        kept = list(keep)
+        if kept:
+            condition = sa.and_(condition, sa.not_(sa.and_(s.item_index == STEP_ROW, s.step.in_(kept))))
+        found = self.c.execute(sa.select(s.id, s.step, s.item_index).where(condition)).all()
+        if found:
+            self.c.execute(
+                t.step_runs.update()
+                .where(s.id.in_([r[0] for r in found]))
+                .values(status=StepStatus.CANCELLED, reason=reason, finished_at=now())
+            )
+        return [(r[0], r[1], r[2]) for r in found]
+
+    def stale_queued(self, cutoff: datetime, limit: int = 500) -> list[StepRow]:
+        """Queued steps of running runs whose message should have been taken by ``cutoff``."""
+        s, r = t.step_runs.c, t.runs.c
+        due = sa.func.coalesce(s.not_before, s.queued_at)
+        query = (
+            sa.select(t.step_runs)
+            .join(t.runs, r.id == s.run_id)
+            .where(s.status == StepStatus.QUEUED, r.status == RunStatus.RUNNING, due < cutoff)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(of=t.step_runs, skip_locked=True)
+        return [StepRow.from_row(row) for row in self.c.execute(query)]
+
+    def running_since(self, cutoff: datetime, limit: int = 500) -> list[StepRow]:
+        """Running steps of running runs that started before ``cutoff``: candidates for a lost worker."""
+        s, r = t.step_runs.c, t.runs.c
+        query = (
+            sa.select(t.step_runs)
+            .join(t.runs, r.id == s.run_id)
+            .where(s.status == StepStatus.RUNNING, r.status == RunStatus.RUNNING, s.started_at < cutoff)
+            .limit(limit)
+        )
+        return [StepRow.from_row(row) for row in self.c.execute(query)]
+
+    # Attempts, events, workers
+
+    def start_attempt(self, step_run_id: int, number: int, worker: str, at: datetime) -> None:
+        self.c.execute(
+            t.attempts.insert().values(
+                step_run_id=step_run_id, number=number, status=StepStatus.RUNNING, worker=worker, started_at=at
+            )
+        )
+
+    def finish_attempt(self, step_run_id: int, number: int, status: StepStatus, error: str | None) -> None:
+        a = t.attempts.c
+        self.c.execute(
+            t.attempts.update()
+            .where(a.step_run_id == step_run_id, a.number == number, a.status == StepStatus.RUNNING)
+            .values(status=status, error=error, finished_at=now())
+        )
+
+    def attempts(self, step_run_ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not step_run_ids:
+            return []
+        a = t.attempts.c
+        query = sa.select(t.attempts).where(a.step_run_id.in_(list(step_run_ids))).order_by(a.step_run_id, a.number)
+        return [
+            dict(r._mapping, started_at=aware(r.started_at), finished_at=aware(r.finished_at))
+            for r in self.c.execute(query)
+        ]
+
+    def add_events(self, events: Sequence[dict[str, Any]]) -> None:
+        if events:
+            self.c.execute(t.events.insert(), list(events))
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        e = t.events.c
+        query = sa.select(e.step, e.item_index, e.kind, e.detail, e.at).where(e.run_id == run_id).order_by(e.id)
+        return [dict(r._mapping, at=aware(r.at)) for r in self.c.execute(query)]
+
+    def heartbeat(self, name: str, at: datetime) -> None:
+        w = t.workers.c
+        updated = self.c.execute(t.workers.update().where(w.name == name).values(last_seen=at))
+        if updated.rowcount == 0:
+            self.c.execute(t.workers.insert().values(name=name, started_at=at, last_seen=at))
+
+    def worker_alive(self, name: str | None, cutoff: datetime) -> bool:
+        if name is None:
+            return False
+        w = t.workers.c
+        row = self.c.execute(sa.select(w.last_seen).where(w.name == name)).first()
+        last_seen = aware(row[0]) if row else None
+        return last_seen is not None and last_seen >= cutoff
+
+
+class Repository:
+    """The state store: opens transactions on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Repository:
+        return cls(get_engine(url))
+
+    @property
+    def url(self) -> str:
+        return redact(self.engine.url)
+
+    def check(self) -> None:
+        check_reachable(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        try:
+            with self.engine.begin() as connection:
+                yield Tx(connection)
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if "no such table" in reason or "does not exist" in reason:
+                raise StateStoreError(
+                    f"the state store at {self.url} has no orchestrator schema: run 'orchestrator db upgrade'"
+                ) from exc
+            raise StateStoreError(f"state store error at {self.url}: {reason}") from exc

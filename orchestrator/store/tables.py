@@ -1,0 +1,121 @@
+"""The schema: definitions, registrations, runs, step runs, attempts, events, workers.
+
+SQLAlchemy Core tables; the same definitions serve PostgreSQL (psycopg 3) and SQLite. Changes go
+through Alembic migrations in ``migrations/``, never ``create_all``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Time = sa.DateTime(timezone=True)
+
+definitions = sa.Table(
+    "definitions",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("snapshot", Json, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.String(64), sa.ForeignKey("definitions.version"), nullable=False),
+    sa.Column("registered_at", Time, nullable=False),
+    sa.UniqueConstraint("name", "version"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(64), sa.ForeignKey("definitions.version"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("inputs", Json, nullable=False),
+    sa.Column("outputs", Json, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True, unique=True),
+    sa.Column("remaining", sa.Integer, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("started_at", Time, nullable=True),
+    sa.Column("finished_at", Time, nullable=True),
+    sa.Index("ix_runs_status_created_at", "status", "created_at"),
+    sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
+    sa.Index("ix_runs_created_at", "created_at"),
+)
+
+# One row per step (item_index -1) and one per foreach item (item_index 0..n-1).
+step_runs = sa.Table(
+    "step_runs",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("item_index", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("inputs", Json, nullable=True),
+    sa.Column("output", Json, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("traceback", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("worker", sa.String(200), nullable=True),
+    sa.Column("dispatch_id", sa.String(36), nullable=True),
+    sa.Column("not_before", Time, nullable=True),
+    sa.Column("queued_at", Time, nullable=True),
+    sa.Column("started_at", Time, nullable=True),
+    sa.Column("finished_at", Time, nullable=True),
+    sa.UniqueConstraint("run_id", "step", "item_index"),
+    sa.Index("ix_step_runs_status_queued_at", "status", "queued_at"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("step_run_id", Id, sa.ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("worker", sa.String(200), nullable=True),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("finished_at", Time, nullable=True),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("step", sa.String(200), nullable=True),
+    sa.Column("item_index", sa.Integer, nullable=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("detail", Json, nullable=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Index("ix_events_run_id_id", "run_id", "id"),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("last_seen", Time, nullable=False),
+)
