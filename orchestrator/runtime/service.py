@@ -298,7 +298,8 @@ def check_inputs(workflow: Workflow, inputs: Any) -> None:
     error = best_match(validator.iter_errors(inputs))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
-        raise InputsError(f"inputs{'.' + where if where else ''}: {error.message} (workflow {workflow.name})")
+        message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+        raise InputsError(f"inputs{'.' + where if where else ''}: {message} (workflow {workflow.name})")
 
 
 def to_json(value: Any) -> Any:

@@ -26,6 +26,17 @@ def redact(url: str | URL) -> str:
         return str(url).split("://", 1)[0] + "://..."
 
 
+def _forget_inherited_pools() -> None:
+    """In a forked child, drop the parent's pooled connections without closing them (closing
+    would end the parent's sessions on the server); the child opens its own."""
+    for (pid, _), engine in list(_ENGINES.items()):
+        if pid != os.getpid():
+            engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_pools)
+
+
 def get_engine(url: str) -> Engine:
     """One engine per process and URL (engines must not cross a fork)."""
     key = (os.getpid(), url)

@@ -202,7 +202,7 @@ class Tx:
             if not wanted:
                 return {}
             query = query.where(s.step.in_(wanted))
-        return {row.step: StepRow.from_row(row) for row in self.c.execute(query)}
+        return {row.step: StepRow.from_row(row) for row in self.c.execute(query.order_by(s.id))}
 
     def step_run(self, step_run_id: int, lock: bool = False) -> StepRow | None:
         query = sa.select(t.step_runs).where(t.step_runs.c.id == step_run_id)
@@ -221,12 +221,12 @@ class Tx:
     def update_step(self, step_run_id: int, **values: Any) -> None:
         self.c.execute(t.step_runs.update().where(t.step_runs.c.id == step_run_id).values(**values))
 
-    def finish_step_if(self, step_run_id: int, dispatch_id: str, **values: Any) -> bool:
-        """Record a result only if this delivery still owns the running step."""
+    def finish_step_if(self, step_run_id: int, owner: str, **values: Any) -> bool:
+        """Record a result only if delivery ``owner`` (a dispatch id) still owns the running step."""
         s = t.step_runs.c
         result = self.c.execute(
             t.step_runs.update()
-            .where(s.id == step_run_id, s.dispatch_id == dispatch_id, s.status == StepStatus.RUNNING)
+            .where(s.id == step_run_id, s.dispatch_id == owner, s.status == StepStatus.RUNNING)
             .values(**values)
         )
         return result.rowcount == 1

@@ -19,6 +19,7 @@ metadata = sa.MetaData(
 )
 
 Json = sa.JSON().with_variant(JSONB(), "postgresql")
+OrderedJson = sa.JSON()  # PostgreSQL's json keeps the author's key order; jsonb would sort it
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.DateTime(timezone=True)
 
@@ -27,7 +28,7 @@ definitions = sa.Table(
     metadata,
     sa.Column("version", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("snapshot", Json, nullable=False),
+    sa.Column("snapshot", OrderedJson, nullable=False),
     sa.Column("created_at", Time, nullable=False),
 )
 
