@@ -1,4 +1,9 @@
-"""``python -m bench [--quick] [CASE...]``: run the benchmarks, one JSON line per measurement."""
+"""``python -m bench [--quick] [CASE...]``: run the benchmarks, one JSON line per measurement.
+
+Against Redis and PostgreSQL (``ORCHESTRATOR_BROKER_URL``, ``ORCHESTRATOR_DATABASE_URL``; defaults:
+the local servers). The bench creates its own database and uses an empty Redis database, starts
+and stops its own workers, and leaves the servers as it found them.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,38 @@ import argparse
 import importlib
 import json
 import sys
+import time
 
-CASES = ["compile"]
+CASES = ["compile", "store", "runs"]
+NEEDS_SERVICES = {"store", "runs"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, same cases (under a minute)")
-    parser.add_argument("cases", nargs="*", choices=[*CASES, []], help="cases to run (default: all)")
+    parser.add_argument("cases", nargs="*", help=f"cases to run (default: all of {', '.join(CASES)})")
     args = parser.parse_args(argv)
-    for case in args.cases or CASES:
-        module = importlib.import_module(f"bench.{case}")
-        for line in module.run(args.quick):
-            print(json.dumps(line), flush=True)
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+    chosen = [c for c in CASES if c in (args.cases or CASES)]
+    started = time.perf_counter()
+    for case in [c for c in chosen if c not in NEEDS_SERVICES]:
+        _emit(importlib.import_module(f"bench.{case}").run(args.quick))
+    with_services = [c for c in chosen if c in NEEDS_SERVICES]
+    if with_services:
+        from bench.env import services
+
+        with services() as svc:
+            for case in with_services:
+                _emit(importlib.import_module(f"bench.{case}").run(svc, args.quick))
+    print(f"# total {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0
+
+
+def _emit(lines: object) -> None:
+    for line in lines:  # type: ignore[attr-defined]
+        print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

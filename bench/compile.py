@@ -60,7 +60,7 @@ def run(quick: bool) -> Iterator[dict[str, Any]]:
         yield {
             "name": "compile",
             "n": n,
-            "baseline_s": round(baseline, 4),
-            "ours_s": round(ours, 4),
+            "baseline_s": round(baseline, 6),
+            "ours_s": round(ours, 6),
             "ratio": round(ours / baseline, 2),
         }

@@ -76,11 +76,9 @@ def database_url(pg_template: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     url = _sqlalchemy_url(name)
     yield url
-    from orchestrator.store.database import _ENGINES
+    from orchestrator.store.database import dispose_engines
 
-    for (_, engine_url), engine in list(_ENGINES.items()):
-        if engine_url == url:
-            engine.dispose()
+    dispose_engines(url)
     _drop(name)
 
 

@@ -144,20 +144,22 @@ def _parse_path(text: str) -> Expression | None:
     operators, a malformed ``steps`` path) returns None and goes through ``ast`` for its
     precise error message.
     """
-    if not _PATH.fullmatch(text):
-        return None
-    root_end = len(text)
-    for position, char in enumerate(text):
-        if char in ".[":
-            root_end = position
-            break
-    root = text[:root_end]
+    if "[" not in text:
+        parts = text.split(".")
+        if not all(part.isidentifier() for part in parts):
+            return None
+        root, keys = parts[0], list[str | int](parts[1:])
+    else:
+        if not _PATH.fullmatch(text):
+            return None
+        root_end = text.index("[") if "." not in text else min(text.index("["), text.index("."))
+        root = text[:root_end]
+        keys = []
+        for match in _SEGMENT.finditer(text, root_end):
+            name, number, single, double = match.groups()
+            keys.append(int(number) if number is not None else (name or single or double or ""))
     if root not in ROOTS:
         return None
-    keys: list[str | int] = []
-    for match in _SEGMENT.finditer(text, root_end):
-        name, number, single, double = match.groups()
-        keys.append(int(number) if number is not None else (name or single or double or ""))
     refs = References()
     if root == "steps":
         if not keys or not isinstance(keys[0], str) or (len(keys) > 1 and keys[1] not in STEP_FIELDS):
@@ -493,6 +495,8 @@ def _compile_string(text: str, refs: References, found: list[Expression]) -> Eva
 
 def _split_template(text: str) -> list[str | Expression]:
     """Literal text and parsed expressions, in order; a lone expression stands alone."""
+    if text.startswith("${{") and text.endswith("}}") and text.find("}}") == len(text) - 2:
+        return [_parse_cached(text[3:-2])]
     pieces: list[str | Expression] = []
     cursor = 0
     while True:

@@ -65,7 +65,7 @@ class Advancer:
         self.dispatches: list[Dispatch] = []
         self.queued: list[tuple[int, str]] = []
         self.worklist: deque[str] = deque()
-        self.remaining = run.remaining
+        self.maybe_done = False
         self.failing = run.error is not None
 
     # Entry points
@@ -103,10 +103,7 @@ class Advancer:
             self.consider(self.worklist.popleft())
         self.tx.queue_many(self.queued, self.at)
         self.queued = []
-        if self.remaining != self.run.remaining:
-            self.tx.update_run(self.run.id, remaining=self.remaining)
-            self.run.remaining = self.remaining
-        if self.remaining == 0 and not self.run.status.terminal:
+        if self.maybe_done and not self.run.status.terminal and self.tx.open_steps(self.run.id) == 0:
             self.finish_run()
         self.tx.add_events(self.events)
         self.events = []
@@ -221,8 +218,10 @@ class Advancer:
         self.settled(row)
 
     def settled(self, row: StepRow) -> None:
-        self.remaining -= 1
-        self.worklist.extend(self.plan.steps[row.step].dependents)
+        dependents = self.plan.steps[row.step].dependents
+        self.worklist.extend(dependents)
+        if not dependents:
+            self.maybe_done = True  # a leaf ended: the run may be over (checked once, in drain)
 
     def fail_run(self, error: str) -> None:
         """Fail fast: record the first error; nothing new starts but ``all_done`` steps."""
@@ -232,6 +231,7 @@ class Advancer:
         self.run.error = error
         self.tx.update_run(self.run.id, error=error)
         self.event("run.failing", detail={"error": error})
+        self.maybe_done = True
         keep = [s for s, sp in self.plan.steps.items() if sp.trigger is Trigger.ALL_DONE]
         self.tx.queue_many(self.queued, self.at)
         self.queued = []
@@ -246,7 +246,6 @@ class Advancer:
                 if row is not None:
                     row.status = StepStatus.CANCELLED
                 self.events.append(self.event_row("step.cancelled", step, None, {"reason": "the run failed"}))
-                self.remaining -= 1
                 self.worklist.extend(self.plan.steps[step].dependents)
         for step in {s for _, s, i in cancelled if i != STEP_ROW}:
             self.worklist.append(step)

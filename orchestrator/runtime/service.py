@@ -14,7 +14,7 @@ import traceback as tb
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,6 +49,9 @@ class PlanCache:
     def __init__(self) -> None:
         self._plans: dict[str, Plan] = {}
 
+    def cached(self, version: str) -> Plan | None:
+        return self._plans.get(version)
+
     def add(self, plan: Plan) -> Plan:
         self._plans.setdefault(plan.version, plan)
         return plan
@@ -69,6 +72,7 @@ class Runtime:
         self.plans = PlanCache()
         self.resolve = resolve or resolve_function
         self._worker = worker
+        self._versions: dict[str, str] = {}
 
     @property
     def worker(self) -> str:
@@ -132,25 +136,46 @@ class Runtime:
 
     def _claim(self, step_run_id: int, dispatch_id: str) -> tuple[StepRow, Plan] | None:
         """Take ownership of a step for this delivery, or None when it is not ours to run."""
-        with self.repo.transaction() as tx:
-            row = tx.step_run(step_run_id, lock=True)
-            if row is None or row.dispatch_id != dispatch_id:
-                return None
-            if row.status is StepStatus.RUNNING:
-                if not self._owner_lost(tx, row.worker):
-                    return None  # a duplicate delivery while the first is still running
-            elif row.status is not StepStatus.QUEUED:
-                return None  # already finished, cancelled or skipped: a redelivery
-            run = tx.run(row.run_id)
-            if run is None or run.status.terminal:
-                return None
-            at = now()
-            row.attempts += 1
-            tx.update_step(row.id, status=StepStatus.RUNNING, attempts=row.attempts, worker=self.worker, started_at=at)
-            tx.start_attempt(row.id, row.attempts, self.worker, at)
-            tx.add_events([_event(row, "step.running", {"attempt": row.attempts, "worker": self.worker}, at)])
-            row.status = StepStatus.RUNNING
-            return row, self.plans.get(tx, run.version)
+        at = now()
+        with self.repo.statements() as tx:
+            claimed = tx.claim(step_run_id, dispatch_id, self.worker, at)
+        if claimed is None:
+            with self.repo.transaction() as tx:
+                row = self._retake(tx, step_run_id, dispatch_id, at)
+                if row is None:
+                    return None
+                tx.add_events([_event(row, "step.running", {"attempt": row.attempts, "worker": row.worker}, at)])
+                return row, self._plan_of_run(tx, row.run_id)
+        row, version = claimed
+        plan = self.plans.cached(version)
+        if plan is None:
+            with self.repo.transaction() as tx:
+                plan = self.plans.get(tx, version)
+        return row, plan
+
+    def _retake(self, tx: Tx, step_run_id: int, dispatch_id: str, at: datetime) -> StepRow | None:
+        """A redelivery of a running step: ours again only if the process that ran it is gone."""
+        row = tx.step_run(step_run_id, lock=True)
+        if row is None or row.dispatch_id != dispatch_id or row.status is not StepStatus.RUNNING:
+            return None  # stale, finished, cancelled or skipped: nothing to do
+        if not self._owner_lost(tx, row.worker):
+            return None  # a duplicate delivery while the first is still running
+        tx.record_attempt(row, StepStatus.FAILED, f"worker {row.worker} was lost", at)
+        row.attempts += 1
+        row.worker, row.started_at = self.worker, at
+        tx.update_step(row.id, attempts=row.attempts, worker=row.worker, started_at=at)
+        return row
+
+    def _plan_of_run(self, tx: Tx, run_id: str) -> Plan:
+        version = self._versions.get(run_id)
+        if version is None:
+            run = tx.run(run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}")
+            version = self._versions[run_id] = run.version
+            if len(self._versions) > 10_000:
+                self._versions.pop(next(iter(self._versions)))
+        return self.plans.get(tx, version)
 
     def _owner_lost(self, tx: Tx, owner: str | None) -> bool:
         """Whether the process recorded as running a step is gone (then a redelivery may retake it)."""
@@ -165,16 +190,12 @@ class Runtime:
         with self.repo.transaction() as tx:
             run = tx.lock_run(row.run_id)
             at = now()
-            if run is None or not tx.finish_step_if(
-                row.id, dispatch_id, status=StepStatus.SUCCEEDED, output=output, error=None, finished_at=at
-            ):
+            if run is None or not tx.finish(row, dispatch_id, StepStatus.SUCCEEDED, at, output=output):
                 return []
-            tx.finish_attempt(row.id, row.attempts, StepStatus.SUCCEEDED, None)
-            tx.add_events([_event(row, "step.succeeded", None, at)])
             row.status, row.output = StepStatus.SUCCEEDED, output
-            if run.status.terminal:
-                return []
-            return Advancer(tx, plan, run).step_finished(row)
+            advancer = Advancer(tx, plan, run)
+            advancer.event("step.succeeded", row)
+            return advancer.step_finished(row)
 
     def _failed(self, row: StepRow, plan: Plan, dispatch_id: str, exc: Exception, trace: str) -> list[Dispatch]:
         error = f"{type(exc).__name__}: {exc}"
@@ -198,20 +219,16 @@ class Runtime:
                     not_before=at + timedelta(seconds=decision.delay),
                 ):
                     return []
-                tx.finish_attempt(row.id, row.attempts, StepStatus.FAILED, error)
+                tx.record_attempt(row, StepStatus.FAILED, error, at)
                 detail = {"attempt": row.attempts, "error": error, "delay_s": round(decision.delay, 3)}
                 tx.add_events([_event(row, "step.retrying", detail, at)])
                 return [Dispatch(row.id, retry_id, decision.delay)]
-            if not tx.finish_step_if(
-                row.id, dispatch_id, status=StepStatus.FAILED, error=error, traceback=trace, finished_at=at
-            ):
+            if not tx.finish(row, dispatch_id, StepStatus.FAILED, at, error=error, traceback=trace):
                 return []
-            tx.finish_attempt(row.id, row.attempts, StepStatus.FAILED, error)
-            tx.add_events([_event(row, "step.failed", {"error": error, "why": decision.reason}, at)])
             row.status, row.error = StepStatus.FAILED, error
-            if run.status.terminal:
-                return []
-            return Advancer(tx, plan, run).step_failed(row)
+            advancer = Advancer(tx, plan, run)
+            advancer.event("step.failed", row, {"error": error, "why": decision.reason})
+            return advancer.step_failed(row)
 
     # Operating on runs
 
@@ -235,12 +252,15 @@ class Runtime:
                 return []
             if run.status.terminal:
                 raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to cancel")
-            running = [r.dispatch_id for r in _open_rows(tx, run_id) if r.status is StepStatus.RUNNING]
+            running_rows = [r for r in _open_rows(tx, run_id) if r.status is StepStatus.RUNNING]
+            running = [r.dispatch_id for r in running_rows]
             cancelled = tx.cancel_open(
                 run_id, (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RUNNING), (), "the run was cancelled"
             )
             at = now()
-            tx.update_run(run_id, status=RunStatus.CANCELLED, finished_at=at, remaining=0)
+            for row in running_rows:
+                tx.record_attempt(row, StepStatus.CANCELLED, "the run was cancelled", at)
+            tx.update_run(run_id, status=RunStatus.CANCELLED, finished_at=at)
             events = [
                 {
                     "run_id": run_id,
@@ -267,7 +287,7 @@ class Runtime:
                 dispatches.extend(self._requeue(tx, row, "step.redispatched", "its message was not taken"))
             for row in tx.running_since(at - timedelta(seconds=lost_after)):
                 if self._owner_lost(tx, row.worker):
-                    tx.finish_attempt(row.id, row.attempts, StepStatus.FAILED, "worker lost")
+                    tx.record_attempt(row, StepStatus.FAILED, f"worker {row.worker} was lost", at)
                     dispatches.extend(self._requeue(tx, row, "step.redispatched", f"worker {row.worker} was lost"))
         return dispatches
 

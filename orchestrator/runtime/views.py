@@ -28,8 +28,9 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
     by_step: dict[str, list[StepRow]] = {}
     for item in items:
         by_step.setdefault(item.step, []).append(item)
-    tries: dict[int, list[dict[str, Any]]] = {}
+    tries: dict[int, list[dict[str, Any]]] | None = {} if with_attempts else None
     for attempt in attempts:
+        assert tries is not None
         tries.setdefault(attempt["step_run_id"], []).append(
             {
                 "number": attempt["number"],
@@ -60,7 +61,9 @@ def summary(run: RunRow) -> dict[str, Any]:
     }
 
 
-def _step_view(row: StepRow, items: list[StepRow] | None, tries: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+def _step_view(
+    row: StepRow, items: list[StepRow] | None, tries: dict[int, list[dict[str, Any]]] | None
+) -> dict[str, Any]:
     view: dict[str, Any] = {
         "status": str(row.status),
         "attempts": row.attempts if items is None else sum(i.attempts for i in items),
@@ -73,8 +76,20 @@ def _step_view(row: StepRow, items: list[StepRow] | None, tries: dict[int, list[
     if items is not None:
         counts = Counter(str(i.status) for i in items)
         view["items"] = {"total": len(items), **dict(sorted(counts.items()))}
-    if tries:
-        view["attempt_log"] = tries.get(row.id, [])
+    if tries is not None:
+        log = list(tries.get(row.id, []))
+        if row.status.value == "running" and items is None:
+            log.append(
+                {
+                    "number": row.attempts,
+                    "status": "running",
+                    "error": None,
+                    "worker": row.worker,
+                    "started_at": iso(row.started_at),
+                    "finished_at": None,
+                }
+            )
+        view["attempt_log"] = log
         if items is not None:
             view["item_attempts"] = {str(i.item_index): tries.get(i.id, []) for i in items if i.id in tries}
     return view

@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from orchestrator.errors import StoreUnreachable, UsageError
 
-_ENGINES: dict[tuple[int, str], Engine] = {}
+_ENGINES: dict[tuple[int, str, bool], Engine] = {}
 
 
 def redact(url: str | URL) -> str:
@@ -29,7 +29,7 @@ def redact(url: str | URL) -> str:
 def _forget_inherited_pools() -> None:
     """In a forked child, drop the parent's pooled connections without closing them (closing
     would end the parent's sessions on the server); the child opens its own."""
-    for (pid, _), engine in list(_ENGINES.items()):
+    for (pid, _, _), engine in list(_ENGINES.items()):
         if pid != os.getpid():
             engine.dispose(close=False)
 
@@ -37,16 +37,27 @@ def _forget_inherited_pools() -> None:
 os.register_at_fork(after_in_child=_forget_inherited_pools)
 
 
-def get_engine(url: str) -> Engine:
-    """One engine per process and URL (engines must not cross a fork)."""
-    key = (os.getpid(), url)
+def get_engine(url: str, autocommit: bool = False) -> Engine:
+    """One engine per process, URL and mode (engines must not cross a fork).
+
+    The autocommit engine has its own pool, so a one-statement transition costs one round trip
+    and no connection ever switches modes.
+    """
+    key = (os.getpid(), url, autocommit)
     engine = _ENGINES.get(key)
     if engine is None:
-        engine = _ENGINES[key] = create_engine(url)
+        engine = _ENGINES[key] = create_engine(url, autocommit)
     return engine
 
 
-def create_engine(url: str) -> Engine:
+def dispose_engines(url: str | None = None) -> None:
+    """Close this process's pooled connections (to ``url``, or all), e.g. before dropping a database."""
+    for (pid, engine_url, _), engine in list(_ENGINES.items()):
+        if pid == os.getpid() and url in (None, engine_url):
+            engine.dispose()
+
+
+def create_engine(url: str, autocommit: bool = False) -> Engine:
     try:
         parsed = make_url(url)
     except sa.exc.ArgumentError:
@@ -55,7 +66,11 @@ def create_engine(url: str) -> Engine:
         return _sqlite_engine(parsed)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+    # No pre-ping: it costs a round trip per transaction. A connection the server dropped fails
+    # once; SQLAlchemy then invalidates the pool and the caller's retry gets a fresh one.
+    options: dict[str, Any] = {"pool_size": 5, "max_overflow": 10, "pool_recycle": 3600}
+    if autocommit:
+        options["isolation_level"] = "AUTOCOMMIT"
     if parsed.get_backend_name() == "postgresql":
         options["connect_args"] = {"connect_timeout": 5}
     return sa.create_engine(parsed, **options)

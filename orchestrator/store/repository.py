@@ -23,6 +23,17 @@ from orchestrator.store.database import check_reachable, get_engine, redact
 STEP_ROW = -1  # item_index of a step's own row; foreach items are 0..n-1
 
 
+def _event_row(row: StepRow, kind: str, detail: dict[str, Any] | None, at: datetime) -> dict[str, Any]:
+    return {
+        "run_id": row.run_id,
+        "step": row.step,
+        "item_index": row.item_index if row.is_item else None,
+        "kind": kind,
+        "detail": detail,
+        "at": at,
+    }
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -44,7 +55,6 @@ class RunRow:
     outputs: Any
     error: str | None
     idempotency_key: str | None
-    remaining: int
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -79,8 +89,8 @@ class StepRow:
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: sa.Row[Any]) -> StepRow:
-        data = dict(row._mapping)
+    def from_row(cls, row: sa.Row[Any] | dict[str, Any]) -> StepRow:
+        data = dict(row) if isinstance(row, dict) else dict(row._mapping)
         data["status"] = StepStatus(data["status"])
         for key in ("not_before", "queued_at", "started_at", "finished_at"):
             data[key] = aware(data[key])
@@ -89,6 +99,66 @@ class StepRow:
     @property
     def is_item(self) -> bool:
         return self.item_index != STEP_ROW
+
+
+_s = t.step_runs.c
+_CLAIM = (
+    t.step_runs.update()
+    .where(_s.id == sa.bindparam("row_id"), _s.dispatch_id == sa.bindparam("dispatch"), _s.status == StepStatus.QUEUED)
+    .values(
+        status=StepStatus.RUNNING,
+        attempts=_s.attempts + 1,
+        worker=sa.bindparam("worker"),
+        started_at=sa.bindparam("at"),
+    )
+    .returning(*t.step_runs.c)
+)
+_RUN = sa.select(t.runs).where(t.runs.c.id == sa.bindparam("run_id"))
+_RUN_LOCKED = _RUN.with_for_update()
+_STEPS_NAMED = (
+    sa.select(t.step_runs)
+    .where(
+        _s.run_id == sa.bindparam("run_id"),
+        _s.item_index == STEP_ROW,
+        _s.step.in_(sa.bindparam("names", expanding=True)),
+    )
+    .order_by(_s.id)
+)
+_OPEN_STEPS = sa.select(sa.func.count()).where(
+    _s.run_id == sa.bindparam("run_id"),
+    _s.item_index == STEP_ROW,
+    _s.status.in_([StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RUNNING]),
+)
+
+
+# PostgreSQL: a claim and its event in one statement, so it needs no explicit transaction.
+_PG_CLAIM = sa.text("""
+WITH claimed AS (
+    UPDATE step_runs SET status = 'running', attempts = attempts + 1, worker = :worker, started_at = :at
+    WHERE id = :row_id AND dispatch_id = :dispatch AND status = 'queued'
+    RETURNING *
+), logged AS (
+    INSERT INTO events (run_id, step, item_index, kind, detail, at)
+    SELECT run_id, step, CASE WHEN item_index = -1 THEN NULL ELSE item_index END, 'step.running',
+           jsonb_build_object('attempt', attempts, 'worker', worker), :at
+    FROM claimed
+)
+SELECT claimed.*, runs.version AS run_version FROM claimed JOIN runs ON runs.id = claimed.run_id
+""")
+
+# PostgreSQL: a step's end and its attempt record in one statement.
+_PG_FINISH = sa.text("""
+WITH done AS (
+    UPDATE step_runs SET status = :status, output = :output, error = :error, traceback = :traceback,
+           finished_at = :at
+    WHERE id = :row_id AND dispatch_id = :owner AND status = 'running'
+    RETURNING id, attempts, worker, started_at
+), tried AS (
+    INSERT INTO attempts (step_run_id, number, status, error, worker, started_at, finished_at)
+    SELECT id, attempts, :status, :error, worker, started_at, :at FROM done
+)
+SELECT count(*) FROM done
+""").bindparams(sa.bindparam("output", type_=t.Json))
 
 
 class Tx:
@@ -151,7 +221,6 @@ class Tx:
                 status=RunStatus.PENDING,
                 inputs=inputs,
                 idempotency_key=key,
-                remaining=len(steps),
                 created_at=at,
             )
         )
@@ -166,14 +235,12 @@ class Tx:
 
     def lock_run(self, run_id: str) -> RunRow | None:
         """The run, locked until the transaction ends (SQLite: the database write lock)."""
-        query = sa.select(t.runs).where(t.runs.c.id == run_id)
-        if self.dialect == "postgresql":
-            query = query.with_for_update()
-        row = self.c.execute(query).first()
+        query = _RUN_LOCKED if self.dialect == "postgresql" else _RUN
+        row = self.c.execute(query, {"run_id": run_id}).first()
         return None if row is None else RunRow.from_row(row)
 
     def run(self, run_id: str) -> RunRow | None:
-        row = self.c.execute(sa.select(t.runs).where(t.runs.c.id == run_id)).first()
+        row = self.c.execute(_RUN, {"run_id": run_id}).first()
         return None if row is None else RunRow.from_row(row)
 
     def update_run(self, run_id: str, **values: Any) -> None:
@@ -196,13 +263,14 @@ class Tx:
     def steps(self, run_id: str, names: Iterable[str] | None = None) -> dict[str, StepRow]:
         """The step rows (not items) of a run, all or by name."""
         s = t.step_runs.c
-        query = sa.select(t.step_runs).where(s.run_id == run_id, s.item_index == STEP_ROW)
         if names is not None:
             wanted = list(names)
             if not wanted:
                 return {}
-            query = query.where(s.step.in_(wanted))
-        return {row.step: StepRow.from_row(row) for row in self.c.execute(query.order_by(s.id))}
+            rows = self.c.execute(_STEPS_NAMED, {"run_id": run_id, "names": wanted})
+            return {row.step: StepRow.from_row(row) for row in rows}
+        query = sa.select(t.step_runs).where(s.run_id == run_id, s.item_index == STEP_ROW).order_by(s.id)
+        return {row.step: StepRow.from_row(row) for row in self.c.execute(query)}
 
     def step_run(self, step_run_id: int, lock: bool = False) -> StepRow | None:
         query = sa.select(t.step_runs).where(t.step_runs.c.id == step_run_id)
@@ -217,6 +285,62 @@ class Tx:
         if step is not None:
             query = query.where(s.step == step)
         return [StepRow.from_row(r) for r in self.c.execute(query.order_by(s.step, s.item_index))]
+
+    def claim(self, step_run_id: int, dispatch_id: str, worker: str, at: datetime) -> tuple[StepRow, str] | None:
+        """Take a queued step for this delivery and record it; with the run's definition version.
+
+        None when the step is not queued for this delivery (stale, duplicate or finished).
+        """
+        params = {"row_id": step_run_id, "dispatch": dispatch_id, "worker": worker, "at": at}
+        if self.dialect == "postgresql":
+            found = self.c.execute(_PG_CLAIM, params).first()
+            if found is None:
+                return None
+            data = dict(found._mapping)
+            version = data.pop("run_version")
+            return StepRow.from_row(data), version
+        found = self.c.execute(_CLAIM, params).first()
+        if found is None:
+            return None
+        row = StepRow.from_row(found)
+        detail = {"attempt": row.attempts, "worker": worker}
+        self.add_events([_event_row(row, "step.running", detail, at)])
+        run = self.run(row.run_id)
+        assert run is not None
+        return row, run.version
+
+    def finish(
+        self,
+        row: StepRow,
+        owner: str,
+        status: StepStatus,
+        at: datetime,
+        output: Any = None,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> bool:
+        """End a running step owned by delivery ``owner``, and record the attempt; False if not owned."""
+        if self.dialect == "postgresql":
+            params = {
+                "row_id": row.id,
+                "owner": owner,
+                "status": str(status),
+                "output": output,
+                "error": error,
+                "traceback": traceback,
+                "at": at,
+            }
+            return bool(self.c.execute(_PG_FINISH, params).scalar_one())
+        if not self.finish_step_if(
+            row.id, owner, status=status, output=output, error=error, traceback=traceback, finished_at=at
+        ):
+            return False
+        self.record_attempt(row, status, error, at)
+        return True
+
+    def open_steps(self, run_id: str) -> int:
+        """How many steps of a run have not ended (foreach items are counted by their step)."""
+        return int(self.c.execute(_OPEN_STEPS, {"run_id": run_id}).scalar_one())
 
     def update_step(self, step_run_id: int, **values: Any) -> None:
         self.c.execute(t.step_runs.update().where(t.step_runs.c.id == step_run_id).values(**values))
@@ -332,19 +456,19 @@ class Tx:
 
     # Attempts, events, workers
 
-    def start_attempt(self, step_run_id: int, number: int, worker: str, at: datetime) -> None:
+    def record_attempt(self, row: StepRow, status: StepStatus, error: str | None, at: datetime) -> None:
+        """An attempt, once it has ended: number, outcome, error, worker, start and end."""
         self.c.execute(
-            t.attempts.insert().values(
-                step_run_id=step_run_id, number=number, status=StepStatus.RUNNING, worker=worker, started_at=at
-            )
-        )
-
-    def finish_attempt(self, step_run_id: int, number: int, status: StepStatus, error: str | None) -> None:
-        a = t.attempts.c
-        self.c.execute(
-            t.attempts.update()
-            .where(a.step_run_id == step_run_id, a.number == number, a.status == StepStatus.RUNNING)
-            .values(status=status, error=error, finished_at=now())
+            t.attempts.insert(),
+            {
+                "step_run_id": row.id,
+                "number": row.attempts,
+                "status": status,
+                "error": error,
+                "worker": row.worker,
+                "started_at": row.started_at or at,
+                "finished_at": at,
+            },
         )
 
     def attempts(self, step_run_ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -386,6 +510,7 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._url_text = engine.url.render_as_string(hide_password=False)
 
     @classmethod
     def from_url(cls, url: str) -> Repository:
@@ -400,9 +525,25 @@ class Repository:
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        try:
+        with self._errors():
             with self.engine.begin() as connection:
                 yield Tx(connection)
+
+    @contextmanager
+    def statements(self) -> Iterator[Tx]:
+        """A ``Tx`` whose every statement commits by itself (PostgreSQL), for one-statement changes."""
+        if self.engine.dialect.name != "postgresql":
+            with self.transaction() as tx:
+                yield tx
+            return
+        with self._errors():
+            with get_engine(self._url_text, autocommit=True).connect() as connection:
+                yield Tx(connection)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
         except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             if "no such table" in reason or "does not exist" in reason:

@@ -53,7 +53,6 @@ runs = sa.Table(
     sa.Column("outputs", Json, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("idempotency_key", sa.String(200), nullable=True, unique=True),
-    sa.Column("remaining", sa.Integer, nullable=False),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("started_at", Time, nullable=True),
     sa.Column("finished_at", Time, nullable=True),

@@ -34,8 +34,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.queue,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
         "imports": ["orchestrator.worker.tasks", *settings.task_module_list],
         "beat_schedule": {
             "orchestrator-reconcile": {
