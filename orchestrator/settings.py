@@ -26,6 +26,11 @@ DEFAULT_QUEUE = "orchestrator"
 DEFAULT_RECONCILE_INTERVAL_S = 30.0
 DEFAULT_RECONCILE_STALE_S = 60.0
 DEFAULT_POLL_INTERVAL_S = 0.2
+DEFAULT_POISON_LIMIT = 3
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
+DEFAULT_MAX_COUNTDOWN_S = 60.0
+DEFAULT_HARD_TIMEOUT_GRACE_S = 5.0
+DEFAULT_DLQ_BATCH = 500
 
 
 class Settings(BaseSettings):
@@ -39,6 +44,15 @@ class Settings(BaseSettings):
     queue: str = DEFAULT_QUEUE
     reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
     reconcile_stale_s: float = DEFAULT_RECONCILE_STALE_S
+    poison_limit: int = DEFAULT_POISON_LIMIT
+    visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
+    max_countdown_s: float = DEFAULT_MAX_COUNTDOWN_S
+
+    @property
+    def countdown_limit(self) -> float:
+        """The longest delay a message may carry; longer waits are held in the database, so no
+        message ever sits unacknowledged past the broker's visibility timeout."""
+        return min(self.max_countdown_s, self.visibility_timeout_s / 2)
 
     @property
     def task_module_list(self) -> list[str]:

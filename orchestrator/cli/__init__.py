@@ -28,7 +28,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from orchestrator.cli import definitions, processes, runs, workflows
+    from orchestrator.cli import definitions, dlq, processes, runs, workflows
 
     for command in (
         definitions.validate,
@@ -42,6 +42,7 @@ def _register() -> None:
         processes.worker,
         processes.beat,
         processes.db,
+        dlq.dlq,
     ):
         main.add_command(command)
 

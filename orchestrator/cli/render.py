@@ -101,3 +101,22 @@ def print_history(events: list[dict[str, Any]]) -> None:
             step = f"{step}[{e['item_index']}]"
         table.add_row(e["at"], e["kind"], step, _short(e["detail"], 80))
     console.print(table)
+
+
+def print_dead_letters(entries: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in ("id", "workflow", "run", "step", "status", "attempts", "failed", "error"):
+        table.add_column(column)
+    for e in entries:
+        step = e["step"] if e["item_index"] is None else f"{e['step']}[{e['item_index']}]"
+        table.add_row(
+            e["id"],
+            e["workflow"],
+            e["run_id"],
+            step,
+            e["status"],
+            str(e["attempts"]),
+            e["failed_at"],
+            _short(e["error"], 60),
+        )
+    console.print(table)

@@ -22,6 +22,7 @@ from orchestrator.status import STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import STEP_ROW, RunRow, StepRow, Tx, now
 
 _FAILED_LIKE = frozenset({StepStatus.FAILED, StepStatus.CANCELLED})
+FAIL_FAST_REASON = "not started: the run failed"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Dispatch:
     step_run_id: int
     dispatch_id: str
     countdown: float = 0.0
+    timeout: float | None = None
 
 
 def new_dispatch_id() -> str:
@@ -96,6 +98,44 @@ class Advancer:
         self.fail_run(f"{label}: {row.error}")
         return self.step_finished(row)
 
+    def reopen(self, row: StepRow, inputs: Any) -> list[Dispatch]:
+        """Replay ``row`` (failed for good): queue it again, put back to pending what the failure
+        ended without running, and let the run go on from there."""
+        reset = self.tx.reopen_steps(self.run.id, [FAIL_FAST_REASON])
+        dispatch_id = new_dispatch_id()
+        self.tx.update_step(
+            row.id,
+            status=StepStatus.QUEUED,
+            inputs=inputs,
+            error=None,
+            traceback=None,
+            finished_at=None,
+            dispatch_id=dispatch_id,
+            queued_at=self.at,
+            not_before=None,
+            lost=0,
+        )
+        self.dispatches.append(Dispatch(row.id, dispatch_id, timeout=self.plan.steps[row.step].timeout))
+        foreach_steps = {step for _, step, index in reset if index != STEP_ROW}
+        if row.is_item:
+            foreach_steps.add(row.step)
+            parent = self.tx.steps(self.run.id, [row.step])[row.step]
+            if parent.status in (StepStatus.FAILED, StepStatus.CANCELLED):
+                self.tx.update_step(parent.id, status=StepStatus.RUNNING, error=None, reason=None, finished_at=None)
+        still_failed = [r for r in self.tx.failed_steps(self.run.id) if not (r.step == row.step)]
+        self.run.error = f"{still_failed[0].step}: {still_failed[0].error}" if still_failed else None
+        self.failing = self.run.error is not None
+        self.run.status = RunStatus.RUNNING
+        self.tx.update_run(self.run.id, status=RunStatus.RUNNING, error=self.run.error, outputs=None, finished_at=None)
+        self.event("run.resumed", detail={"replayed": row.step, "item_index": row.item_index if row.is_item else None})
+        self.event("step.replayed", row)
+        self.rows.clear()
+        self.rows.update(self.tx.steps(self.run.id))
+        for step in foreach_steps:
+            self.refill(self.plan.steps[step])
+        self.worklist.extend(self.plan.order)
+        return self.drain()
+
     # The loop
 
     def drain(self) -> list[Dispatch]:
@@ -119,7 +159,7 @@ class Advancer:
         if not all(s in STEP_TERMINAL for s in needs.values()):
             return
         if self.failing and sp.trigger is not Trigger.ALL_DONE:
-            self.settle(row, StepStatus.CANCELLED, reason="not started: the run failed")
+            self.settle(row, StepStatus.CANCELLED, reason=FAIL_FAST_REASON)
             return
         verdict = trigger_verdict(sp.trigger, needs)
         if verdict is not None:
@@ -166,7 +206,7 @@ class Advancer:
         if pending and not self.failing:
             room = pending if sp.step.concurrency is None else sp.step.concurrency - in_flight
             for item_id, index in self.tx.pending_items(self.run.id, sp.id, room) if room > 0 else ():
-                self.dispatch(item_id)
+                self.dispatch(item_id, sp.timeout)
                 self.events.append(self.event_row("step.queued", sp.id, index))
             return
         if in_flight or pending:
@@ -190,14 +230,14 @@ class Advancer:
         dispatch_id = new_dispatch_id()
         self.tx.update_step(row.id, status=StepStatus.QUEUED, inputs=inputs, dispatch_id=dispatch_id, queued_at=self.at)
         row.status = StepStatus.QUEUED
-        self.dispatches.append(Dispatch(row.id, dispatch_id))
+        self.dispatches.append(Dispatch(row.id, dispatch_id, timeout=self.plan.steps[row.step].timeout))
         self.event("step.queued", row)
 
-    def dispatch(self, step_run_id: int) -> None:
+    def dispatch(self, step_run_id: int, timeout: float | None = None) -> None:
         """Queue a foreach item (its inputs were stored when the step expanded)."""
         dispatch_id = new_dispatch_id()
         self.queued.append((step_run_id, dispatch_id))
-        self.dispatches.append(Dispatch(step_run_id, dispatch_id))
+        self.dispatches.append(Dispatch(step_run_id, dispatch_id, timeout=timeout))
 
     def settle(
         self,
@@ -235,9 +275,7 @@ class Advancer:
         keep = [s for s, sp in self.plan.steps.items() if sp.trigger is Trigger.ALL_DONE]
         self.tx.queue_many(self.queued, self.at)
         self.queued = []
-        cancelled = self.tx.cancel_open(
-            self.run.id, (StepStatus.PENDING, StepStatus.QUEUED), keep, "not started: the run failed"
-        )
+        cancelled = self.tx.cancel_open(self.run.id, (StepStatus.PENDING, StepStatus.QUEUED), keep, FAIL_FAST_REASON)
         dropped = {row_id for row_id, _, _ in cancelled}
         self.dispatches = [d for d in self.dispatches if d.step_run_id not in dropped]
         for _, step, index in cancelled:

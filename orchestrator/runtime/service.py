@@ -25,8 +25,9 @@ from jsonschema.validators import validator_for
 from orchestrator.definition import Plan, Workflow, build_plan
 from orchestrator.errors import InputsError, NotFound, OutputNotSerialisable, StepError, TaskNotFound, UsageError
 from orchestrator.runtime.scheduler import Advancer, Dispatch, new_dispatch_id
+from orchestrator.settings import DEFAULT_MAX_COUNTDOWN_S, DEFAULT_POISON_LIMIT
 from orchestrator.status import RunStatus, StepStatus
-from orchestrator.store import Repository, StepRow, Tx, now
+from orchestrator.store import Repository, RunRow, StepRow, Tx, now
 
 Resolver = Callable[[str], Callable[..., Any]]
 _NOT_RETRYABLE = (TaskNotFound, OutputNotSerialisable)
@@ -67,8 +68,18 @@ class PlanCache:
 
 
 class Runtime:
-    def __init__(self, repo: Repository, resolve: Resolver | None = None, worker: str | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        resolve: Resolver | None = None,
+        worker: str | None = None,
+        *,
+        poison_limit: int = DEFAULT_POISON_LIMIT,
+        countdown_limit: float = DEFAULT_MAX_COUNTDOWN_S,
+    ) -> None:
         self.repo = repo
+        self.poison_limit = poison_limit
+        self.countdown_limit = countdown_limit
         self.plans = PlanCache()
         self.resolve = resolve or resolve_function
         self._worker = worker
@@ -124,8 +135,8 @@ class Runtime:
     def execute(self, step_run_id: int, dispatch_id: str) -> list[Dispatch]:
         """Run one delivered step, record the result, and advance the run."""
         claimed = self._claim(step_run_id, dispatch_id)
-        if claimed is None:
-            return []
+        if isinstance(claimed, list):
+            return claimed
         row, plan = claimed
         try:
             function = self.resolve(plan.steps[row.step].task)
@@ -134,16 +145,16 @@ class Runtime:
             return self._failed(row, plan, dispatch_id, exc, tb.format_exc())
         return self._succeeded(row, plan, dispatch_id, output)
 
-    def _claim(self, step_run_id: int, dispatch_id: str) -> tuple[StepRow, Plan] | None:
-        """Take ownership of a step for this delivery, or None when it is not ours to run."""
+    def _claim(self, step_run_id: int, dispatch_id: str) -> tuple[StepRow, Plan] | list[Dispatch]:
+        """Take ownership of a step for this delivery; else the dispatches deciding not to run it led to."""
         at = now()
         with self.repo.statements() as tx:
             claimed = tx.claim(step_run_id, dispatch_id, self.worker, at)
         if claimed is None:
             with self.repo.transaction() as tx:
                 row = self._retake(tx, step_run_id, dispatch_id, at)
-                if row is None:
-                    return None
+                if not isinstance(row, StepRow):
+                    return row
                 tx.add_events([_event(row, "step.running", {"attempt": row.attempts, "worker": row.worker}, at)])
                 return row, self._plan_of_run(tx, row.run_id)
         row, version = claimed
@@ -153,18 +164,42 @@ class Runtime:
                 plan = self.plans.get(tx, version)
         return row, plan
 
-    def _retake(self, tx: Tx, step_run_id: int, dispatch_id: str, at: datetime) -> StepRow | None:
+    def _retake(self, tx: Tx, step_run_id: int, dispatch_id: str, at: datetime) -> StepRow | list[Dispatch]:
         """A redelivery of a running step: ours again only if the process that ran it is gone."""
+        peek = tx.step_run(step_run_id)
+        if peek is None or peek.dispatch_id != dispatch_id or peek.status is not StepStatus.RUNNING:
+            return []  # stale, finished, cancelled or skipped: nothing to do
+        run = tx.lock_run(peek.run_id)  # the run before the step: the order every writer locks in
         row = tx.step_run(step_run_id, lock=True)
-        if row is None or row.dispatch_id != dispatch_id or row.status is not StepStatus.RUNNING:
-            return None  # stale, finished, cancelled or skipped: nothing to do
+        if run is None or row is None or row.dispatch_id != dispatch_id or row.status is not StepStatus.RUNNING:
+            return []
         if not self._owner_lost(tx, row.worker):
-            return None  # a duplicate delivery while the first is still running
-        tx.record_attempt(row, StepStatus.FAILED, f"worker {row.worker} was lost", at)
+            return []  # a duplicate delivery while the first is still running
+        poisoned = self._poisoned(tx, run, row, at)
+        if poisoned is not None:
+            return poisoned
         row.attempts += 1
         row.worker, row.started_at = self.worker, at
         tx.update_step(row.id, attempts=row.attempts, worker=row.worker, started_at=at)
         return row
+
+    def _poisoned(self, tx: Tx, run: RunRow, row: StepRow, at: datetime) -> list[Dispatch] | None:
+        """Count a lost worker against the step; past the poison limit it fails for good (and the
+        dispatches that leads to are returned); None while it may run again."""
+        lost_by = row.worker
+        tx.record_attempt(row, StepStatus.FAILED, f"WorkerLost: worker {lost_by} was lost", at)
+        row.lost += 1
+        tx.update_step(row.id, lost=row.lost)
+        if row.lost < self.poison_limit:
+            return None
+        row.error = (
+            f"WorkerLost: the worker running this step was lost {row.lost} times "
+            f"(poison limit {self.poison_limit}); last on {lost_by}"
+        )
+        tx.update_step(row.id, status=StepStatus.FAILED, error=row.error, finished_at=at)
+        row.status = StepStatus.FAILED
+        plan = self._plan_of_run(tx, row.run_id)
+        return self._failed_for_good(tx, plan, run, row, "WorkerLost", "poison message", at)
 
     def _plan_of_run(self, tx: Tx, run_id: str) -> Plan:
         version = self._versions.get(run_id)
@@ -198,6 +233,7 @@ class Runtime:
             return advancer.step_finished(row)
 
     def _failed(self, row: StepRow, plan: Plan, dispatch_id: str, exc: Exception, trace: str) -> list[Dispatch]:
+        exc = _as_timeout(exc, plan.steps[row.step].timeout)
         error = f"{type(exc).__name__}: {exc}"
         decision = plan.steps[row.step].retry.decide(row.attempts, exc)
         if isinstance(exc, _NOT_RETRYABLE):
@@ -208,27 +244,55 @@ class Runtime:
             if run is None:
                 return []
             if decision.retry and run.status is RunStatus.RUNNING and run.error is None:
-                retry_id = new_dispatch_id()
-                if not tx.finish_step_if(
-                    row.id,
-                    dispatch_id,
-                    status=StepStatus.QUEUED,
-                    error=error,
-                    dispatch_id=retry_id,
-                    queued_at=at,
-                    not_before=at + timedelta(seconds=decision.delay),
-                ):
-                    return []
-                tx.record_attempt(row, StepStatus.FAILED, error, at)
-                detail = {"attempt": row.attempts, "error": error, "delay_s": round(decision.delay, 3)}
-                tx.add_events([_event(row, "step.retrying", detail, at)])
-                return [Dispatch(row.id, retry_id, decision.delay)]
+                return self._retry(tx, plan, row, dispatch_id, error, decision.delay, at)
             if not tx.finish(row, dispatch_id, StepStatus.FAILED, at, error=error, traceback=trace):
                 return []
-            row.status, row.error = StepStatus.FAILED, error
-            advancer = Advancer(tx, plan, run)
-            advancer.event("step.failed", row, {"error": error, "why": decision.reason})
-            return advancer.step_failed(row)
+            row.status, row.error, row.traceback = StepStatus.FAILED, error, trace
+            return self._failed_for_good(tx, plan, run, row, type(exc).__name__, decision.reason, at)
+
+    def _retry(
+        self, tx: Tx, plan: Plan, row: StepRow, owner: str, error: str, delay: float, at: datetime
+    ) -> list[Dispatch]:
+        """Queue the next attempt: a delayed message, or for a long wait a wake-up held in the database."""
+        held = delay > self.countdown_limit
+        retry_id = None if held else new_dispatch_id()
+        wake = at + timedelta(seconds=delay)
+        if not tx.finish_step_if(
+            row.id, owner, status=StepStatus.QUEUED, error=error, dispatch_id=retry_id, queued_at=at, not_before=wake
+        ):
+            return []
+        tx.record_attempt(row, StepStatus.FAILED, error, at)
+        detail = {"attempt": row.attempts, "error": error, "delay_s": round(delay, 3), "held": held}
+        tx.add_events([_event(row, "step.retrying", detail, at)])
+        if retry_id is None:
+            return []
+        return [Dispatch(row.id, retry_id, delay, plan.steps[row.step].timeout)]
+
+    def _failed_for_good(
+        self, tx: Tx, plan: Plan, run: RunRow, row: StepRow, error_type: str, why: str, at: datetime
+    ) -> list[Dispatch]:
+        """A step that will not be tried again: a dead-letter entry, and the run fails fast."""
+        tx.insert_dead_letter(
+            {
+                "id": str(uuid.uuid4()),
+                "run_id": row.run_id,
+                "step_run_id": row.id,
+                "workflow": plan.workflow.name,
+                "step": row.step,
+                "item_index": row.item_index if row.is_item else None,
+                "task": plan.steps[row.step].task,
+                "inputs": row.inputs,
+                "error": row.error or error_type,
+                "error_type": error_type,
+                "traceback": row.traceback,
+                "attempts": row.attempts,
+                "status": "open",
+                "failed_at": at,
+            }
+        )
+        advancer = Advancer(tx, plan, run)
+        advancer.event("step.failed", row, {"error": row.error, "why": why, "dead_letter": True})
+        return advancer.step_failed(row)
 
     # Operating on runs
 
@@ -285,10 +349,22 @@ class Runtime:
             at = now()
             for row in tx.stale_queued(at - timedelta(seconds=stale_after)):
                 dispatches.extend(self._requeue(tx, row, "step.redispatched", "its message was not taken"))
-            for row in tx.running_since(at - timedelta(seconds=lost_after)):
-                if self._owner_lost(tx, row.worker):
-                    tx.record_attempt(row, StepStatus.FAILED, f"worker {row.worker} was lost", at)
+            for row in tx.due_deferred(at):
+                dispatches.extend(self._requeue(tx, row, "step.woken", "its retry delay has passed"))
+        with self.repo.transaction() as tx:
+            at = now()
+            for candidate in tx.running_since(at - timedelta(seconds=lost_after)):
+                if not self._owner_lost(tx, candidate.worker):
+                    continue
+                run = tx.lock_run(candidate.run_id)
+                row = tx.step_run(candidate.id, lock=True)
+                if run is None or row is None or row.status is not StepStatus.RUNNING or row.worker != candidate.worker:
+                    continue
+                poisoned = self._poisoned(tx, run, row, at)
+                if poisoned is None:
                     dispatches.extend(self._requeue(tx, row, "step.redispatched", f"worker {row.worker} was lost"))
+                else:
+                    dispatches.extend(poisoned)
         return dispatches
 
     def _requeue(self, tx: Tx, row: StepRow, kind: str, why: str) -> list[Dispatch]:
@@ -296,7 +372,8 @@ class Runtime:
         at = now()
         tx.update_step(row.id, status=StepStatus.QUEUED, dispatch_id=dispatch_id, queued_at=at, not_before=None)
         tx.add_events([_event(row, kind, {"why": why}, at)])
-        return [Dispatch(row.id, dispatch_id)]
+        timeout = self._plan_of_run(tx, row.run_id).steps[row.step].timeout
+        return [Dispatch(row.id, dispatch_id, timeout=timeout)]
 
     def heartbeat(self) -> None:
         """Say this host's workers are alive (owners on other hosts are judged by this)."""
@@ -366,6 +443,18 @@ def _event(row: StepRow, kind: str, detail: dict[str, Any] | None, at: Any) -> d
         "detail": detail,
         "at": at,
     }
+
+
+class StepTimeout(TimeoutError):
+    """The attempt ran past its timeout."""
+
+
+def _as_timeout(exc: Exception, timeout: float | None) -> Exception:
+    """Celery's soft time limit, seen as what it means to a retry policy: a TimeoutError."""
+    if type(exc).__name__ == "SoftTimeLimitExceeded":
+        limit = f"its {timeout:g}s timeout" if timeout else "its time limit"
+        return StepTimeout(f"the attempt ran past {limit}")
+    return exc
 
 
 def _process_exists(pid: int) -> bool:

@@ -24,6 +24,7 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
         items = tx.items(run_id)
         snapshot = tx.definition(run.version) or {}
         attempts = tx.attempts([r.id for r in steps.values()] + [i.id for i in items]) if with_attempts else []
+        dead_letters = [(e.id, e.status) for e in tx.dead_letters(run_id=run_id)]
     order = list(snapshot.get("steps", {})) or sorted(steps)
     by_step: dict[str, list[StepRow]] = {}
     for item in items:
@@ -42,6 +43,7 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
             }
         )
     view = summary(run)
+    view["dead_letters"] = [{"id": entry_id, "status": status} for entry_id, status in dead_letters]
     view["steps"] = {name: _step_view(steps[name], by_step.get(name), tries) for name in order if name in steps}
     return view
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from orchestrator.store.repository import STEP_ROW, Repository, RunRow, StepRow, Tx, now
+from orchestrator.store.repository import STEP_ROW, DeadLetter, Repository, RunRow, StepRow, Tx, now
 
-__all__ = ["STEP_ROW", "Repository", "RunRow", "StepRow", "Tx", "now"]
+__all__ = ["STEP_ROW", "DeadLetter", "Repository", "RunRow", "StepRow", "Tx", "now"]

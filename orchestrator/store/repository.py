@@ -83,6 +83,7 @@ class StepRow:
     reason: str | None
     worker: str | None
     dispatch_id: str | None
+    lost: int
     not_before: datetime | None
     queued_at: datetime | None
     started_at: datetime | None
@@ -159,6 +160,32 @@ WITH done AS (
 )
 SELECT count(*) FROM done
 """).bindparams(sa.bindparam("output", type_=t.Json))
+
+
+@dataclass
+class DeadLetter:
+    id: str
+    run_id: str
+    step_run_id: int
+    workflow: str
+    step: str
+    item_index: int | None
+    task: str
+    inputs: Any
+    error: str
+    error_type: str
+    traceback: str | None
+    attempts: int
+    status: str
+    failed_at: datetime
+    resolved_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> DeadLetter:
+        data = dict(row._mapping)
+        data["failed_at"] = aware(data["failed_at"])
+        data["resolved_at"] = aware(data["resolved_at"])
+        return cls(**data)
 
 
 class Tx:
@@ -453,6 +480,91 @@ class Tx:
             .limit(limit)
         )
         return [StepRow.from_row(row) for row in self.c.execute(query)]
+
+    def due_deferred(self, at: datetime, limit: int = 500) -> list[StepRow]:
+        """Queued steps held in the database (no message sent) whose wake-up time has come."""
+        s, r = t.step_runs.c, t.runs.c
+        query = (
+            sa.select(t.step_runs)
+            .join(t.runs, r.id == s.run_id)
+            .where(
+                s.status == StepStatus.QUEUED,
+                s.dispatch_id.is_(None),
+                s.not_before <= at,
+                r.status == RunStatus.RUNNING,
+            )
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(of=t.step_runs, skip_locked=True)
+        return [StepRow.from_row(row) for row in self.c.execute(query)]
+
+    # Dead letters
+
+    def insert_dead_letter(self, entry: dict[str, Any]) -> None:
+        self.c.execute(t.dead_letters.insert().values(**entry))
+
+    def dead_letter(self, entry_id: str, lock: bool = False) -> DeadLetter | None:
+        query = sa.select(t.dead_letters).where(t.dead_letters.c.id == entry_id)
+        if lock and self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = self.c.execute(query).first()
+        return None if row is None else DeadLetter.from_row(row)
+
+    def dead_letters(
+        self,
+        status: str | None = None,
+        workflow: str | None = None,
+        run_id: str | None = None,
+        limit: int | None = None,
+        lock_open: bool = False,
+    ) -> list[DeadLetter]:
+        d = t.dead_letters.c
+        query = sa.select(t.dead_letters).order_by(d.failed_at.desc(), d.id)
+        for column, value in ((d.status, status), (d.workflow, workflow), (d.run_id, run_id)):
+            if value is not None:
+                query = query.where(column == value)
+        if limit is not None:
+            query = query.limit(limit)
+        if lock_open and self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [DeadLetter.from_row(r) for r in self.c.execute(query)]
+
+    def resolve_dead_letter(self, entry_id: str, status: str, at: datetime) -> bool:
+        """Move an open entry to ``status``; False when it was not open any more."""
+        d = t.dead_letters.c
+        result = self.c.execute(
+            t.dead_letters.update().where(d.id == entry_id, d.status == "open").values(status=status, resolved_at=at)
+        )
+        return result.rowcount == 1
+
+    def purge_dead_letters(self, before: datetime, include_open: bool) -> int:
+        d = t.dead_letters.c
+        condition = d.failed_at < before
+        if not include_open:
+            condition = sa.and_(condition, d.status != "open")
+        return self.c.execute(t.dead_letters.delete().where(condition)).rowcount
+
+    def reopen_steps(self, run_id: str, reasons: Sequence[str]) -> list[tuple[int, str, int]]:
+        """Put back to pending the rows a failure ended without running them; (id, step, item) of each."""
+        s = t.step_runs.c
+        ended_by_failure = sa.or_(
+            sa.and_(s.status == StepStatus.CANCELLED, s.reason.in_(list(reasons))),
+            sa.and_(s.status == StepStatus.SKIPPED, sa.or_(s.reason.like("need %"), s.reason == "no need succeeded")),
+        )
+        found = self.c.execute(sa.select(s.id, s.step, s.item_index).where(s.run_id == run_id, ended_by_failure)).all()
+        if found:
+            self.c.execute(
+                t.step_runs.update()
+                .where(s.id.in_([r[0] for r in found]))
+                .values(status=StepStatus.PENDING, reason=None, finished_at=None, dispatch_id=None)
+            )
+        return [(r[0], r[1], r[2]) for r in found]
+
+    def failed_steps(self, run_id: str) -> list[StepRow]:
+        s = t.step_runs.c
+        query = sa.select(t.step_runs).where(s.run_id == run_id, s.status == StepStatus.FAILED).order_by(s.finished_at)
+        return [StepRow.from_row(r) for r in self.c.execute(query)]
 
     # Attempts, events, workers
 

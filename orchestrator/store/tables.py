@@ -78,6 +78,7 @@ step_runs = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("worker", sa.String(200), nullable=True),
     sa.Column("dispatch_id", sa.String(36), nullable=True),
+    sa.Column("lost", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("not_before", Time, nullable=True),
     sa.Column("queued_at", Time, nullable=True),
     sa.Column("started_at", Time, nullable=True),
@@ -118,4 +119,39 @@ workers = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("started_at", Time, nullable=False),
     sa.Column("last_seen", Time, nullable=False),
+)
+
+# One entry per step execution that failed for good; people inspect and replay them.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("step_run_id", Id, sa.ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("item_index", sa.Integer, nullable=True),
+    sa.Column("task", sa.String(400), nullable=False),
+    sa.Column("inputs", Json, nullable=True),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("error_type", sa.String(200), nullable=False),
+    sa.Column("traceback", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("failed_at", Time, nullable=False),
+    sa.Column("resolved_at", Time, nullable=True),
+    sa.Index("ix_dead_letters_status_failed_at", "status", "failed_at"),
+    sa.Index("ix_dead_letters_workflow_failed_at", "workflow", "failed_at"),
+)
+
+# Circuit breakers' shared state when no Redis is configured (the embedded default).
+breakers = sa.Table(
+    "breakers",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("opened_at", Time, nullable=True),
+    sa.Column("next_trial_at", Time, nullable=True),
+    sa.Column("trial_until", Time, nullable=True),
 )

@@ -16,7 +16,7 @@ from orchestrator.settings import DEFAULT_EMBEDDED_BROKER_URL, Settings, get_set
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     embedded = settings.embedded
-    transport_options: dict[str, Any] = {"visibility_timeout": 3600}
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
     if embedded:
         transport_options = {"polling_interval": 0.005}
     return {

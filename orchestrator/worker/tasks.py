@@ -17,7 +17,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from orchestrator.errors import StateStoreError, TaskNotFound
 from orchestrator.runtime.scheduler import Dispatch
 from orchestrator.runtime.service import Runtime, resolve_function
-from orchestrator.settings import get_settings
+from orchestrator.settings import DEFAULT_HARD_TIMEOUT_GRACE_S, get_settings
 from orchestrator.store import Repository
 from orchestrator.worker.app import app
 
@@ -29,7 +29,13 @@ def runtime() -> Runtime:
     """This process's runtime (one per process: database engines must not cross a fork)."""
     rt = _RUNTIMES.get(os.getpid())
     if rt is None:
-        rt = _RUNTIMES[os.getpid()] = Runtime(Repository.from_url(get_settings().database_url), resolve_task)
+        settings = get_settings()
+        rt = _RUNTIMES[os.getpid()] = Runtime(
+            Repository.from_url(settings.database_url),
+            resolve_task,
+            poison_limit=settings.poison_limit,
+            countdown_limit=settings.countdown_limit,
+        )
     return rt
 
 
@@ -51,7 +57,11 @@ def send(dispatches: Sequence[Dispatch]) -> None:
         return
     signatures = [
         execute_step.signature(
-            (d.step_run_id, d.dispatch_id), task_id=d.dispatch_id, countdown=d.countdown or None, immutable=True
+            (d.step_run_id, d.dispatch_id),
+            task_id=d.dispatch_id,
+            countdown=d.countdown or None,
+            immutable=True,
+            **_time_limits(d.timeout),
         )
         for d in dispatches
     ]
@@ -63,6 +73,14 @@ def send(dispatches: Sequence[Dispatch]) -> None:
     except KombuOperationalError as exc:
         # The steps are recorded as queued; the reconciler dispatches them again.
         log.warning("could not publish %d step message(s): %s; the reconciler will retry", len(signatures), exc)
+
+
+def _time_limits(timeout: float | None) -> dict[str, float]:
+    """A step's timeout as Celery time limits: the soft one raises inside the step (a failed attempt
+    that follows the retry policy); the hard one, a little later, kills a step that ignores it."""
+    if not timeout:
+        return {}
+    return {"soft_time_limit": timeout, "time_limit": timeout + DEFAULT_HARD_TIMEOUT_GRACE_S}
 
 
 @app.task(

@@ -51,3 +51,33 @@ def _register_celery_task() -> None:
 
 
 _register_celery_task()
+
+
+def fails_until(flag: str, value: Any = "done") -> Any:
+    """Fails until the flag file exists: a downstream service that is down, then fixed."""
+    if not Path(flag).exists():
+        raise ConnectionError(f"{flag} is not there yet")
+    return value
+
+
+def positive(x: float) -> float:
+    if x <= 0:
+        raise ValueError(f"x must be positive, got {x}")
+    return x * 10
+
+
+def flaky(counter: str, failures: int = 1) -> int:
+    """Fails the first ``failures`` calls, then succeeds; every call is counted in a file."""
+    path = Path(counter)
+    calls = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(calls))
+    if calls <= failures:
+        raise ConnectionError(f"call {calls} fails")
+    return calls
+
+
+def kill_own_worker() -> None:
+    """A poison step: it takes down the process running it, like a segfault or the OOM killer."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -12,7 +12,18 @@ from orchestrator.store.database import get_engine
 from orchestrator.store.migrate import current, upgrade
 from tests.conftest import _admin, _drop, _sqlalchemy_url
 
-TABLES = {"alembic_version", "attempts", "definitions", "events", "runs", "step_runs", "workers", "workflows"}
+TABLES = {
+    "alembic_version",
+    "attempts",
+    "breakers",
+    "dead_letters",
+    "definitions",
+    "events",
+    "runs",
+    "step_runs",
+    "workers",
+    "workflows",
+}
 
 
 def check(url: str) -> None:
@@ -20,7 +31,7 @@ def check(url: str) -> None:
     upgrade(url)
     engine = get_engine(url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES
-    assert current(url) == "0001"
+    assert current(url) == "0002"
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
     engine.dispose()

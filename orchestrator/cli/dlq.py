@@ -1,0 +1,143 @@
+"""``orchestrator dlq list|show|replay|discard|purge``: the dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from dlq import discard as discard_entries
+from dlq import list_entries, replay_all
+from dlq import purge as purge_entries
+from dlq import replay as replay_entries
+from dlq import show as show_entry
+from dlq.queue import STATUSES, Replayed
+from orchestrator.cli import render
+from orchestrator.cli.runs import check_broker, follow, parse_inputs
+from orchestrator.definition.duration import parse_duration
+from orchestrator.errors import UsageError
+from orchestrator.runtime.connect import open_repository
+from orchestrator.runtime.service import Runtime
+from orchestrator.settings import get_settings
+
+
+@click.group()
+def dlq() -> None:
+    """Steps that failed for good: inspect, replay, discard, purge."""
+
+
+@dlq.command(name="list")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--workflow", default=None)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True)
+def list_(status: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+    """Dead-letter entries, newest first."""
+    entries = list_entries(open_repository(), status, workflow, limit)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+    else:
+        render.print_dead_letters(entries)
+
+
+@dlq.command()
+@click.argument("entry_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+def show(entry_id: str, as_json: bool) -> None:
+    """One entry: the exact inputs, the error and its traceback."""
+    entry = show_entry(open_repository(), entry_id)
+    if as_json:
+        click.echo(json.dumps(entry, indent=2))
+        return
+    for key, value in entry.items():
+        if key != "traceback":
+            click.echo(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+    if entry.get("traceback"):
+        click.echo("traceback:\n" + entry["traceback"].rstrip())
+
+
+@dlq.command()
+@click.argument("entry_ids", metavar="ID...", nargs=-1)
+@click.option("--all", "replay_every", is_flag=True, help="Replay every open entry (in batches).")
+@click.option("--workflow", default=None, help="With --all: only this workflow's entries.")
+@click.option("--inputs-file", type=click.Path(exists=True, dir_okay=False), help="Corrected inputs (JSON/YAML).")
+@click.option("--json", "as_json", is_flag=True)
+def replay(
+    entry_ids: tuple[str, ...], replay_every: bool, workflow: str | None, inputs_file: str | None, as_json: bool
+) -> None:
+    """Re-execute failed steps with their recorded (or corrected) inputs; their runs resume."""
+    if bool(entry_ids) == replay_every:
+        raise UsageError("name entry ids, or --all (not both)")
+    if inputs_file and replay_every:
+        raise UsageError("--inputs-file replays named entries, not --all")
+    settings = get_settings()
+    runtime = Runtime(open_repository(settings))
+    inputs = parse_inputs((), inputs_file) if inputs_file else None
+    if not settings.embedded:
+        check_broker()
+        _report(_replay(runtime, entry_ids, replay_every, workflow, inputs), as_json)
+        return
+    from orchestrator.worker.embedded import EmbeddedWorker
+
+    with EmbeddedWorker():
+        done = _replay(runtime, entry_ids, replay_every, workflow, inputs)
+        for run_id in dict.fromkeys(done.runs):
+            follow(runtime.repo, run_id, quiet=True)
+    _report(done, as_json)
+
+
+def _replay(
+    runtime: Runtime, entry_ids: tuple[str, ...], every: bool, workflow: str | None, inputs: dict[str, Any] | None
+) -> Replayed:
+    from orchestrator.worker.tasks import send
+
+    if not every:
+        result = replay_entries(runtime, entry_ids, inputs)
+        send(result.dispatches)
+        return result
+    total = Replayed()
+    for batch in replay_all(runtime, workflow):
+        send(batch.dispatches)
+        total.entries += batch.entries
+        total.runs += batch.runs
+        total.refused += batch.refused
+    return total
+
+
+def _report(result: Replayed, as_json: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"replayed": result.entries, "runs": list(dict.fromkeys(result.runs)), "refused": result.refused},
+                indent=2,
+            )
+        )
+        return
+    click.echo(
+        f"replayed {len(result.entries)} entr{'y' if len(result.entries) == 1 else 'ies'}"
+        f" ({len(set(result.runs))} run(s) resumed)"
+    )
+    if result.refused:
+        click.echo(f"left open {len(result.refused)} entr(ies) of cancelled runs: {', '.join(result.refused)}")
+
+
+@dlq.command()
+@click.argument("entry_ids", metavar="ID...", nargs=-1, required=True)
+def discard(entry_ids: tuple[str, ...]) -> None:
+    """Mark entries discarded: looked at, not to be replayed."""
+    discard_entries(open_repository(), entry_ids)
+    click.echo(f"discarded {len(entry_ids)} entr{'y' if len(entry_ids) == 1 else 'ies'}")
+
+
+@dlq.command()
+@click.option("--older-than", "older_than", required=True, help="An age, e.g. 30d or 12h.")
+@click.option("--include-open", is_flag=True, help="Also delete entries nobody has replayed or discarded.")
+def purge(older_than: str, include_open: bool) -> None:
+    """Delete replayed and discarded entries older than an age."""
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    count = purge_entries(open_repository(), seconds, include_open)
+    click.echo(f"purged {count} entr{'y' if count == 1 else 'ies'}")
