@@ -13,8 +13,8 @@ import json
 import sys
 import time
 
-CASES = ["compile", "store", "runs"]
-NEEDS_SERVICES = {"store", "runs"}
+CASES = ["compile", "store", "runs", "dlq"]
+NEEDS_SERVICES = {"store", "runs", "dlq"}
 
 
 def main(argv: list[str] | None = None) -> int:

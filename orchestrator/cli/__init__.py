@@ -28,7 +28,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from orchestrator.cli import definitions, dlq, processes, runs, workflows
+    from orchestrator.cli import breakers, definitions, dlq, processes, runs, workflows
 
     for command in (
         definitions.validate,
@@ -43,6 +43,7 @@ def _register() -> None:
         processes.beat,
         processes.db,
         dlq.dlq,
+        breakers.breakers,
     ):
         main.add_command(command)
 

@@ -99,9 +99,8 @@ def _replay(
     total = Replayed()
     for batch in replay_all(runtime, workflow):
         send(batch.dispatches)
-        total.entries += batch.entries
-        total.runs += batch.runs
-        total.refused += batch.refused
+        batch.dispatches = []
+        total.merge(batch)
     return total
 
 

@@ -79,6 +79,9 @@ class Advancer:
             self.tx.update_run(self.run.id, status=RunStatus.RUNNING, started_at=self.at)
             self.event("run.started")
         self.rows.update(self.tx.steps(self.run.id))
+        for step_id, row in self.rows.items():
+            if row.status is StepStatus.RUNNING and self.plan.steps[step_id].foreach is not None:
+                self.refill(self.plan.steps[step_id])
         self.worklist.extend(self.plan.order)
         return self.drain()
 
@@ -97,44 +100,6 @@ class Advancer:
         label = f"{row.step}[{row.item_index}]" if row.is_item else row.step
         self.fail_run(f"{label}: {row.error}")
         return self.step_finished(row)
-
-    def reopen(self, row: StepRow, inputs: Any) -> list[Dispatch]:
-        """Replay ``row`` (failed for good): queue it again, put back to pending what the failure
-        ended without running, and let the run go on from there."""
-        reset = self.tx.reopen_steps(self.run.id, [FAIL_FAST_REASON])
-        dispatch_id = new_dispatch_id()
-        self.tx.update_step(
-            row.id,
-            status=StepStatus.QUEUED,
-            inputs=inputs,
-            error=None,
-            traceback=None,
-            finished_at=None,
-            dispatch_id=dispatch_id,
-            queued_at=self.at,
-            not_before=None,
-            lost=0,
-        )
-        self.dispatches.append(Dispatch(row.id, dispatch_id, timeout=self.plan.steps[row.step].timeout))
-        foreach_steps = {step for _, step, index in reset if index != STEP_ROW}
-        if row.is_item:
-            foreach_steps.add(row.step)
-            parent = self.tx.steps(self.run.id, [row.step])[row.step]
-            if parent.status in (StepStatus.FAILED, StepStatus.CANCELLED):
-                self.tx.update_step(parent.id, status=StepStatus.RUNNING, error=None, reason=None, finished_at=None)
-        still_failed = [r for r in self.tx.failed_steps(self.run.id) if not (r.step == row.step)]
-        self.run.error = f"{still_failed[0].step}: {still_failed[0].error}" if still_failed else None
-        self.failing = self.run.error is not None
-        self.run.status = RunStatus.RUNNING
-        self.tx.update_run(self.run.id, status=RunStatus.RUNNING, error=self.run.error, outputs=None, finished_at=None)
-        self.event("run.resumed", detail={"replayed": row.step, "item_index": row.item_index if row.is_item else None})
-        self.event("step.replayed", row)
-        self.rows.clear()
-        self.rows.update(self.tx.steps(self.run.id))
-        for step in foreach_steps:
-            self.refill(self.plan.steps[step])
-        self.worklist.extend(self.plan.order)
-        return self.drain()
 
     # The loop
 

@@ -17,15 +17,31 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 
-from orchestrator.definition import Plan, Workflow, build_plan
-from orchestrator.errors import InputsError, NotFound, OutputNotSerialisable, StepError, TaskNotFound, UsageError
+from orchestrator.definition import BreakerConfig, Plan, Workflow, build_plan
+from orchestrator.errors import (
+    CircuitOpenError,
+    InputsError,
+    NotFound,
+    OutputNotSerialisable,
+    StateStoreError,
+    StepError,
+    TaskNotFound,
+    UsageError,
+)
+from orchestrator.runtime.breaker import BreakerOpen, Breakers
 from orchestrator.runtime.scheduler import Advancer, Dispatch, new_dispatch_id
-from orchestrator.settings import DEFAULT_MAX_COUNTDOWN_S, DEFAULT_POISON_LIMIT
+from orchestrator.settings import (
+    DEFAULT_BREAKER_UNAVAILABLE_WAIT_S,
+    DEFAULT_MAX_COUNTDOWN_S,
+    DEFAULT_POISON_LIMIT,
+    DEFAULT_TRIAL_TTL_S,
+)
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import Repository, RunRow, StepRow, Tx, now
 
@@ -76,8 +92,10 @@ class Runtime:
         *,
         poison_limit: int = DEFAULT_POISON_LIMIT,
         countdown_limit: float = DEFAULT_MAX_COUNTDOWN_S,
+        breakers: Breakers | None = None,
     ) -> None:
         self.repo = repo
+        self.breakers = breakers or Breakers(repo, None)
         self.poison_limit = poison_limit
         self.countdown_limit = countdown_limit
         self.plans = PlanCache()
@@ -138,12 +156,53 @@ class Runtime:
         if isinstance(claimed, list):
             return claimed
         row, plan = claimed
+        sp = plan.steps[row.step]
         try:
-            function = self.resolve(plan.steps[row.step].task)
-            output = to_json(function(**(row.inputs or {})))
+            function = self.resolve(sp.task)
+            if sp.step.breaker is None:
+                result = function(**(row.inputs or {}))
+            else:
+                result = self._through_breaker(plan, sp.step.breaker, function, sp.timeout, row.inputs or {})
+            output = to_json(result)
+        except BreakerUnavailable as exc:
+            return self._deferred(row, plan, dispatch_id, exc.retry_at, exc.message)
         except Exception as exc:  # any exception of a user's step fails the attempt; it is recorded
             return self._failed(row, plan, dispatch_id, exc, tb.format_exc())
         return self._succeeded(row, plan, dispatch_id, output)
+
+    def _through_breaker(
+        self, plan: Plan, name: str, function: Callable[..., Any], timeout: float | None, inputs: dict[str, Any]
+    ) -> Any:
+        config = plan.workflow.breakers.get(name) or BreakerConfig()
+        try:
+            return self.breakers.call(name, config, function, timeout or DEFAULT_TRIAL_TTL_S, **inputs)
+        except BreakerOpen as exc:
+            raise BreakerUnavailable(exc.message, exc.retry_at) from None
+        except (redis.RedisError, StateStoreError) as exc:
+            # A breaker we cannot read is not a closed breaker: make no call, come back shortly.
+            retry_at = now() + timedelta(seconds=DEFAULT_BREAKER_UNAVAILABLE_WAIT_S)
+            raise BreakerUnavailable(f"breaker {name} cannot be read ({exc}); no call was made", retry_at) from None
+
+    def _deferred(self, row: StepRow, plan: Plan, owner: str, retry_at: datetime, why: str) -> list[Dispatch]:
+        """Put the step back, due at ``retry_at``, giving back the attempt: a breaker burns no retry."""
+        with self.repo.transaction() as tx:
+            run = tx.lock_run(row.run_id)
+            at = now()
+            delay = max(0.0, (retry_at - at).total_seconds())
+            held = delay > self.countdown_limit
+            retry_id = None if held else new_dispatch_id()
+            if run is None or not tx.finish_step_if(
+                row.id,
+                owner,
+                status=StepStatus.QUEUED,
+                attempts=row.attempts - 1,
+                dispatch_id=retry_id,
+                queued_at=at,
+                not_before=retry_at,
+            ):
+                return []
+            tx.add_events([_event(row, "step.deferred", {"why": why, "until": retry_at.isoformat()}, at)])
+        return [] if retry_id is None else [Dispatch(row.id, retry_id, delay, plan.steps[row.step].timeout)]
 
     def _claim(self, step_run_id: int, dispatch_id: str) -> tuple[StepRow, Plan] | list[Dispatch]:
         """Take ownership of a step for this delivery; else the dispatches deciding not to run it led to."""
@@ -443,6 +502,14 @@ def _event(row: StepRow, kind: str, detail: dict[str, Any] | None, at: Any) -> d
         "detail": detail,
         "at": at,
     }
+
+
+class BreakerUnavailable(CircuitOpenError):
+    """No call was made through the breaker; the step comes back at ``retry_at``."""
+
+    def __init__(self, message: str, retry_at: datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class StepTimeout(TimeoutError):

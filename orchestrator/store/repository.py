@@ -471,12 +471,21 @@ class Tx:
         return [StepRow.from_row(row) for row in self.c.execute(query)]
 
     def running_since(self, cutoff: datetime, limit: int = 500) -> list[StepRow]:
-        """Running steps of running runs that started before ``cutoff``: candidates for a lost worker."""
+        """Steps a worker took before ``cutoff`` and still runs: candidates for a lost worker.
+
+        A foreach step's own row is running while its items are; no worker owns it, so it is never
+        a candidate (its items are).
+        """
         s, r = t.step_runs.c, t.runs.c
         query = (
             sa.select(t.step_runs)
             .join(t.runs, r.id == s.run_id)
-            .where(s.status == StepStatus.RUNNING, r.status == RunStatus.RUNNING, s.started_at < cutoff)
+            .where(
+                s.status == StepStatus.RUNNING,
+                r.status == RunStatus.RUNNING,
+                s.started_at < cutoff,
+                s.worker.is_not(None),
+            )
             .limit(limit)
         )
         return [StepRow.from_row(row) for row in self.c.execute(query)]
@@ -518,12 +527,15 @@ class Tx:
         run_id: str | None = None,
         limit: int | None = None,
         lock_open: bool = False,
+        exclude: Sequence[str] = (),
     ) -> list[DeadLetter]:
         d = t.dead_letters.c
         query = sa.select(t.dead_letters).order_by(d.failed_at.desc(), d.id)
         for column, value in ((d.status, status), (d.workflow, workflow), (d.run_id, run_id)):
             if value is not None:
                 query = query.where(column == value)
+        if exclude:
+            query = query.where(d.id.not_in(list(exclude)))
         if limit is not None:
             query = query.limit(limit)
         if lock_open and self.dialect == "postgresql":
@@ -561,10 +573,125 @@ class Tx:
             )
         return [(r[0], r[1], r[2]) for r in found]
 
+    def lock_runs(self, run_ids: Sequence[str]) -> dict[str, RunRow]:
+        """Several runs, locked in id order (the same order everywhere, so no deadlock)."""
+        query = sa.select(t.runs).where(t.runs.c.id.in_(sorted(run_ids))).order_by(t.runs.c.id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        return {row.id: RunRow.from_row(row) for row in self.c.execute(query)}
+
+    def resolve_dead_letters(self, entry_ids: Sequence[str], status: str, at: datetime) -> None:
+        d = t.dead_letters.c
+        self.c.execute(
+            t.dead_letters.update()
+            .where(d.id.in_(list(entry_ids)), d.status == "open")
+            .values(status=status, resolved_at=at)
+        )
+
+    def reopen_steps_of(self, run_ids: Sequence[str], reasons: Sequence[str]) -> list[tuple[str, str, int]]:
+        """``reopen_steps`` for many runs at once; (run, step, item) of each row put back."""
+        s = t.step_runs.c
+        ended_by_failure = sa.or_(
+            sa.and_(s.status == StepStatus.CANCELLED, s.reason.in_(list(reasons))),
+            sa.and_(s.status == StepStatus.SKIPPED, sa.or_(s.reason.like("need %"), s.reason == "no need succeeded")),
+        )
+        statement = (
+            t.step_runs.update()
+            .where(s.run_id.in_(list(run_ids)), ended_by_failure)
+            .values(status=StepStatus.PENDING, reason=None, finished_at=None, dispatch_id=None)
+        )
+        if self.dialect in ("postgresql", "sqlite"):
+            rows = self.c.execute(statement.returning(s.run_id, s.step, s.item_index)).all()
+            return [(r[0], r[1], r[2]) for r in rows]
+        raise NotImplementedError(self.dialect)
+
+    def requeue_many(self, rows: Sequence[tuple[int, Any, str]], at: datetime) -> None:
+        """Failed rows back in the queue with their inputs and a new dispatch token, in one round trip."""
+        if not rows:
+            return
+        s = t.step_runs.c
+        statement = (
+            t.step_runs.update()
+            .where(s.id == sa.bindparam("row_id"))
+            .values(
+                status=StepStatus.QUEUED,
+                inputs=sa.bindparam("new_inputs", type_=t.Json),
+                dispatch_id=sa.bindparam("dispatch"),
+                queued_at=at,
+                error=None,
+                traceback=None,
+                finished_at=None,
+                not_before=None,
+                lost=0,
+            )
+        )
+        self.c.execute(statement, [{"row_id": r, "new_inputs": i, "dispatch": d} for r, i, d in rows])
+
+    def first_failures(self, run_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """Each run's earliest still-failed step: (step, error)."""
+        s = t.step_runs.c
+        query = (
+            sa.select(s.run_id, s.step, s.error)
+            .where(s.run_id.in_(list(run_ids)), s.status == StepStatus.FAILED, s.item_index == STEP_ROW)
+            .order_by(s.finished_at)
+        )
+        found: dict[str, tuple[str, str | None]] = {}
+        for run_id, step, error in self.c.execute(query):
+            found.setdefault(run_id, (step, error))
+        return found
+
+    def resume_runs(self, run_ids: Sequence[str], error: str | None = None) -> None:
+        if run_ids:
+            self.c.execute(
+                t.runs.update()
+                .where(t.runs.c.id.in_(list(run_ids)))
+                .values(status=RunStatus.RUNNING, error=error, outputs=None, finished_at=None)
+            )
+
     def failed_steps(self, run_id: str) -> list[StepRow]:
         s = t.step_runs.c
         query = sa.select(t.step_runs).where(s.run_id == run_id, s.status == StepStatus.FAILED).order_by(s.finished_at)
         return [StepRow.from_row(r) for r in self.c.execute(query)]
+
+    # Circuit breakers (when no Redis holds them)
+
+    def breaker(self, name: str) -> dict[str, Any]:
+        b = t.breakers.c
+        row = self.c.execute(sa.select(t.breakers).where(b.name == name)).first()
+        if row is None:
+            return {
+                "name": name,
+                "state": "closed",
+                "failures": 0,
+                "opened_at": None,
+                "next_trial_at": None,
+                "trial_until": None,
+            }
+        data = dict(row._mapping)
+        for key in ("opened_at", "next_trial_at", "trial_until"):
+            data[key] = aware(data[key])
+        return data
+
+    def update_breaker(self, name: str, **values: Any) -> None:
+        b = t.breakers.c
+        if self.c.execute(t.breakers.update().where(b.name == name).values(**values)).rowcount == 0:
+            row = {"name": name, "state": "closed", "failures": 0, **values}
+            self.c.execute(t.breakers.insert().values(**row))
+
+    def add_breaker_failure(self, name: str) -> None:
+        b = t.breakers.c
+        if self.c.execute(t.breakers.update().where(b.name == name).values(failures=b.failures + 1)).rowcount == 0:
+            self.c.execute(t.breakers.insert().values(name=name, state="closed", failures=1))
+
+    def take_breaker_trial(self, name: str, until: datetime) -> bool:
+        """Claim the one half-open trial: true for exactly one caller until ``until`` passes."""
+        b = t.breakers.c
+        free = sa.or_(b.trial_until.is_(None), b.trial_until < now())
+        result = self.c.execute(t.breakers.update().where(b.name == name, free).values(trial_until=until))
+        return result.rowcount == 1
+
+    def breaker_names(self) -> list[str]:
+        return [r[0] for r in self.c.execute(sa.select(t.breakers.c.name).order_by(t.breakers.c.name))]
 
     # Attempts, events, workers
 

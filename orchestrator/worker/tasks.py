@@ -15,6 +15,7 @@ from celery import group
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from orchestrator.errors import StateStoreError, TaskNotFound
+from orchestrator.runtime.breaker import Breakers
 from orchestrator.runtime.scheduler import Dispatch
 from orchestrator.runtime.service import Runtime, resolve_function
 from orchestrator.settings import DEFAULT_HARD_TIMEOUT_GRACE_S, get_settings
@@ -30,11 +31,13 @@ def runtime() -> Runtime:
     rt = _RUNTIMES.get(os.getpid())
     if rt is None:
         settings = get_settings()
+        repo = Repository.from_url(settings.database_url)
         rt = _RUNTIMES[os.getpid()] = Runtime(
-            Repository.from_url(settings.database_url),
+            repo,
             resolve_task,
             poison_limit=settings.poison_limit,
             countdown_limit=settings.countdown_limit,
+            breakers=Breakers(repo, settings.broker_url),
         )
     return rt
 

@@ -249,3 +249,35 @@ steps:
     assert "step.woken" in kinds
     time.sleep(2.5)  # past another visibility timeout: still no second run
     assert counter.read_text() == "2"
+
+
+def test_replay_all_in_batches_resumes_every_run_of_a_workflow(cluster: Cluster, tmp_path: Path) -> None:
+    flag = tmp_path / "up"
+    path = write(
+        tmp_path,
+        f"""
+name: batchable
+inputs: {{type: object, properties: {{n: {{type: integer}}}}}}
+steps:
+  call: {{task: "{STEPS}:fails_until", with: {{flag: "{flag}", value: "${{{{ inputs.n }}}}"}}}}
+  after: {{needs: [call], task: "{STEPS}:echo", with: {{value: "${{{{ steps.call.output }}}}"}}}}
+""",
+    )
+    other = write(tmp_path, f"name: other\nsteps:\n  boom: {{task: '{STEPS}:fail'}}\n", "other.yaml")
+    cluster.start_worker(concurrency=2)
+    runs = [cluster.start(path, n=i) for i in range(5)]
+    other_run = cluster.start(other)
+    for run_id in [*runs, other_run]:
+        assert cluster.wait(run_id)["status"] == "failed"
+    assert len(dlq_list(cluster, "--status", "open")) == 6
+    flag.write_text("up")
+    result = cluster.cli("dlq", "replay", "--all", "--workflow", "batchable", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (len(report["replayed"]), sorted(report["runs"]), report["refused"]) == (5, sorted(runs), [])
+    for i, run_id in enumerate(runs):
+        view = cluster.wait(run_id)
+        assert (view["status"], view["steps"]["after"]["output"]) == ("succeeded", i)
+    # The other workflow's entry is untouched
+    assert [e["workflow"] for e in dlq_list(cluster, "--status", "open")] == ["other"]
+    assert cluster.wait(other_run)["status"] == "failed"

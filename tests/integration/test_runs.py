@@ -389,3 +389,26 @@ def test_a_message_lost_with_the_broker_is_dispatched_again(cluster: Cluster, tm
     assert view["outputs"] == {"result": 20}
     kinds = [e["kind"] for e in events_of(cluster, run_id)]
     assert "step.redispatched" in kinds
+
+
+def test_a_long_foreach_is_not_mistaken_for_a_lost_step(cluster: Cluster, tmp_path: Path) -> None:
+    # Given a foreach that runs longer than the reconciler's stale limit (3 s here)
+    path = write(
+        tmp_path,
+        f"""
+name: long-fan
+steps:
+  each:
+    foreach: [1, 2, 3, 4]
+    concurrency: 1
+    task: "{STEPS}:nap"
+    with: {{value: "${{{{ item }}}}", seconds: 1.2}}
+""",
+    )
+    cluster.start_worker()
+    view = cluster.wait(cluster.start(path), timeout=60)
+    # Then the step itself is never dispatched as if it were a lost task; only its items run
+    assert view["status"] == "succeeded", view["steps"]
+    assert view["steps"]["each"]["output"] == [1, 2, 3, 4]
+    kinds = [e["kind"] for e in events_of(cluster, view["run_id"]) if e["item_index"] is None and e["step"] == "each"]
+    assert "step.redispatched" not in kinds
