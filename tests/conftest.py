@@ -210,3 +210,10 @@ def cluster(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Clust
     yield instance
     instance.stop()
     instance.repo.engine.dispose()
+
+
+def write_workflow(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
+    """Write a workflow file for a test and return its path."""
+    path = tmp_path / name
+    path.write_text(text)
+    return path

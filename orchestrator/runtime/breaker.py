@@ -46,7 +46,7 @@ class RedisStorage(pybreaker.CircuitBreakerStorage):
 
     def _get(self, field: str) -> str | None:
         value = self.client.hget(self.key, field)
-        return None if value is None else value.decode()
+        return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
 
     @property
     def state(self) -> str:

@@ -44,6 +44,7 @@ from orchestrator.settings import (
 )
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import Repository, RunRow, StepRow, Tx, now
+from orchestrator.store.rows import event_row
 
 Resolver = Callable[[str], Callable[..., Any]]
 _NOT_RETRYABLE = (TaskNotFound, OutputNotSerialisable)
@@ -201,7 +202,7 @@ class Runtime:
                 not_before=retry_at,
             ):
                 return []
-            tx.add_events([_event(row, "step.deferred", {"why": why, "until": retry_at.isoformat()}, at)])
+            tx.add_events([event_row(row, "step.deferred", {"why": why, "until": retry_at.isoformat()}, at)])
         return [] if retry_id is None else [Dispatch(row.id, retry_id, delay, plan.steps[row.step].timeout)]
 
     def _claim(self, step_run_id: int, dispatch_id: str) -> tuple[StepRow, Plan] | list[Dispatch]:
@@ -214,7 +215,7 @@ class Runtime:
                 row = self._retake(tx, step_run_id, dispatch_id, at)
                 if not isinstance(row, StepRow):
                     return row
-                tx.add_events([_event(row, "step.running", {"attempt": row.attempts, "worker": row.worker}, at)])
+                tx.add_events([event_row(row, "step.running", {"attempt": row.attempts, "worker": row.worker}, at)])
                 return row, self._plan_of_run(tx, row.run_id)
         row, version = claimed
         plan = self.plans.cached(version)
@@ -322,7 +323,7 @@ class Runtime:
             return []
         tx.record_attempt(row, StepStatus.FAILED, error, at)
         detail = {"attempt": row.attempts, "error": error, "delay_s": round(delay, 3), "held": held}
-        tx.add_events([_event(row, "step.retrying", detail, at)])
+        tx.add_events([event_row(row, "step.retrying", detail, at)])
         if retry_id is None:
             return []
         return [Dispatch(row.id, retry_id, delay, plan.steps[row.step].timeout)]
@@ -416,12 +417,17 @@ class Runtime:
                 if not self._owner_lost(tx, candidate.worker):
                     continue
                 run = tx.lock_run(candidate.run_id)
-                row = tx.step_run(candidate.id, lock=True)
-                if run is None or row is None or row.status is not StepStatus.RUNNING or row.worker != candidate.worker:
+                lost = tx.step_run(candidate.id, lock=True)
+                if (
+                    run is None
+                    or lost is None
+                    or lost.status is not StepStatus.RUNNING
+                    or lost.worker != candidate.worker
+                ):
                     continue
-                poisoned = self._poisoned(tx, run, row, at)
+                poisoned = self._poisoned(tx, run, lost, at)
                 if poisoned is None:
-                    dispatches.extend(self._requeue(tx, row, "step.redispatched", f"worker {row.worker} was lost"))
+                    dispatches.extend(self._requeue(tx, lost, "step.redispatched", f"worker {lost.worker} was lost"))
                 else:
                     dispatches.extend(poisoned)
         return dispatches
@@ -430,7 +436,7 @@ class Runtime:
         dispatch_id = new_dispatch_id()
         at = now()
         tx.update_step(row.id, status=StepStatus.QUEUED, dispatch_id=dispatch_id, queued_at=at, not_before=None)
-        tx.add_events([_event(row, kind, {"why": why}, at)])
+        tx.add_events([event_row(row, kind, {"why": why}, at)])
         timeout = self._plan_of_run(tx, row.run_id).steps[row.step].timeout
         return [Dispatch(row.id, dispatch_id, timeout=timeout)]
 
@@ -491,17 +497,6 @@ def resolve_function(task: str) -> Callable[..., Any]:
 def _open_rows(tx: Tx, run_id: str) -> list[StepRow]:
     rows = list(tx.steps(run_id).values()) + tx.items(run_id)
     return [r for r in rows if not r.status.terminal]
-
-
-def _event(row: StepRow, kind: str, detail: dict[str, Any] | None, at: Any) -> dict[str, Any]:
-    return {
-        "run_id": row.run_id,
-        "step": row.step,
-        "item_index": row.item_index if row.is_item else None,
-        "kind": kind,
-        "detail": detail,
-        "at": at,
-    }
 
 
 class BreakerUnavailable(CircuitOpenError):

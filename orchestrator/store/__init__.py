@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.store.repository import STEP_ROW, DeadLetter, Repository, RunRow, StepRow, Tx, now
+from orchestrator.store.dead_letters import DeadLetter
+from orchestrator.store.repository import Repository, Tx
+from orchestrator.store.rows import STEP_ROW, RunRow, StepRow, now
 
 __all__ = ["STEP_ROW", "DeadLetter", "Repository", "RunRow", "StepRow", "Tx", "now"]

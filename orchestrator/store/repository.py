@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,89 +17,11 @@ from sqlalchemy.engine import Engine
 from orchestrator.errors import StateStoreError
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import tables as t
+from orchestrator.store.breaker_state import BreakerStateQueries
 from orchestrator.store.database import check_reachable, get_engine, redact
-
-STEP_ROW = -1  # item_index of a step's own row; foreach items are 0..n-1
-
-
-def _event_row(row: StepRow, kind: str, detail: dict[str, Any] | None, at: datetime) -> dict[str, Any]:
-    return {
-        "run_id": row.run_id,
-        "step": row.step,
-        "item_index": row.item_index if row.is_item else None,
-        "kind": kind,
-        "detail": detail,
-        "at": at,
-    }
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-@dataclass
-class RunRow:
-    id: str
-    workflow: str
-    version: str
-    status: RunStatus
-    inputs: Any
-    outputs: Any
-    error: str | None
-    idempotency_key: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: sa.Row[Any]) -> RunRow:
-        data = dict(row._mapping)
-        data["status"] = RunStatus(data["status"])
-        for key in ("created_at", "started_at", "finished_at"):
-            data[key] = aware(data[key])
-        return cls(**data)
-
-
-@dataclass
-class StepRow:
-    id: int
-    run_id: str
-    step: str
-    item_index: int
-    status: StepStatus
-    attempts: int
-    inputs: Any
-    output: Any
-    error: str | None
-    traceback: str | None
-    reason: str | None
-    worker: str | None
-    dispatch_id: str | None
-    lost: int
-    not_before: datetime | None
-    queued_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: sa.Row[Any] | dict[str, Any]) -> StepRow:
-        data = dict(row) if isinstance(row, dict) else dict(row._mapping)
-        data["status"] = StepStatus(data["status"])
-        for key in ("not_before", "queued_at", "started_at", "finished_at"):
-            data[key] = aware(data[key])
-        return cls(**data)
-
-    @property
-    def is_item(self) -> bool:
-        return self.item_index != STEP_ROW
-
+from orchestrator.store.dead_letters import DeadLetterQueries
+from orchestrator.store.recovery import RecoveryQueries
+from orchestrator.store.rows import STEP_ROW, RunRow, StepRow, aware, event_row, now
 
 _s = t.step_runs.c
 _CLAIM = (
@@ -162,34 +83,9 @@ SELECT count(*) FROM done
 """).bindparams(sa.bindparam("output", type_=t.Json))
 
 
-@dataclass
-class DeadLetter:
-    id: str
-    run_id: str
-    step_run_id: int
-    workflow: str
-    step: str
-    item_index: int | None
-    task: str
-    inputs: Any
-    error: str
-    error_type: str
-    traceback: str | None
-    attempts: int
-    status: str
-    failed_at: datetime
-    resolved_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: sa.Row[Any]) -> DeadLetter:
-        data = dict(row._mapping)
-        data["failed_at"] = aware(data["failed_at"])
-        data["resolved_at"] = aware(data["resolved_at"])
-        return cls(**data)
-
-
-class Tx:
-    """One transaction's worth of queries."""
+class Tx(RecoveryQueries, DeadLetterQueries, BreakerStateQueries):
+    """One transaction's worth of queries: runs and steps here; dead letters, breaker state and
+    recovery (reconciling, replaying) in their own modules."""
 
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection
@@ -331,7 +227,7 @@ class Tx:
             return None
         row = StepRow.from_row(found)
         detail = {"attempt": row.attempts, "worker": worker}
-        self.add_events([_event_row(row, "step.running", detail, at)])
+        self.add_events([event_row(row, "step.running", detail, at)])
         run = self.run(row.run_id)
         assert run is not None
         return row, run.version
@@ -455,243 +351,6 @@ class Tx:
                 .values(status=StepStatus.CANCELLED, reason=reason, finished_at=now())
             )
         return [(r[0], r[1], r[2]) for r in found]
-
-    def stale_queued(self, cutoff: datetime, limit: int = 500) -> list[StepRow]:
-        """Queued steps of running runs whose message should have been taken by ``cutoff``."""
-        s, r = t.step_runs.c, t.runs.c
-        due = sa.func.coalesce(s.not_before, s.queued_at)
-        query = (
-            sa.select(t.step_runs)
-            .join(t.runs, r.id == s.run_id)
-            .where(s.status == StepStatus.QUEUED, r.status == RunStatus.RUNNING, due < cutoff)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(of=t.step_runs, skip_locked=True)
-        return [StepRow.from_row(row) for row in self.c.execute(query)]
-
-    def running_since(self, cutoff: datetime, limit: int = 500) -> list[StepRow]:
-        """Steps a worker took before ``cutoff`` and still runs: candidates for a lost worker.
-
-        A foreach step's own row is running while its items are; no worker owns it, so it is never
-        a candidate (its items are).
-        """
-        s, r = t.step_runs.c, t.runs.c
-        query = (
-            sa.select(t.step_runs)
-            .join(t.runs, r.id == s.run_id)
-            .where(
-                s.status == StepStatus.RUNNING,
-                r.status == RunStatus.RUNNING,
-                s.started_at < cutoff,
-                s.worker.is_not(None),
-            )
-            .limit(limit)
-        )
-        return [StepRow.from_row(row) for row in self.c.execute(query)]
-
-    def due_deferred(self, at: datetime, limit: int = 500) -> list[StepRow]:
-        """Queued steps held in the database (no message sent) whose wake-up time has come."""
-        s, r = t.step_runs.c, t.runs.c
-        query = (
-            sa.select(t.step_runs)
-            .join(t.runs, r.id == s.run_id)
-            .where(
-                s.status == StepStatus.QUEUED,
-                s.dispatch_id.is_(None),
-                s.not_before <= at,
-                r.status == RunStatus.RUNNING,
-            )
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(of=t.step_runs, skip_locked=True)
-        return [StepRow.from_row(row) for row in self.c.execute(query)]
-
-    # Dead letters
-
-    def insert_dead_letter(self, entry: dict[str, Any]) -> None:
-        self.c.execute(t.dead_letters.insert().values(**entry))
-
-    def dead_letter(self, entry_id: str, lock: bool = False) -> DeadLetter | None:
-        query = sa.select(t.dead_letters).where(t.dead_letters.c.id == entry_id)
-        if lock and self.dialect == "postgresql":
-            query = query.with_for_update()
-        row = self.c.execute(query).first()
-        return None if row is None else DeadLetter.from_row(row)
-
-    def dead_letters(
-        self,
-        status: str | None = None,
-        workflow: str | None = None,
-        run_id: str | None = None,
-        limit: int | None = None,
-        lock_open: bool = False,
-        exclude: Sequence[str] = (),
-    ) -> list[DeadLetter]:
-        d = t.dead_letters.c
-        query = sa.select(t.dead_letters).order_by(d.failed_at.desc(), d.id)
-        for column, value in ((d.status, status), (d.workflow, workflow), (d.run_id, run_id)):
-            if value is not None:
-                query = query.where(column == value)
-        if exclude:
-            query = query.where(d.id.not_in(list(exclude)))
-        if limit is not None:
-            query = query.limit(limit)
-        if lock_open and self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return [DeadLetter.from_row(r) for r in self.c.execute(query)]
-
-    def resolve_dead_letter(self, entry_id: str, status: str, at: datetime) -> bool:
-        """Move an open entry to ``status``; False when it was not open any more."""
-        d = t.dead_letters.c
-        result = self.c.execute(
-            t.dead_letters.update().where(d.id == entry_id, d.status == "open").values(status=status, resolved_at=at)
-        )
-        return result.rowcount == 1
-
-    def purge_dead_letters(self, before: datetime, include_open: bool) -> int:
-        d = t.dead_letters.c
-        condition = d.failed_at < before
-        if not include_open:
-            condition = sa.and_(condition, d.status != "open")
-        return self.c.execute(t.dead_letters.delete().where(condition)).rowcount
-
-    def reopen_steps(self, run_id: str, reasons: Sequence[str]) -> list[tuple[int, str, int]]:
-        """Put back to pending the rows a failure ended without running them; (id, step, item) of each."""
-        s = t.step_runs.c
-        ended_by_failure = sa.or_(
-            sa.and_(s.status == StepStatus.CANCELLED, s.reason.in_(list(reasons))),
-            sa.and_(s.status == StepStatus.SKIPPED, sa.or_(s.reason.like("need %"), s.reason == "no need succeeded")),
-        )
-        found = self.c.execute(sa.select(s.id, s.step, s.item_index).where(s.run_id == run_id, ended_by_failure)).all()
-        if found:
-            self.c.execute(
-                t.step_runs.update()
-                .where(s.id.in_([r[0] for r in found]))
-                .values(status=StepStatus.PENDING, reason=None, finished_at=None, dispatch_id=None)
-            )
-        return [(r[0], r[1], r[2]) for r in found]
-
-    def lock_runs(self, run_ids: Sequence[str]) -> dict[str, RunRow]:
-        """Several runs, locked in id order (the same order everywhere, so no deadlock)."""
-        query = sa.select(t.runs).where(t.runs.c.id.in_(sorted(run_ids))).order_by(t.runs.c.id)
-        if self.dialect == "postgresql":
-            query = query.with_for_update()
-        return {row.id: RunRow.from_row(row) for row in self.c.execute(query)}
-
-    def resolve_dead_letters(self, entry_ids: Sequence[str], status: str, at: datetime) -> None:
-        d = t.dead_letters.c
-        self.c.execute(
-            t.dead_letters.update()
-            .where(d.id.in_(list(entry_ids)), d.status == "open")
-            .values(status=status, resolved_at=at)
-        )
-
-    def reopen_steps_of(self, run_ids: Sequence[str], reasons: Sequence[str]) -> list[tuple[str, str, int]]:
-        """``reopen_steps`` for many runs at once; (run, step, item) of each row put back."""
-        s = t.step_runs.c
-        ended_by_failure = sa.or_(
-            sa.and_(s.status == StepStatus.CANCELLED, s.reason.in_(list(reasons))),
-            sa.and_(s.status == StepStatus.SKIPPED, sa.or_(s.reason.like("need %"), s.reason == "no need succeeded")),
-        )
-        statement = (
-            t.step_runs.update()
-            .where(s.run_id.in_(list(run_ids)), ended_by_failure)
-            .values(status=StepStatus.PENDING, reason=None, finished_at=None, dispatch_id=None)
-        )
-        if self.dialect in ("postgresql", "sqlite"):
-            rows = self.c.execute(statement.returning(s.run_id, s.step, s.item_index)).all()
-            return [(r[0], r[1], r[2]) for r in rows]
-        raise NotImplementedError(self.dialect)
-
-    def requeue_many(self, rows: Sequence[tuple[int, Any, str]], at: datetime) -> None:
-        """Failed rows back in the queue with their inputs and a new dispatch token, in one round trip."""
-        if not rows:
-            return
-        s = t.step_runs.c
-        statement = (
-            t.step_runs.update()
-            .where(s.id == sa.bindparam("row_id"))
-            .values(
-                status=StepStatus.QUEUED,
-                inputs=sa.bindparam("new_inputs", type_=t.Json),
-                dispatch_id=sa.bindparam("dispatch"),
-                queued_at=at,
-                error=None,
-                traceback=None,
-                finished_at=None,
-                not_before=None,
-                lost=0,
-            )
-        )
-        self.c.execute(statement, [{"row_id": r, "new_inputs": i, "dispatch": d} for r, i, d in rows])
-
-    def first_failures(self, run_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-        """Each run's earliest still-failed step: (step, error)."""
-        s = t.step_runs.c
-        query = (
-            sa.select(s.run_id, s.step, s.error)
-            .where(s.run_id.in_(list(run_ids)), s.status == StepStatus.FAILED, s.item_index == STEP_ROW)
-            .order_by(s.finished_at)
-        )
-        found: dict[str, tuple[str, str | None]] = {}
-        for run_id, step, error in self.c.execute(query):
-            found.setdefault(run_id, (step, error))
-        return found
-
-    def resume_runs(self, run_ids: Sequence[str], error: str | None = None) -> None:
-        if run_ids:
-            self.c.execute(
-                t.runs.update()
-                .where(t.runs.c.id.in_(list(run_ids)))
-                .values(status=RunStatus.RUNNING, error=error, outputs=None, finished_at=None)
-            )
-
-    def failed_steps(self, run_id: str) -> list[StepRow]:
-        s = t.step_runs.c
-        query = sa.select(t.step_runs).where(s.run_id == run_id, s.status == StepStatus.FAILED).order_by(s.finished_at)
-        return [StepRow.from_row(r) for r in self.c.execute(query)]
-
-    # Circuit breakers (when no Redis holds them)
-
-    def breaker(self, name: str) -> dict[str, Any]:
-        b = t.breakers.c
-        row = self.c.execute(sa.select(t.breakers).where(b.name == name)).first()
-        if row is None:
-            return {
-                "name": name,
-                "state": "closed",
-                "failures": 0,
-                "opened_at": None,
-                "next_trial_at": None,
-                "trial_until": None,
-            }
-        data = dict(row._mapping)
-        for key in ("opened_at", "next_trial_at", "trial_until"):
-            data[key] = aware(data[key])
-        return data
-
-    def update_breaker(self, name: str, **values: Any) -> None:
-        b = t.breakers.c
-        if self.c.execute(t.breakers.update().where(b.name == name).values(**values)).rowcount == 0:
-            row = {"name": name, "state": "closed", "failures": 0, **values}
-            self.c.execute(t.breakers.insert().values(**row))
-
-    def add_breaker_failure(self, name: str) -> None:
-        b = t.breakers.c
-        if self.c.execute(t.breakers.update().where(b.name == name).values(failures=b.failures + 1)).rowcount == 0:
-            self.c.execute(t.breakers.insert().values(name=name, state="closed", failures=1))
-
-    def take_breaker_trial(self, name: str, until: datetime) -> bool:
-        """Claim the one half-open trial: true for exactly one caller until ``until`` passes."""
-        b = t.breakers.c
-        free = sa.or_(b.trial_until.is_(None), b.trial_until < now())
-        result = self.c.execute(t.breakers.update().where(b.name == name, free).values(trial_until=until))
-        return result.rowcount == 1
-
-    def breaker_names(self) -> list[str]:
-        return [r[0] for r in self.c.execute(sa.select(t.breakers.c.name).order_by(t.breakers.c.name))]
 
     # Attempts, events, workers
 

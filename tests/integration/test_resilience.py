@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Cluster
+from tests.conftest import write_workflow as write
 
 pytestmark = pytest.mark.integration
 STEPS = "tests.integration.steps"
-
-
-def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def dlq_list(cluster: Cluster, *args: str) -> list[dict[str, object]]:

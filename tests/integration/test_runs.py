@@ -13,15 +13,10 @@ import pytest
 from orchestrator.definition import plan_file
 from orchestrator.runtime.service import Runtime
 from tests.conftest import ROOT, Cluster
+from tests.conftest import write_workflow as write
 
 pytestmark = pytest.mark.integration
 STEPS = "tests.integration.steps"
-
-
-def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def events_of(cluster: Cluster, run_id: str) -> list[dict[str, object]]:
