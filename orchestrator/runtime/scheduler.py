@@ -13,7 +13,6 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from orchestrator.definition import Plan, StepPlan, Trigger
@@ -307,7 +306,3 @@ class Advancer:
 def _condition_text(sp: StepPlan) -> str:
     condition = sp.step.if_
     return str(condition)[:200]
-
-
-def utc(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

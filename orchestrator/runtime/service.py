@@ -30,7 +30,6 @@ from orchestrator.errors import (
     NotFound,
     OutputNotSerialisable,
     StateStoreError,
-    StepError,
     TaskNotFound,
     UsageError,
 )
@@ -187,23 +186,37 @@ class Runtime:
     def _deferred(self, row: StepRow, plan: Plan, owner: str, retry_at: datetime, why: str) -> list[Dispatch]:
         """Put the step back, due at ``retry_at``, giving back the attempt: a breaker burns no retry."""
         with self.repo.transaction() as tx:
-            run = tx.lock_run(row.run_id)
-            at = now()
-            delay = max(0.0, (retry_at - at).total_seconds())
-            held = delay > self.countdown_limit
-            retry_id = None if held else new_dispatch_id()
-            if run is None or not tx.finish_step_if(
-                row.id,
-                owner,
-                status=StepStatus.QUEUED,
-                attempts=row.attempts - 1,
-                dispatch_id=retry_id,
-                queued_at=at,
-                not_before=retry_at,
-            ):
+            if tx.lock_run(row.run_id) is None:
                 return []
-            tx.add_events([event_row(row, "step.deferred", {"why": why, "until": retry_at.isoformat()}, at)])
-        return [] if retry_id is None else [Dispatch(row.id, retry_id, delay, plan.steps[row.step].timeout)]
+            detail = {"why": why, "until": retry_at.isoformat()}
+            queued = self._queue_again(
+                tx, plan, row, owner, retry_at, "step.deferred", detail, attempts=row.attempts - 1
+            )
+        return queued or []
+
+    def _queue_again(
+        self,
+        tx: Tx,
+        plan: Plan,
+        row: StepRow,
+        owner: str,
+        wake: datetime,
+        kind: str,
+        detail: dict[str, Any],
+        **values: Any,
+    ) -> list[Dispatch] | None:
+        """Queue a running step again for ``wake``: a delayed message, or past the countdown limit a
+        wake-up held in the database, so no message waits unacknowledged in the broker for long.
+        None when this delivery no longer owns the step."""
+        at = now()
+        delay = max(0.0, (wake - at).total_seconds())
+        dispatch_id = None if delay > self.countdown_limit else new_dispatch_id()
+        if not tx.finish_step_if(
+            row.id, owner, status=StepStatus.QUEUED, dispatch_id=dispatch_id, queued_at=at, not_before=wake, **values
+        ):
+            return None
+        tx.add_events([event_row(row, kind, {**detail, "held": dispatch_id is None}, at)])
+        return [] if dispatch_id is None else [Dispatch(row.id, dispatch_id, delay, plan.steps[row.step].timeout)]
 
     def _claim(self, step_run_id: int, dispatch_id: str) -> tuple[StepRow, Plan] | list[Dispatch]:
         """Take ownership of a step for this delivery; else the dispatches deciding not to run it led to."""
@@ -313,20 +326,14 @@ class Runtime:
     def _retry(
         self, tx: Tx, plan: Plan, row: StepRow, owner: str, error: str, delay: float, at: datetime
     ) -> list[Dispatch]:
-        """Queue the next attempt: a delayed message, or for a long wait a wake-up held in the database."""
-        held = delay > self.countdown_limit
-        retry_id = None if held else new_dispatch_id()
+        """Queue the next attempt after ``delay`` seconds, recording the failed one."""
+        detail = {"attempt": row.attempts, "error": error, "delay_s": round(delay, 3)}
         wake = at + timedelta(seconds=delay)
-        if not tx.finish_step_if(
-            row.id, owner, status=StepStatus.QUEUED, error=error, dispatch_id=retry_id, queued_at=at, not_before=wake
-        ):
+        queued = self._queue_again(tx, plan, row, owner, wake, "step.retrying", detail, error=error)
+        if queued is None:
             return []
         tx.record_attempt(row, StepStatus.FAILED, error, at)
-        detail = {"attempt": row.attempts, "error": error, "delay_s": round(delay, 3), "held": held}
-        tx.add_events([event_row(row, "step.retrying", detail, at)])
-        if retry_id is None:
-            return []
-        return [Dispatch(row.id, retry_id, delay, plan.steps[row.step].timeout)]
+        return queued
 
     def _failed_for_good(
         self, tx: Tx, plan: Plan, run: RunRow, row: StepRow, error_type: str, why: str, at: datetime
@@ -535,4 +542,4 @@ def _heartbeat_grace() -> float:
     return get_settings().reconcile_stale_s
 
 
-__all__ = ["Runtime", "Submitted", "StepError", "check_inputs", "resolve_function", "to_json"]
+__all__ = ["Runtime", "Submitted", "check_inputs", "resolve_function", "to_json"]

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from orchestrator.store import tables as t
 from orchestrator.store.rows import aware, now
+from orchestrator.store.sql import insert_if_absent
 
 
 class BreakerStateQueries:
@@ -36,14 +37,13 @@ class BreakerStateQueries:
 
     def update_breaker(self, name: str, **values: Any) -> None:
         b = t.breakers.c
-        if self.c.execute(t.breakers.update().where(b.name == name).values(**values)).rowcount == 0:
-            row = {"name": name, "state": "closed", "failures": 0, **values}
-            self.c.execute(t.breakers.insert().values(**row))
+        insert_if_absent(self.c, t.breakers, {"name": name, "state": "closed", "failures": 0})
+        self.c.execute(t.breakers.update().where(b.name == name).values(**values))
 
     def add_breaker_failure(self, name: str) -> None:
         b = t.breakers.c
-        if self.c.execute(t.breakers.update().where(b.name == name).values(failures=b.failures + 1)).rowcount == 0:
-            self.c.execute(t.breakers.insert().values(name=name, state="closed", failures=1))
+        insert_if_absent(self.c, t.breakers, {"name": name, "state": "closed", "failures": 0})
+        self.c.execute(t.breakers.update().where(b.name == name).values(failures=b.failures + 1))
 
     def take_breaker_trial(self, name: str, until: datetime) -> bool:
         """Claim the one half-open trial: true for exactly one caller until ``until`` passes."""

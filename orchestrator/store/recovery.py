@@ -71,22 +71,6 @@ class RecoveryQueries:
             query = query.with_for_update(of=t.step_runs, skip_locked=True)
         return [StepRow.from_row(row) for row in self.c.execute(query)]
 
-    def reopen_steps(self, run_id: str, reasons: Sequence[str]) -> list[tuple[int, str, int]]:
-        """Put back to pending the rows a failure ended without running them; (id, step, item) of each."""
-        s = t.step_runs.c
-        ended_by_failure = sa.or_(
-            sa.and_(s.status == StepStatus.CANCELLED, s.reason.in_(list(reasons))),
-            sa.and_(s.status == StepStatus.SKIPPED, sa.or_(s.reason.like("need %"), s.reason == "no need succeeded")),
-        )
-        found = self.c.execute(sa.select(s.id, s.step, s.item_index).where(s.run_id == run_id, ended_by_failure)).all()
-        if found:
-            self.c.execute(
-                t.step_runs.update()
-                .where(s.id.in_([r[0] for r in found]))
-                .values(status=StepStatus.PENDING, reason=None, finished_at=None, dispatch_id=None)
-            )
-        return [(r[0], r[1], r[2]) for r in found]
-
     def reopen_steps_of(self, run_ids: Sequence[str], reasons: Sequence[str]) -> list[tuple[str, str, int]]:
         """``reopen_steps`` for many runs at once; (run, step, item) of each row put back."""
         s = t.step_runs.c
@@ -146,11 +130,6 @@ class RecoveryQueries:
                 .where(t.runs.c.id.in_(list(run_ids)))
                 .values(status=RunStatus.RUNNING, error=error, outputs=None, finished_at=None)
             )
-
-    def failed_steps(self, run_id: str) -> list[StepRow]:
-        s = t.step_runs.c
-        query = sa.select(t.step_runs).where(s.run_id == run_id, s.status == StepStatus.FAILED).order_by(s.finished_at)
-        return [StepRow.from_row(r) for r in self.c.execute(query)]
 
     def lock_runs(self, run_ids: Sequence[str]) -> dict[str, RunRow]:
         """Several runs, locked in id order (the same order everywhere, so no deadlock)."""

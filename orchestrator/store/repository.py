@@ -22,6 +22,7 @@ from orchestrator.store.database import check_reachable, get_engine, redact
 from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, StepRow, aware, event_row, now
+from orchestrator.store.sql import insert_if_absent
 
 _s = t.step_runs.c
 _CLAIM = (
@@ -94,11 +95,8 @@ class Tx(RecoveryQueries, DeadLetterQueries, BreakerStateQueries):
     # Definitions and registrations
 
     def save_definition(self, version: str, name: str, snapshot: dict[str, Any]) -> None:
-        exists = self.c.execute(sa.select(t.definitions.c.version).where(t.definitions.c.version == version))
-        if exists.first() is None:
-            self.c.execute(
-                t.definitions.insert().values(version=version, name=name, snapshot=snapshot, created_at=now())
-            )
+        values = {"version": version, "name": name, "snapshot": snapshot, "created_at": now()}
+        insert_if_absent(self.c, t.definitions, values)
 
     def definition(self, version: str) -> dict[str, Any] | None:
         row = self.c.execute(sa.select(t.definitions.c.snapshot).where(t.definitions.c.version == version)).first()
@@ -106,12 +104,7 @@ class Tx(RecoveryQueries, DeadLetterQueries, BreakerStateQueries):
 
     def register(self, name: str, version: str) -> bool:
         """Register ``version`` under ``name``; False when it already was."""
-        w = t.workflows.c
-        found = self.c.execute(sa.select(w.id).where(w.name == name, w.version == version)).first()
-        if found is not None:
-            return False
-        self.c.execute(t.workflows.insert().values(name=name, version=version, registered_at=now()))
-        return True
+        return insert_if_absent(self.c, t.workflows, {"name": name, "version": version, "registered_at": now()})
 
     def latest_registered(self, name: str) -> str | None:
         w = t.workflows.c
@@ -389,10 +382,8 @@ class Tx(RecoveryQueries, DeadLetterQueries, BreakerStateQueries):
         return [dict(r._mapping, at=aware(r.at)) for r in self.c.execute(query)]
 
     def heartbeat(self, name: str, at: datetime) -> None:
-        w = t.workers.c
-        updated = self.c.execute(t.workers.update().where(w.name == name).values(last_seen=at))
-        if updated.rowcount == 0:
-            self.c.execute(t.workers.insert().values(name=name, started_at=at, last_seen=at))
+        if not insert_if_absent(self.c, t.workers, {"name": name, "started_at": at, "last_seen": at}):
+            self.c.execute(t.workers.update().where(t.workers.c.name == name).values(last_seen=at))
 
     def worker_alive(self, name: str | None, cutoff: datetime) -> bool:
         if name is None:

@@ -407,3 +407,37 @@ steps:
     assert view["steps"]["each"]["output"] == [1, 2, 3, 4]
     kinds = [e["kind"] for e in events_of(cluster, view["run_id"]) if e["item_index"] is None and e["step"] == "each"]
     assert "step.redispatched" not in kinds
+
+
+def test_concurrent_first_submits_and_heartbeats_do_not_collide(cluster: Cluster, tmp_path: Path) -> None:
+    # Given a workflow the store has never seen, submitted by eight threads at once without keys
+    plan = plan_file(str(write(tmp_path, f"name: brand-new\nsteps:\n  a: {{task: '{STEPS}:echo'}}\n")))
+    barrier = threading.Barrier(8)
+    run_ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def submit_and_beat() -> None:
+        runtime = Runtime(cluster.repo)
+        barrier.wait()
+        try:
+            run_ids.append(runtime.submit(plan, {}).run_id)
+            runtime.heartbeat()
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit_and_beat) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then every submit made its own run over one stored definition, and every heartbeat landed
+    assert errors == []
+    assert len(set(run_ids)) == 8
+    import sqlalchemy as sa
+
+    from orchestrator.store import tables
+
+    with cluster.repo.transaction() as tx:
+        definitions = tx.c.execute(sa.select(sa.func.count()).select_from(tables.definitions)).scalar()
+        workers = tx.c.execute(sa.select(sa.func.count()).select_from(tables.workers)).scalar()
+    assert (definitions, workers) == (1, 1)
