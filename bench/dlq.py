@@ -93,18 +93,16 @@ def _failed_runs(n: int) -> None:
 
 def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
     from dlq import replay_all
-    from orchestrator.runtime.service import Runtime
     from orchestrator.settings import get_settings
     from orchestrator.store import Repository
-    from orchestrator.worker.tasks import send
+    from orchestrator.worker.tasks import build_engine
 
     n = 1_000 if quick else 10_000
     _failed_runs(n)
-    runtime = Runtime(Repository.from_url(get_settings().database_url))
+    engine = build_engine(get_settings(), Repository.from_url(get_settings().database_url))
     start = time.perf_counter()
     replayed = 0
-    for batch in replay_all(runtime, "bench-dlq"):
-        send(batch.dispatches)
+    for batch in replay_all(engine, "bench-dlq"):
         replayed += len(batch.entries)
     elapsed = time.perf_counter() - start
     if replayed != n:

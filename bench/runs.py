@@ -40,22 +40,20 @@ class Ours:
     """Submit runs through the runtime (as ``orchestrator run`` does) and wait on the state store."""
 
     def __init__(self) -> None:
-        from orchestrator.runtime.service import Runtime
+        from orchestrator.runtime import operations
         from orchestrator.settings import get_settings
         from orchestrator.store import Repository
-        from orchestrator.worker.tasks import send
+        from orchestrator.worker.tasks import build_engine
 
         self.repo = Repository.from_url(get_settings().database_url)
-        self.runtime = Runtime(self.repo)
-        self.send = send
+        self.engine = build_engine(get_settings(), self.repo)
+        self.operations = operations
 
     def run(self, plan: Plan, inputs_list: list[dict[str, Any]], timeout: float) -> float:
         start = time.perf_counter()
         run_ids = []
         for inputs in inputs_list:
-            submitted = self.runtime.submit(plan, inputs)
-            self.send(submitted.dispatches)
-            run_ids.append(submitted.run_id)
+            run_ids.append(self.operations.submit(self.engine, plan, inputs).run_id)
         _wait(lambda: self._all_done(run_ids), timeout)
         elapsed = time.perf_counter() - start
         with self.repo.transaction() as tx:

@@ -36,7 +36,8 @@ def _timed_transitions(transition: Any, reset: Any, n: int) -> float:
 
 def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
     from orchestrator.definition import WorkflowBuilder, build_plan
-    from orchestrator.runtime.service import Runtime
+    from orchestrator.runtime import operations
+    from orchestrator.runtime.engine import Engine
     from orchestrator.status import StepStatus
     from orchestrator.store import Repository, now
 
@@ -44,10 +45,12 @@ def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
     repo = Repository.from_url(services.database_url)
     wf = WorkflowBuilder("bench-state")
     wf.step("s", "bench.tasks:noop")
-    submitted = Runtime(repo).submit(build_plan(wf.build(), check_tasks=False), {})
+    submitted = operations.submit(Engine.create(repo), build_plan(wf.build(), check_tasks=False), {})
     with repo.transaction() as tx:
         row = tx.steps(submitted.run_id)["s"]
     detail = {"attempt": 1, "worker": "bench-host:12345"}
+    with repo.transaction() as tx:
+        worker_id = tx.register_worker("bench-host:12345")
 
     def reset() -> str:
         """Untimed: put the step back in the queue under a new dispatch token."""
@@ -57,10 +60,10 @@ def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
         return token
 
     def transition(token: str) -> None:
-        """One recorded state transition, as the runtime records it: a worker claiming a step
-        (the step row and its event, durable, in one statement)."""
+        """One recorded state transition, as the runtime records it: a worker claiming a step under
+        a lease (the step row, its lease and its event, durable, in one statement)."""
         with repo.statements() as tx:
-            assert tx.claim(row.id, token, "bench-host:12345", now()) is not None
+            assert tx.claim(row.id, token, worker_id, "bench-host:12345", 30.0, now()) is not None
 
     dsn = make_url(services.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn) as conn:

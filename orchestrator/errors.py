@@ -102,6 +102,10 @@ class StoreUnreachable(StateStoreError):
     """The state store cannot be reached."""
 
 
+class StoreRefused(StateStoreError):
+    """The state store refused the data (it is not something it can hold)."""
+
+
 class BrokerError(OrchestratorError):
     """The broker failed."""
 
@@ -115,13 +119,31 @@ class BrokerUnreachable(BrokerError):
 class StepError(OrchestratorError):
     """A step failed."""
 
+    retryable = True  # False: the same attempt would fail the same way; the retry policy is not asked
+
 
 class TaskNotFound(StepError):
     """The step's task cannot be resolved."""
 
+    retryable = False
+
 
 class OutputNotSerialisable(StepError):
     """The step returned a value that is not JSON-serialisable."""
+
+    retryable = False
+
+
+class OutputNotStorable(StepError):
+    """The state store refused the step's output."""
+
+    retryable = False
+
+
+class WorkerLost(StepError):
+    """The worker running the step was lost too many times (a poison message)."""
+
+    retryable = False
 
 
 class CircuitOpenError(OrchestratorError):

@@ -33,6 +33,10 @@ DEFAULT_HARD_TIMEOUT_GRACE_S = 5.0
 DEFAULT_DLQ_BATCH = 500
 DEFAULT_TRIAL_TTL_S = 60.0
 DEFAULT_BREAKER_UNAVAILABLE_WAIT_S = 5.0
+DEFAULT_LEASE_S = 30.0
+DEFAULT_RECORD_PATIENCE_S = 20.0
+DEFAULT_WORKER_FORGET_S = 7 * 86400.0
+DEFAULT_UNKNOWN_BROKER_REDISPATCH_S = 3600.0
 
 
 class Settings(BaseSettings):
@@ -49,6 +53,7 @@ class Settings(BaseSettings):
     poison_limit: int = DEFAULT_POISON_LIMIT
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     max_countdown_s: float = DEFAULT_MAX_COUNTDOWN_S
+    lease_s: float = DEFAULT_LEASE_S
 
     @property
     def countdown_limit(self) -> float:

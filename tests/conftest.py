@@ -23,7 +23,8 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("ORCHESTRATOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("ORCHESTRATOR_TEST_REDIS", "redis://127.0.0.1:6379/14")
+REDIS_SERVER = os.environ.get("ORCHESTRATOR_TEST_REDIS", "redis://127.0.0.1:6379")
+_CLAIM_KEY = "orchestrator-test:claimed-by"
 IN_CI = os.environ.get("CI") == "true"
 
 
@@ -82,16 +83,36 @@ def database_url(pg_template: str) -> Iterator[str]:
     _drop(name)
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[str]:
+    """A Redis database of its own for this test session: the first empty one, claimed with a key
+    that expires, so two test runs on one server never share (or flush) each other's."""
+    base = REDIS_SERVER.rstrip("/")
+    if base.count("/") > 2:  # a database was named: use it as it is
+        base = base.rsplit("/", 1)[0]
     try:
-        client.ping()
+        redis.Redis.from_url(f"{base}/0").ping()
     except redis.RedisError as exc:
-        _unavailable(f"Redis at {REDIS_URL}", exc)
+        _unavailable(f"Redis at {base}", exc)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    for db in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{base}/{db}")
+        if client.dbsize() == 0 and client.set(_CLAIM_KEY, token, nx=True, ex=6 * 3600):
+            yield f"{base}/{db}"
+            client.flushdb()
+            return
+    pytest.fail(f"no free Redis database on {base} for this test session")
+
+
+@pytest.fixture
+def redis_url(redis_db: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_db)
+    claim = client.get(_CLAIM_KEY)
     client.flushdb()
-    yield REDIS_URL
+    client.set(_CLAIM_KEY, claim or b"", ex=6 * 3600)
+    yield redis_db
     client.flushdb()
+    client.set(_CLAIM_KEY, claim or b"", ex=6 * 3600)
 
 
 class Cluster:
@@ -109,6 +130,7 @@ class Cluster:
             "ORCHESTRATOR_TASK_MODULES": "tests.integration.steps",
             "ORCHESTRATOR_RECONCILE_INTERVAL_S": "0.5",
             "ORCHESTRATOR_RECONCILE_STALE_S": "3",
+            "ORCHESTRATOR_LEASE_S": "2",
             "PYTHONPATH": str(ROOT),
         }
         from orchestrator.store import Repository

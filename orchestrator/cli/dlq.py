@@ -18,8 +18,9 @@ from orchestrator.cli.runs import check_broker, follow, parse_inputs
 from orchestrator.definition.duration import parse_duration
 from orchestrator.errors import UsageError
 from orchestrator.runtime.connect import open_repository
-from orchestrator.runtime.service import Runtime
+from orchestrator.runtime.engine import Engine
 from orchestrator.settings import get_settings
+from orchestrator.worker.connect import open_engine
 
 
 @click.group()
@@ -72,34 +73,28 @@ def replay(
     if inputs_file and replay_every:
         raise UsageError("--inputs-file replays named entries, not --all")
     settings = get_settings()
-    runtime = Runtime(open_repository(settings))
+    engine = open_engine(settings)
     inputs = parse_inputs((), inputs_file) if inputs_file else None
     if not settings.embedded:
         check_broker()
-        _report(_replay(runtime, entry_ids, replay_every, workflow, inputs), as_json)
+        _report(_replay(engine, entry_ids, replay_every, workflow, inputs), as_json)
         return
     from orchestrator.worker.embedded import EmbeddedWorker
 
     with EmbeddedWorker():
-        done = _replay(runtime, entry_ids, replay_every, workflow, inputs)
+        done = _replay(engine, entry_ids, replay_every, workflow, inputs)
         for run_id in dict.fromkeys(done.runs):
-            follow(runtime.repo, run_id, quiet=True)
+            follow(engine.repo, run_id, quiet=True)
     _report(done, as_json)
 
 
 def _replay(
-    runtime: Runtime, entry_ids: tuple[str, ...], every: bool, workflow: str | None, inputs: dict[str, Any] | None
+    engine: Engine, entry_ids: tuple[str, ...], every: bool, workflow: str | None, inputs: dict[str, Any] | None
 ) -> Replayed:
-    from orchestrator.worker.tasks import send
-
     if not every:
-        result = replay_entries(runtime, entry_ids, inputs)
-        send(result.dispatches)
-        return result
+        return replay_entries(engine, entry_ids, inputs)
     total = Replayed()
-    for batch in replay_all(runtime, workflow):
-        send(batch.dispatches)
-        batch.dispatches = []
+    for batch in replay_all(engine, workflow):
         total.merge(batch)
     return total
 

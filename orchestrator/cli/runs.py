@@ -14,12 +14,14 @@ import yaml
 from orchestrator.cli import render
 from orchestrator.definition import Plan, plan_file
 from orchestrator.errors import BrokerUnreachable, InputsError, UsageError
+from orchestrator.runtime import operations
 from orchestrator.runtime.connect import open_repository
-from orchestrator.runtime.service import Runtime
-from orchestrator.runtime.views import history_view, run_view, runs_view
+from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.views import RunWatch, history_view, run_view, runs_view
 from orchestrator.settings import DEFAULT_POLL_INTERVAL_S, get_settings
 from orchestrator.status import RunStatus
 from orchestrator.store import Repository
+from orchestrator.worker.connect import open_engine
 
 
 @click.command()
@@ -45,19 +47,19 @@ def run(
     if detach and settings.embedded:
         raise UsageError("--detach needs workers to hand the run to: set ORCHESTRATOR_BROKER_URL")
     plan = plan_file(target) if _is_file(target) else None
-    repo = open_repository(settings)
-    rt = Runtime(repo)
+    engine = open_engine(settings)
+    repo = engine.repo
     if plan is None:
-        plan = rt.registered_plan(target)
+        plan = operations.registered_plan(engine, target)
     if settings.embedded:
         from orchestrator.worker.embedded import EmbeddedWorker
 
         with EmbeddedWorker():
-            run_id = _submit(rt, plan, inputs, idempotency_key, as_json)
+            run_id = _submit(engine, plan, inputs, idempotency_key, as_json)
             view = follow(repo, run_id, as_json)
     else:
         check_broker()
-        run_id = _submit(rt, plan, inputs, idempotency_key, as_json)
+        run_id = _submit(engine, plan, inputs, idempotency_key, as_json)
         if detach:
             click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
             return
@@ -67,11 +69,8 @@ def run(
     sys.exit(0 if view["status"] == RunStatus.SUCCEEDED else 1)
 
 
-def _submit(rt: Runtime, plan: Plan, inputs: dict[str, Any], key: str | None, quiet: bool) -> str:
-    from orchestrator.worker.tasks import send
-
-    submitted = rt.submit(plan, inputs, key)
-    send(submitted.dispatches)
+def _submit(engine: Engine, plan: Plan, inputs: dict[str, Any], key: str | None, quiet: bool) -> str:
+    submitted = operations.submit(engine, plan, inputs, key)
     if not quiet:
         verb = "started" if submitted.created else "already exists for this idempotency key"
         click.echo(f"run {submitted.run_id} {verb} ({plan.workflow.name}, version {plan.version})", err=True)
@@ -79,15 +78,17 @@ def _submit(rt: Runtime, plan: Plan, inputs: dict[str, Any], key: str | None, qu
 
 
 def follow(repo: Repository, run_id: str, quiet: bool) -> dict[str, Any]:
-    """Poll the state store until the run ends, showing its steps live unless ``quiet``."""
-    view = run_view(repo, run_id)
+    """Poll the state store until the run ends, showing its steps live unless ``quiet``: each poll
+    reads only the events since the last, and the final view is the run's full view."""
+    watch = RunWatch(repo, run_id)
+    view = watch.view
     with render.live(quiet) as show:
         while True:
             show(view)
             if RunStatus(view["status"]).terminal:
                 return view
             time.sleep(DEFAULT_POLL_INTERVAL_S)
-            view = run_view(repo, run_id)
+            view = watch.poll()
 
 
 def check_broker() -> None:
@@ -170,10 +171,6 @@ def history(run_id: str, as_json: bool) -> None:
 @click.argument("run_id", metavar="RUN")
 def cancel(run_id: str) -> None:
     """Stop a run: no new step starts, running steps are revoked, the run ends cancelled."""
-    settings = get_settings()
-    revoke = Runtime(open_repository(settings)).cancel(run_id)
-    if revoke and not settings.embedded:
-        from orchestrator.worker.app import app
-
-        app.control.revoke(revoke, terminate=True, signal="SIGTERM")
-    click.echo(f"run {run_id} cancelled" + (f"; revoked {len(revoke)} running step(s)" if revoke else ""))
+    done = operations.cancel(open_engine(), run_id)
+    revoked = f"; revoked {len(done.revoked)} running step(s)" if done.revoked else ""
+    click.echo(f"run {run_id} {'was already cancelled' if done.already else 'cancelled'}{revoked}")

@@ -9,8 +9,9 @@ import yaml
 
 from orchestrator.definition import plan_file
 from orchestrator.errors import NotFound
+from orchestrator.runtime import operations
 from orchestrator.runtime.connect import open_repository
-from orchestrator.runtime.service import Runtime
+from orchestrator.worker.connect import open_engine
 
 
 @click.group()
@@ -23,7 +24,7 @@ def workflows() -> None:
 def register(file: str) -> None:
     """Validate FILE and store it as the newest version of its workflow."""
     plan = plan_file(file)
-    created = Runtime(open_repository()).register(plan)
+    created = operations.register(open_engine(), plan)
     state = "registered" if created else "already registered"
     click.echo(f"{plan.workflow.name} version {plan.version} {state}")
 

@@ -112,7 +112,9 @@ class RetryPolicy(_Value):
             return RetryDecision(False, 0.0, f"{type(error).__name__} is not in retry_on")
         if attempt >= self.max_attempts:
             return RetryDecision(False, 0.0, f"{attempt} of {self.max_attempts} attempts spent")
-        delay = self.delay if self.backoff is Backoff.FIXED else self.delay * 2 ** (attempt - 1)
+        # The exponent is capped: past 2**62 every delay is max_delay anyway, and 2**(n-1) for a
+        # large attempt number would overflow a float.
+        delay = self.delay if self.backoff is Backoff.FIXED else self.delay * 2 ** min(attempt - 1, 62)
         delay = min(delay, self.max_delay)
         if self.jitter:
             delay = delay / 2 + rand() * delay / 2

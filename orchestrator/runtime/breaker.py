@@ -13,6 +13,7 @@ not be treated as closed), and its half-open state lets every process through at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from orchestrator.definition.model import BreakerConfig, exception_names
 from orchestrator.errors import CircuitOpenError
 from orchestrator.store import Repository
 
+log = logging.getLogger(__name__)
 STATES = {pybreaker.STATE_CLOSED: "closed", pybreaker.STATE_OPEN: "open", pybreaker.STATE_HALF_OPEN: "half_open"}
 _KEY = "orchestrator:breaker:{}"
 _TRIAL_WAIT_S = 1.0
@@ -199,6 +201,32 @@ class _OneTrial(pybreaker.CircuitBreakerListener):
             self.storage.end_trial()
 
 
+class _Guarded:
+    """The function as pybreaker calls it, remembering whether it ran and how it ended."""
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.function = function
+        self.started = False
+        self.returned = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def __call__(self) -> Any:
+        self.started = True
+        try:
+            self.result = self.function()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        self.returned = True
+        return self.result
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 class Breakers:
     """This process's breakers, by name, over shared storage."""
 
@@ -212,18 +240,27 @@ class Breakers:
             return RedisStorage(self.client, name, reset_timeout)
         return DatabaseStorage(self.repo, name, reset_timeout)
 
-    def call(
-        self, name: str, config: BreakerConfig, function: Callable[..., Any], trial_ttl_s: float, **kwargs: Any
-    ) -> Any:
-        """Call through the breaker; BreakerOpen (no call made) when it is open or mid-trial."""
+    def call(self, name: str, config: BreakerConfig, function: Callable[[], Any], trial_ttl_s: float) -> Any:
+        """Call ``function`` through the breaker; BreakerOpen (no call made) when it is open or
+        mid-trial. A storage error before the call propagates (no call is made); one after it, while
+        pybreaker records the outcome, is logged and never changes the call's result or error."""
         breaker, storage, reset = self._breaker(name, config, trial_ttl_s)
+        call = _Guarded(function)
         try:
-            return breaker.call(function, **kwargs)
+            breaker.call(call)
         except pybreaker.CircuitBreakerError as exc:
+            if call.started:
+                raise  # the function itself raised it: its error, not the breaker's
             opened = storage.opened_at or datetime.now(UTC)
             retry_at = max(opened + timedelta(seconds=reset), datetime.now(UTC) + timedelta(seconds=_TRIAL_WAIT_S))
             why = "open" if "trial" not in str(exc) else "half-open with a trial call under way"
             raise BreakerOpen(name, retry_at, why) from None
+        except BaseException as exc:
+            if not call.started:
+                raise  # reading the breaker failed: no call was made
+            if call.error is None or exc is not call.error:
+                log.warning("breaker %s: recording the call's outcome failed: %r", name, exc)
+        return call.outcome()
 
     def _breaker(
         self, name: str, config: BreakerConfig, trial_ttl_s: float

@@ -2,26 +2,32 @@
 
 Everything here happens inside one transaction that holds the run's lock, so advancing is
 idempotent and safe when two workers do it at once: the second sees the first's decisions.
-The scheduler imports no Celery; it returns ``Dispatch`` values that the worker layer sends
-after the transaction commits. Work per completion is proportional to the finished step's
-dependents, not to the size of the workflow.
+The scheduler imports no Celery; it returns ``Dispatch`` values that the transport sends after
+the transaction commits. Work per completion is bounded by the finished step's dependents (a
+join is counted down, not reloaded) and, in a foreach, by its concurrency.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.definition import Plan, StepPlan, Trigger
 from orchestrator.errors import EvaluationError
 from orchestrator.status import STEP_TERMINAL, RunStatus, StepStatus
-from orchestrator.store import STEP_ROW, RunRow, StepRow, Tx, now
+from orchestrator.store import STEP_ROW, RunRow, StepRow, Tx, now, storable
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.kinds import Kinds
 
 _FAILED_LIKE = frozenset({StepStatus.FAILED, StepStatus.CANCELLED})
 FAIL_FAST_REASON = "not started: the run failed"
+ITEMS_CANCELLED = "items were cancelled"
+RUN_CANCELLED = "the run was cancelled"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,22 @@ class Dispatch:
     dispatch_id: str
     countdown: float = 0.0
     timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A step that failed for good: what the dead-letter queue (or any middleware) records."""
+
+    row: StepRow
+    plan: Plan
+    error: str
+    error_type: str
+    traceback: str | None
+    why: str
+    at: datetime
+
+
+FailureHook = Callable[[Tx, Failure], None]
 
 
 def new_dispatch_id() -> str:
@@ -56,10 +78,12 @@ def trigger_verdict(trigger: Trigger, needs: dict[str, StepStatus]) -> str | Non
 class Advancer:
     """One transaction's scheduling of one run; the run row is locked by the caller."""
 
-    def __init__(self, tx: Tx, plan: Plan, run: RunRow) -> None:
+    def __init__(self, tx: Tx, plan: Plan, run: RunRow, kinds: Kinds, on_failure: FailureHook | None = None) -> None:
         self.tx = tx
         self.plan = plan
         self.run = run
+        self.kinds = kinds
+        self.on_failure = on_failure
         self.at = now()
         self.rows: dict[str, StepRow] = {}
         self.events: list[dict[str, Any]] = []
@@ -72,16 +96,18 @@ class Advancer:
     # Entry points
 
     def start(self) -> list[Dispatch]:
-        """Consider every step: a new run, or a full re-scan (resume, reconcile)."""
+        """Consider every step: a new run, or a full re-scan (resume, repair, a stuck run)."""
         if self.run.status is RunStatus.PENDING:
             self.run.status = RunStatus.RUNNING
             self.tx.update_run(self.run.id, status=RunStatus.RUNNING, started_at=self.at)
             self.event("run.started")
         self.rows.update(self.tx.steps(self.run.id))
+        self.recount(s for s, row in self.rows.items() if row.status is StepStatus.PENDING)
         for step_id, row in self.rows.items():
             if row.status is StepStatus.RUNNING and self.plan.steps[step_id].foreach is not None:
                 self.refill(self.plan.steps[step_id])
         self.worklist.extend(self.plan.order)
+        self.maybe_done = True
         return self.drain()
 
     def step_finished(self, row: StepRow) -> list[Dispatch]:
@@ -94,10 +120,13 @@ class Advancer:
             self.settled(row)
         return self.drain()
 
-    def step_failed(self, row: StepRow) -> list[Dispatch]:
-        """``row`` (already recorded as failed for good) fails the run, fast."""
+    def step_failed(self, failure: Failure) -> list[Dispatch]:
+        """A step (already recorded as failed for good) fails the run, fast."""
+        row = failure.row
+        if self.on_failure is not None:
+            self.on_failure(self.tx, failure)
         label = f"{row.step}[{row.item_index}]" if row.is_item else row.step
-        self.fail_run(f"{label}: {row.error}")
+        self.fail_run(f"{label}: {failure.error}")
         return self.step_finished(row)
 
     # The loop
@@ -105,20 +134,21 @@ class Advancer:
     def drain(self) -> list[Dispatch]:
         while self.worklist:
             self.consider(self.worklist.popleft())
-        self.tx.queue_many(self.queued, self.at)
-        self.queued = []
-        if self.maybe_done and not self.run.status.terminal and self.tx.open_steps(self.run.id) == 0:
-            self.finish_run()
+        self.flush()
+        if (self.maybe_done or self.failing) and not self.run.status.terminal:
+            if not self.tx.has_open_steps(self.run.id):
+                self.finish_run()
         self.tx.add_events(self.events)
         self.events = []
         return self.dispatches
 
     def consider(self, step_id: str) -> None:
         sp = self.plan.steps[step_id]
-        self.load([step_id, *sp.needs])
+        self.load([step_id])
         row = self.rows[step_id]
         if row.status is not StepStatus.PENDING:
             return
+        self.load(sp.needs)
         needs = {n: self.rows[n].status for n in sp.needs}
         if not all(s in STEP_TERMINAL for s in needs.values()):
             return
@@ -138,14 +168,16 @@ class Advancer:
                 self.settle(row, StepStatus.SKIPPED, reason=f"if was false: {_condition_text(sp)}")
                 return
             if sp.foreach is None:
-                self.queue(row, sp.arguments.render(context))
+                inputs = _checked(sp.arguments.render(context), "with")
+                self.kinds.of(sp).start(self, row, sp, inputs)
                 return
             items = sp.foreach.render(context)
             if not isinstance(items, list):
                 raise EvaluationError(f"foreach gave {type(items).__name__}, not a list")
             inputs = [sp.arguments.render({**context, "item": v, "index": i}) for i, v in enumerate(items)]
+            _checked(inputs, "with")
         except EvaluationError as exc:
-            self.settle(row, StepStatus.FAILED, error=f"EvaluationError: {exc.message}")
+            self.fail_unrun(row, f"EvaluationError: {exc.message}", "EvaluationError", "an expression failed")
             return
         self.expand(row, sp, inputs)
 
@@ -164,18 +196,19 @@ class Advancer:
         row = self.rows[sp.id]
         if row.status is not StepStatus.RUNNING:
             return
-        counts = self.tx.item_counts(self.run.id, sp.id)
-        in_flight = counts.get(StepStatus.QUEUED, 0) + counts.get(StepStatus.RUNNING, 0)
-        pending = counts.get(StepStatus.PENDING, 0)
-        if pending and not self.failing:
-            room = pending if sp.step.concurrency is None else sp.step.concurrency - in_flight
-            for item_id, index in self.tx.pending_items(self.run.id, sp.id, room) if room > 0 else ():
-                self.dispatch(item_id, sp.timeout)
-                self.events.append(self.event_row("step.queued", sp.id, index))
-            return
-        if in_flight or pending:
-            return
-        self.close_foreach(row)
+        self.flush()
+        if not self.failing:
+            limit = sp.step.concurrency
+            room = None if limit is None else limit - self.tx.items_in_flight(self.run.id, sp.id)
+            if room is None or room > 0:
+                chosen = self.tx.pending_items(self.run.id, sp.id, room)
+                for item_id, index in chosen:
+                    self.dispatch(item_id, sp.timeout)
+                    self.events.append(self.event_row("step.queued", sp.id, index))
+                if chosen:
+                    return
+        if not self.tx.has_open_items(self.run.id, sp.id):
+            self.close_foreach(row)
 
     def close_foreach(self, row: StepRow) -> None:
         results = self.tx.item_results(self.run.id, row.step)
@@ -184,13 +217,14 @@ class Advancer:
             index, error = failed[0]
             self.settle(row, StepStatus.FAILED, error=f"item {index}: {error}")
         elif any(status is not StepStatus.SUCCEEDED for status, _, _ in results):
-            self.settle(row, StepStatus.CANCELLED, reason="items were cancelled")
+            self.settle(row, StepStatus.CANCELLED, reason=ITEMS_CANCELLED)
         else:
             self.settle(row, StepStatus.SUCCEEDED, output=[output for _, output, _ in results])
 
     # Transitions
 
     def queue(self, row: StepRow, inputs: Any) -> None:
+        """Send the step to a worker: the task kind's start."""
         dispatch_id = new_dispatch_id()
         self.tx.update_step(row.id, status=StepStatus.QUEUED, inputs=inputs, dispatch_id=dispatch_id, queued_at=self.at)
         row.status = StepStatus.QUEUED
@@ -202,6 +236,12 @@ class Advancer:
         dispatch_id = new_dispatch_id()
         self.queued.append((step_run_id, dispatch_id))
         self.dispatches.append(Dispatch(step_run_id, dispatch_id, timeout=timeout))
+
+    def flush(self) -> None:
+        """Write the items chosen so far as queued, before anything reads their status again."""
+        if self.queued:
+            self.tx.queue_many(self.queued, self.at)
+            self.queued = []
 
     def settle(
         self,
@@ -221,11 +261,36 @@ class Advancer:
             self.fail_run(f"{row.step}: {error}")
         self.settled(row)
 
+    def fail_unrun(self, row: StepRow, error: str, error_type: str, why: str) -> None:
+        """A step fails for good before any attempt (its expressions failed): dead-lettered like any."""
+        failure = Failure(row, self.plan, error, error_type, None, why, self.at)
+        row.inputs = None
+        if self.on_failure is not None:
+            self.on_failure(self.tx, failure)
+        self.settle(row, StepStatus.FAILED, error=error)
+
     def settled(self, row: StepRow) -> None:
+        """Count the ended step down in each dependent; a dependent with no need left is judged."""
         dependents = self.plan.steps[row.step].dependents
-        self.worklist.extend(dependents)
         if not dependents:
             self.maybe_done = True  # a leaf ended: the run may be over (checked once, in drain)
+            return
+        for dependent in self.tx.need_ended(self.run.id, dependents):
+            self.rows[dependent.step] = dependent
+            if dependent.status is StepStatus.PENDING and dependent.needs_open <= 0:
+                self.worklist.append(dependent.step)
+
+    def recount(self, step_ids: Iterable[str]) -> None:
+        """Set ``needs_open`` of pending steps from their needs' statuses (after a re-scan or repair)."""
+        counts: dict[int, int] = {}
+        for step_id in step_ids:
+            needs = self.plan.steps[step_id].needs
+            self.load(needs)
+            row = self.rows[step_id]
+            open_needs = sum(1 for n in needs if not self.rows[n].status.terminal)
+            if row.needs_open != open_needs:
+                counts[row.id] = row.needs_open = open_needs
+        self.tx.set_needs_open(counts)
 
     def fail_run(self, error: str) -> None:
         """Fail fast: record the first error; nothing new starts but ``all_done`` steps."""
@@ -237,30 +302,32 @@ class Advancer:
         self.event("run.failing", detail={"error": error})
         self.maybe_done = True
         keep = [s for s, sp in self.plan.steps.items() if sp.trigger is Trigger.ALL_DONE]
-        self.tx.queue_many(self.queued, self.at)
-        self.queued = []
-        cancelled = self.tx.cancel_open(self.run.id, (StepStatus.PENDING, StepStatus.QUEUED), keep, FAIL_FAST_REASON)
-        dropped = {row_id for row_id, _, _ in cancelled}
+        self.flush()
+        statuses = (StepStatus.PENDING, StepStatus.QUEUED)
+        cancelled = self.tx.cancel_where(self.run.id, statuses, FAIL_FAST_REASON, keep, at=self.at)
+        dropped = {e.id for e in cancelled}
         self.dispatches = [d for d in self.dispatches if d.step_run_id not in dropped]
-        for _, step, index in cancelled:
-            if index == STEP_ROW:
-                row = self.rows.get(step)
-                if row is not None:
-                    row.status = StepStatus.CANCELLED
-                self.events.append(self.event_row("step.cancelled", step, None, {"reason": "the run failed"}))
-                self.worklist.extend(self.plan.steps[step].dependents)
-        for step in {s for _, s, i in cancelled if i != STEP_ROW}:
-            self.worklist.append(step)
-        self.worklist.extend(keep)
+        detail = {"reason": FAIL_FAST_REASON}
+        self.events += [self.event_row("step.cancelled", e.step, e.item_index, detail) for e in cancelled]
         self.rows.update(self.tx.steps(self.run.id))
+        self.recount(s for s in keep if self.rows[s].status is StepStatus.PENDING)
+        for step in {e.step for e in cancelled if e.is_item}:
+            self.refill(self.plan.steps[step])
+        self.worklist.extend(keep)
 
     def finish_run(self) -> None:
+        if not self.failing:
+            broken = sorted(s for s, status in self.tx.step_statuses(self.run.id).items() if status in _FAILED_LIKE)
+            if broken:  # nothing should end a step this way without failing the run; never call it success
+                self.run.error = f"{broken[0]}: ended {self.tx.step_statuses(self.run.id)[broken[0]]}"
+                self.tx.update_run(self.run.id, error=self.run.error)
+                self.failing = True
         if self.failing:
             self.close_run(RunStatus.FAILED)
             return
         self.load(self.plan.outputs.refs.steps)
         try:
-            outputs = self.plan.outputs.render(self.context_for(self.plan.outputs.refs.steps))
+            outputs = _checked(self.plan.outputs.render(self.context_for(self.plan.outputs.refs.steps)), "outputs")
         except EvaluationError as exc:
             self.run.error = f"outputs: {exc.message}"
             self.tx.update_run(self.run.id, error=self.run.error)
@@ -300,7 +367,18 @@ class Advancer:
     def event_row(
         self, kind: str, step: str | None, index: int | None, detail: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        if index == STEP_ROW:
+            index = None
         return {"run_id": self.run.id, "step": step, "item_index": index, "kind": kind, "detail": detail, "at": self.at}
+
+
+def _checked(value: Any, where: str) -> Any:
+    """Rendered data must be something the store can hold (no NaN, infinity or NUL character)."""
+    try:
+        storable(value)
+    except ValueError as exc:
+        raise EvaluationError(f"{where} gave a value the state store cannot hold: {exc}") from None
+    return value
 
 
 def _condition_text(sp: StepPlan) -> str:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from orchestrator.errors import NotFound
-from orchestrator.store import Repository, RunRow, StepRow
+from orchestrator.status import RunStatus, StepStatus
+from orchestrator.store import Repository, RunRow, StepRow, Tx
+
+_EVENT_PAGE = 1000  # events read per query while catching up with a run
+_STATUSES = frozenset(s.value for s in StepStatus)
+_QUEUED_AGAIN = frozenset({"retrying", "deferred", "redispatched", "woken", "replayed"})
+_KEEPS_ERROR = frozenset({StepStatus.QUEUED.value, StepStatus.FAILED.value, StepStatus.CANCELLED.value})
+_RESETS = frozenset({"step.replayed", "step.reopened"})  # a failed row put back: its error is gone
+_ENDED_BY = frozenset({StepStatus.SKIPPED.value, StepStatus.CANCELLED.value})
 
 
 def iso(value: datetime | None) -> str | None:
@@ -108,3 +117,175 @@ def history_view(repo: Repository, run_id: str) -> list[dict[str, Any]]:
             raise NotFound(f"no run {run_id}")
         events = tx.history(run_id)
     return [{**event, "at": iso(event["at"])} for event in events]
+
+
+class RunWatch:
+    """A run followed through its event log: one full ``run_view`` to start, then each ``poll``
+    reads the run row and the events not yet seen, so its cost follows what happened, not the
+    size of the run. The view it returns is its own, changed in place by the next poll; once the
+    run has ended it is a fresh ``run_view``, exactly."""
+
+    def __init__(self, repo: Repository, run_id: str) -> None:
+        self.repo, self.run_id = repo, run_id
+        self.done = False
+        self._tallies: dict[str, _Tally] = {}
+        self._floor = self._high = 0
+        self._recent: set[int] = set()
+        with repo.transaction() as tx:
+            run = tx.run(run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}")
+            if not run.status.terminal:
+                # The log so far, before the view: what run_view shows is then at least as new.
+                for event in self._unseen(tx):
+                    self._tally(event)
+        self._floor, self._recent = self._high, set()
+        self.view = run_view(repo, run_id)
+        self.done = RunStatus(self.view["status"]).terminal
+
+    def poll(self) -> dict[str, Any]:
+        """The view now: the run row and the new events applied; the full view once the run has ended."""
+        if self.done:
+            return self.view
+        with self.repo.transaction() as tx:
+            run = tx.run(self.run_id)
+            if run is None:
+                raise NotFound(f"no run {self.run_id}")
+            succeeded = [] if run.status.terminal else self._apply(self._unseen(tx))
+            rows = tx.steps(self.run_id, succeeded) if succeeded else {}
+        if run.status.terminal:
+            self.view, self.done = run_view(self.repo, self.run_id), True
+            return self.view
+        self.view.update(summary(run))
+        for name, row in rows.items():
+            step = self.view["steps"].get(name)
+            if step is not None and step["status"] == StepStatus.SUCCEEDED:
+                step["output"] = row.output
+        return self.view
+
+    def _unseen(self, tx: Tx) -> list[dict[str, Any]]:
+        """Events not applied yet. Each poll reads again from the previous poll's high mark, since
+        PostgreSQL may commit an event a moment after one with a higher id; those read before are
+        skipped, so an event costs at most two reads and is applied once."""
+        page: list[dict[str, Any]] = []
+        after = self._floor
+        while True:
+            batch = tx.events_after(self.run_id, after, _EVENT_PAGE)
+            page += batch
+            if len(batch) < _EVENT_PAGE:
+                break
+            after = batch[-1]["id"]
+        fresh = [e for e in page if e["id"] not in self._recent]
+        self._floor, self._high = self._high, max([self._high, *(e["id"] for e in page)])
+        self._recent = {e["id"] for e in page if e["id"] > self._floor}
+        return fresh
+
+    def _tally(self, event: dict[str, Any]) -> tuple[_Tally, str] | None:
+        detail = event["detail"] if isinstance(event["detail"], dict) else {}
+        status = _status_of(event["kind"], detail)
+        if event["step"] is None or status is None:
+            return None
+        tally = self._tallies.setdefault(event["step"], _Tally())
+        if event["item_index"] is None:
+            tally.row(event["kind"], status, detail)
+        else:
+            tally.item(event["item_index"], event["kind"], status, detail)
+        return tally, status
+
+    def _apply(self, events: list[dict[str, Any]]) -> list[str]:
+        """Apply events to the view; the steps whose own row has just succeeded (their output is
+        then worth loading)."""
+        succeeded: set[str] = set()
+        for event in events:
+            counted = self._tally(event)
+            step = self.view["steps"].get(event["step"])
+            if counted is None or step is None:
+                continue
+            tally, status = counted
+            if event["item_index"] is None:
+                _show_row(step, event, status)
+                if status == StepStatus.SUCCEEDED:
+                    succeeded.add(event["step"])
+                else:
+                    succeeded.discard(event["step"])
+            if tally.total:
+                step["attempts"], step["items"] = tally.tries, tally.summary()
+            elif "items" not in step:
+                step["attempts"] = tally.attempts
+        return sorted(succeeded)
+
+
+@dataclass
+class _Tally:
+    """What the event log says of one step: its own row's status and attempts, and its items'."""
+
+    status: str = StepStatus.PENDING.value
+    attempts: int = 0
+    total: int | None = None  # the step's items, once it has expanded
+    items: dict[int, tuple[str, int]] = field(default_factory=dict)  # (status, attempts); unseen: pending, 0
+    counts: Counter[str] = field(default_factory=Counter)
+    tries: int = 0  # the items' attempts, summed
+
+    def row(self, kind: str, status: str, detail: dict[str, Any]) -> None:
+        self.attempts = _attempts_after(kind, detail, self.status, self.attempts)
+        self.status = status
+        if kind == "step.expanded" and isinstance(detail.get("items"), int):
+            self.total, self.items, self.tries = detail["items"], {}, 0
+            self.counts = Counter({StepStatus.PENDING.value: detail["items"]})
+
+    def item(self, index: int, kind: str, status: str, detail: dict[str, Any]) -> None:
+        total = self.total or 0
+        if index >= total:  # an item its expansion did not announce: count it, and those before it
+            self.counts[StepStatus.PENDING.value] += index + 1 - total
+            self.total = index + 1
+        before_status, before_attempts = self.items.get(index, (StepStatus.PENDING.value, 0))
+        self.counts[before_status] -= 1
+        attempts = _attempts_after(kind, detail, before_status, before_attempts)
+        self.items[index] = (status, attempts)
+        self.counts[status] += 1
+        self.tries += attempts - before_attempts
+
+    def summary(self) -> dict[str, int]:
+        """As run_view counts items: the total, then each status present, by name."""
+        return {"total": self.total or 0, **{s: n for s, n in sorted(self.counts.items()) if n > 0}}
+
+
+def _status_of(kind: str, detail: dict[str, Any]) -> str | None:
+    """The status a ``step.*`` event leaves its row in; None for one that changes none."""
+    name = kind.removeprefix("step.")
+    if name == kind:
+        return None
+    if name in _STATUSES:
+        return name
+    if name in _QUEUED_AGAIN:
+        return StepStatus.QUEUED.value
+    if name == "expanded":
+        return StepStatus.RUNNING.value
+    if name == "reopened" and detail.get("status") in _STATUSES:
+        return str(detail["status"])
+    return None
+
+
+def _attempts_after(kind: str, detail: dict[str, Any], status: str, attempts: int) -> int:
+    """A claim numbers its attempt; a deferral gives one back (a breaker burns no retry)."""
+    if kind == "step.running" and isinstance(detail.get("attempt"), int):
+        return int(detail["attempt"])
+    if kind == "step.deferred" and status == StepStatus.RUNNING:
+        return max(0, attempts - 1)
+    return attempts
+
+
+def _show_row(step: dict[str, Any], event: dict[str, Any], status: str) -> None:
+    """A step row's own event in its view, as near to its row as the event tells."""
+    detail = event["detail"] if isinstance(event["detail"], dict) else {}
+    step["status"] = status
+    if "error" in detail:
+        step["error"] = detail["error"]
+    elif event["kind"] in _RESETS or status not in _KEEPS_ERROR:
+        step["error"] = None
+    step["reason"] = detail.get("reason") if status in _ENDED_BY else None
+    if status != StepStatus.SUCCEEDED:
+        step["output"] = None
+    if event["kind"] in ("step.running", "step.expanded"):
+        step["started_at"] = iso(event["at"])
+    step["finished_at"] = iso(event["at"]) if StepStatus(status).terminal else None

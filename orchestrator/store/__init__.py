@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from orchestrator.store.dead_letters import DeadLetter
 from orchestrator.store.repository import Repository, Tx
-from orchestrator.store.rows import STEP_ROW, RunRow, StepRow, now
+from orchestrator.store.rows import STEP_ROW, RunRow, StepRow, now, storable
+from orchestrator.store.steps import Ended
 
-__all__ = ["STEP_ROW", "DeadLetter", "Repository", "RunRow", "StepRow", "Tx", "now"]
+__all__ = ["STEP_ROW", "DeadLetter", "Ended", "Repository", "RunRow", "StepRow", "Tx", "now", "storable"]

@@ -1,4 +1,8 @@
-"""What the reconciler and replays ask of the store: lost, due and failed steps, reopened runs."""
+"""What the reconciler and repairs ask of the store: lost messages, due wake-ups, stuck runs, reopened runs.
+
+Changes here are compare-and-set updates on one row (the dispatch token must still be the one the
+caller saw), so any number of reconcilers may run at once without locking runs in bulk.
+"""
 
 from __future__ import annotations
 
@@ -10,92 +14,139 @@ import sqlalchemy as sa
 
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import tables as t
+from orchestrator.store.clock import db_now
 from orchestrator.store.rows import STEP_ROW, RunRow, StepRow
+
+_s = t.step_runs.c
+_r = t.runs.c
 
 
 class RecoveryQueries:
-    """Reconciling and replaying (a part of ``Tx``)."""
+    """Reconciling and repairing (a part of ``Tx``)."""
 
     c: sa.Connection
     dialect: str
 
+    # Messages
+
     def stale_queued(self, cutoff: datetime, limit: int = 500) -> list[StepRow]:
-        """Queued steps of running runs whose message should have been taken by ``cutoff``."""
-        s, r = t.step_runs.c, t.runs.c
-        due = sa.func.coalesce(s.not_before, s.queued_at)
+        """Queued steps of running runs, with a message sent, that no worker took by ``cutoff``."""
+        due = sa.func.coalesce(_s.not_before, _s.queued_at)
         query = (
             sa.select(t.step_runs)
-            .join(t.runs, r.id == s.run_id)
-            .where(s.status == StepStatus.QUEUED, r.status == RunStatus.RUNNING, due < cutoff)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(of=t.step_runs, skip_locked=True)
-        return [StepRow.from_row(row) for row in self.c.execute(query)]
-
-    def running_since(self, cutoff: datetime, limit: int = 500) -> list[StepRow]:
-        """Steps a worker took before ``cutoff`` and still runs: candidates for a lost worker.
-
-        A foreach step's own row is running while its items are; no worker owns it, so it is never
-        a candidate (its items are).
-        """
-        s, r = t.step_runs.c, t.runs.c
-        query = (
-            sa.select(t.step_runs)
-            .join(t.runs, r.id == s.run_id)
+            .join(t.runs, _r.id == _s.run_id)
             .where(
-                s.status == StepStatus.RUNNING,
-                r.status == RunStatus.RUNNING,
-                s.started_at < cutoff,
-                s.worker.is_not(None),
+                _s.status == StepStatus.QUEUED,
+                _s.dispatch_id.is_not(None),
+                _r.status == RunStatus.RUNNING,
+                due < cutoff,
             )
+            .order_by(_s.queued_at)
             .limit(limit)
         )
         return [StepRow.from_row(row) for row in self.c.execute(query)]
+
+    def redispatch(self, step_run_id: int, old: str | None, new: str, at: datetime) -> bool:
+        """Give a queued step a new message token, if it still has ``old`` (None: held, no message)."""
+        token = _s.dispatch_id.is_(None) if old is None else _s.dispatch_id == old
+        result = self.c.execute(
+            t.step_runs.update()
+            .where(_s.id == step_run_id, _s.status == StepStatus.QUEUED, token)
+            .values(dispatch_id=new, queued_at=at, not_before=None)
+        )
+        return result.rowcount == 1
+
+    def unsend(self, tokens: Sequence[tuple[int, str]], at: datetime) -> int:
+        """Messages that could not be published: their steps are held in the database, due now,
+        for the reconciler to send again."""
+        if not tokens:
+            return 0
+        statement = (
+            t.step_runs.update()
+            .where(
+                _s.id == sa.bindparam("row_id"),
+                _s.dispatch_id == sa.bindparam("token"),
+                _s.status == StepStatus.QUEUED,
+            )
+            .values(dispatch_id=None, not_before=at)
+        )
+        return self.c.execute(statement, [{"row_id": r, "token": d} for r, d in tokens]).rowcount
 
     def due_deferred(self, at: datetime, limit: int = 500) -> list[StepRow]:
         """Queued steps held in the database (no message sent) whose wake-up time has come."""
-        s, r = t.step_runs.c, t.runs.c
         query = (
             sa.select(t.step_runs)
-            .join(t.runs, r.id == s.run_id)
+            .join(t.runs, _r.id == _s.run_id)
             .where(
-                s.status == StepStatus.QUEUED,
-                s.dispatch_id.is_(None),
-                s.not_before <= at,
-                r.status == RunStatus.RUNNING,
+                _s.status == StepStatus.QUEUED,
+                _s.dispatch_id.is_(None),
+                _s.not_before <= at,
+                _r.status == RunStatus.RUNNING,
             )
+            .order_by(_s.not_before)
             .limit(limit)
         )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(of=t.step_runs, skip_locked=True)
         return [StepRow.from_row(row) for row in self.c.execute(query)]
 
-    def reopen_steps_of(self, run_ids: Sequence[str], reasons: Sequence[str]) -> list[tuple[str, str, int]]:
-        """``reopen_steps`` for many runs at once; (run, step, item) of each row put back."""
-        s = t.step_runs.c
-        ended_by_failure = sa.or_(
-            sa.and_(s.status == StepStatus.CANCELLED, s.reason.in_(list(reasons))),
-            sa.and_(s.status == StepStatus.SKIPPED, sa.or_(s.reason.like("need %"), s.reason == "no need succeeded")),
+    def stuck_runs(self, limit: int = 100) -> list[str]:
+        """Running runs with nothing in flight: no step queued and none held by a worker."""
+        in_flight = (
+            sa.select(_s.id)
+            .where(
+                _s.run_id == _r.id,
+                sa.or_(
+                    _s.status == StepStatus.QUEUED,
+                    sa.and_(_s.status == StepStatus.RUNNING, _s.lease_expires_at.is_not(None)),
+                ),
+            )
+            .exists()
         )
-        statement = (
-            t.step_runs.update()
-            .where(s.run_id.in_(list(run_ids)), ended_by_failure)
-            .values(status=StepStatus.PENDING, reason=None, finished_at=None, dispatch_id=None)
-        )
-        if self.dialect in ("postgresql", "sqlite"):
-            rows = self.c.execute(statement.returning(s.run_id, s.step, s.item_index)).all()
-            return [(r[0], r[1], r[2]) for r in rows]
-        raise NotImplementedError(self.dialect)
+        query = sa.select(_r.id).where(_r.status == RunStatus.RUNNING, ~in_flight).order_by(_r.id).limit(limit)
+        return [r[0] for r in self.c.execute(query)]
 
-    def requeue_many(self, rows: Sequence[tuple[int, Any, str]], at: datetime) -> None:
-        """Failed rows back in the queue with their inputs and a new dispatch token, in one round trip."""
-        if not rows:
-            return
-        s = t.step_runs.c
+    def now_on_store(self) -> datetime:
+        value = self.c.execute(sa.select(db_now(self.dialect))).scalar_one()
+        assert isinstance(value, datetime)
+        return value
+
+    # Repairs: reopening what a failure ended
+
+    def reopen_steps_of(
+        self, run_ids: Sequence[str], cancelled: Sequence[str], parents: str
+    ) -> list[tuple[str, str, int, str]]:
+        """Put back what a failure ended without running: rows cancelled for one of the
+        ``cancelled`` reasons go back to pending, foreach steps cancelled for ``parents`` (their
+        items were) back to running, and steps skipped for a need back to pending, to be judged
+        again. (run, step, item, new status) of each row put back."""
+        ended_by_failure = sa.or_(
+            sa.and_(_s.status == StepStatus.CANCELLED, _s.reason.in_([*cancelled, parents])),
+            sa.and_(
+                _s.status == StepStatus.SKIPPED,
+                sa.or_(_s.reason.like("need %"), _s.reason == "no need succeeded"),
+            ),
+        )
+        status = sa.case((_s.reason == parents, str(StepStatus.RUNNING)), else_=str(StepStatus.PENDING))
         statement = (
             t.step_runs.update()
-            .where(s.id == sa.bindparam("row_id"))
+            .where(_s.run_id.in_(list(run_ids)), ended_by_failure)
+            .values(status=status, reason=None, finished_at=None, dispatch_id=None)
+            .returning(_s.run_id, _s.step, _s.item_index, _s.status)
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in self.c.execute(statement)]
+
+    def requeue_many(self, rows: Sequence[tuple[int, Any, str]], at: datetime) -> set[int]:
+        """Failed rows back in the queue with their inputs and a new dispatch token, in one round
+        trip; the ids of the rows that were failed and are now queued."""
+        if not rows:
+            return set()
+        ids = [r for r, _, _ in rows]
+        failed = {r[0] for r in self.c.execute(sa.select(_s.id).where(_s.id.in_(ids), _s.status == StepStatus.FAILED))}
+        todo = [r for r in rows if r[0] in failed]
+        if not todo:
+            return set()
+        statement = (
+            t.step_runs.update()
+            .where(_s.id == sa.bindparam("row_id"))
             .values(
                 status=StepStatus.QUEUED,
                 inputs=sa.bindparam("new_inputs", type_=t.Json),
@@ -108,15 +159,35 @@ class RecoveryQueries:
                 lost=0,
             )
         )
-        self.c.execute(statement, [{"row_id": r, "new_inputs": i, "dispatch": d} for r, i, d in rows])
+        self.c.execute(statement, [{"row_id": r, "new_inputs": i, "dispatch": d} for r, i, d in todo])
+        return failed
+
+    def reopen_failed(self, step_run_ids: Sequence[int]) -> set[int]:
+        """Failed step rows back to pending, to be evaluated again (their inputs were never rendered)."""
+        if not step_run_ids:
+            return set()
+        statement = (
+            t.step_runs.update()
+            .where(_s.id.in_(list(step_run_ids)), _s.status == StepStatus.FAILED)
+            .values(status=StepStatus.PENDING, error=None, traceback=None, finished_at=None, reason=None)
+            .returning(_s.id)
+        )
+        return {r[0] for r in self.c.execute(statement)}
+
+    def reopen_parents(self, run_id: str, steps: Sequence[str]) -> None:
+        """Foreach steps whose items were put back run again."""
+        self.c.execute(
+            t.step_runs.update()
+            .where(_s.run_id == run_id, _s.item_index == STEP_ROW, _s.step.in_(list(steps)))
+            .values(status=StepStatus.RUNNING, error=None, reason=None, finished_at=None, output=None)
+        )
 
     def first_failures(self, run_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         """Each run's earliest still-failed step: (step, error)."""
-        s = t.step_runs.c
         query = (
-            sa.select(s.run_id, s.step, s.error)
-            .where(s.run_id.in_(list(run_ids)), s.status == StepStatus.FAILED, s.item_index == STEP_ROW)
-            .order_by(s.finished_at)
+            sa.select(_s.run_id, _s.step, _s.error)
+            .where(_s.run_id.in_(list(run_ids)), _s.status == StepStatus.FAILED, _s.item_index == STEP_ROW)
+            .order_by(_s.finished_at)
         )
         found: dict[str, tuple[str, str | None]] = {}
         for run_id, step, error in self.c.execute(query):
@@ -127,13 +198,13 @@ class RecoveryQueries:
         if run_ids:
             self.c.execute(
                 t.runs.update()
-                .where(t.runs.c.id.in_(list(run_ids)))
+                .where(_r.id.in_(list(run_ids)))
                 .values(status=RunStatus.RUNNING, error=error, outputs=None, finished_at=None)
             )
 
     def lock_runs(self, run_ids: Sequence[str]) -> dict[str, RunRow]:
         """Several runs, locked in id order (the same order everywhere, so no deadlock)."""
-        query = sa.select(t.runs).where(t.runs.c.id.in_(sorted(run_ids))).order_by(t.runs.c.id)
+        query = sa.select(t.runs).where(_r.id.in_(sorted(run_ids))).order_by(_r.id)
         if self.dialect == "postgresql":
             query = query.with_for_update()
         return {row.id: RunRow.from_row(row) for row in self.c.execute(query)}

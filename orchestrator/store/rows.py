@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,18 @@ def event_row(row: StepRow, kind: str, detail: dict[str, Any] | None, at: dateti
         "detail": detail,
         "at": at,
     }
+
+
+def storable(value: Any) -> Any:
+    """``value`` as the store keeps it: JSON data, with no NaN, no infinity and no NUL character
+    (PostgreSQL's jsonb refuses them, so no backend is allowed them). ValueError says why not."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+    if "\\u0000" in text:
+        raise ValueError("it contains a NUL character (\\u0000), which the state store cannot hold")
+    return json.loads(text)
 
 
 def now() -> datetime:
@@ -78,12 +91,15 @@ class StepRow:
     queued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    worker_id: int | None = None
+    lease_expires_at: datetime | None = None
+    needs_open: int = 0
 
     @classmethod
     def from_row(cls, row: sa.Row[Any] | dict[str, Any]) -> StepRow:
         data = dict(row) if isinstance(row, dict) else dict(row._mapping)
         data["status"] = StepStatus(data["status"])
-        for key in ("not_before", "queued_at", "started_at", "finished_at"):
+        for key in ("not_before", "queued_at", "started_at", "finished_at", "lease_expires_at"):
             data[key] = aware(data[key])
         return cls(**data)
 

@@ -22,6 +22,7 @@ Json = sa.JSON().with_variant(JSONB(), "postgresql")
 OrderedJson = sa.JSON()  # PostgreSQL's json keeps the author's key order; jsonb would sort it
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.DateTime(timezone=True)
+_OPEN = "status IN ('pending', 'queued', 'running')"
 
 definitions = sa.Table(
     "definitions",
@@ -79,12 +80,30 @@ step_runs = sa.Table(
     sa.Column("worker", sa.String(200), nullable=True),
     sa.Column("dispatch_id", sa.String(36), nullable=True),
     sa.Column("lost", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("worker_id", Id, nullable=True),  # the lease holder: a workers.id the database issued
+    sa.Column("lease_expires_at", Time, nullable=True),  # on the database's clock
+    sa.Column("needs_open", sa.Integer, nullable=False, default=0, server_default="0"),  # needs not yet ended
     sa.Column("not_before", Time, nullable=True),
     sa.Column("queued_at", Time, nullable=True),
     sa.Column("started_at", Time, nullable=True),
     sa.Column("finished_at", Time, nullable=True),
     sa.UniqueConstraint("run_id", "step", "item_index"),
     sa.Index("ix_step_runs_status_queued_at", "status", "queued_at"),
+    sa.Index(
+        "ix_step_runs_open_items",
+        "run_id",
+        "step",
+        "status",
+        "item_index",
+        postgresql_where=sa.text(f"item_index >= 0 AND {_OPEN}"),
+        sqlite_where=sa.text(f"item_index >= 0 AND {_OPEN}"),
+    ),
+    sa.Index(
+        "ix_step_runs_open_steps",
+        "run_id",
+        postgresql_where=sa.text(f"item_index = -1 AND {_OPEN}"),
+        sqlite_where=sa.text(f"item_index = -1 AND {_OPEN}"),
+    ),
 )
 
 attempts = sa.Table(
@@ -113,10 +132,12 @@ events = sa.Table(
     sa.Index("ix_events_run_id_id", "run_id", "id"),
 )
 
+# One row per process that runs steps; its id, issued here, is what a lease names.
 workers = sa.Table(
     "workers",
     metadata,
-    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
     sa.Column("started_at", Time, nullable=False),
     sa.Column("last_seen", Time, nullable=False),
 )

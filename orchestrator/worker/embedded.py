@@ -13,6 +13,7 @@ from types import TracebackType
 from celery.worker import WorkController
 from celery.worker import state as worker_state
 
+from orchestrator.worker import maintenance
 from orchestrator.worker.app import app
 
 
@@ -44,11 +45,13 @@ class EmbeddedWorker:
         self._thread.start()
         if not self._ready.wait(30):
             raise RuntimeError("the embedded Celery worker did not start within 30 seconds")
+        maintenance.start()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        maintenance.stop()
         worker_state.should_stop = 0
         # Celery's sync loop checks for shutdown between 2-second waits for a message, and waits
         # once more after the check fires: two no-op messages end both waits at once.

@@ -1,7 +1,8 @@
-"""Each worker's housekeeping thread: heartbeat this host, and reconcile what was lost.
+"""Each worker's housekeeping thread: reconcile what was lost, every few seconds.
 
-Started when a worker is ready, stopped when it shuts down. Reconciling is idempotent, so every
-worker may do it; the state store decides what is really stale.
+Started when a worker is ready (and by the embedded worker), stopped when it shuts down.
+Reconciling is idempotent, so every worker may do it; the state store decides what is really
+stale. The thread survives any error: a dead housekeeping thread would strand steps silently.
 """
 
 from __future__ import annotations
@@ -20,32 +21,46 @@ _stop = threading.Event()
 _thread: threading.Thread | None = None
 
 
+def reconcile_safely() -> None:
+    """One reconciling pass; an error is logged, never raised (the next pass tries again)."""
+    from orchestrator.runtime.reconciler import reconcile
+    from orchestrator.worker.tasks import engine
+
+    try:
+        reconcile(engine())
+    except OrchestratorError as exc:
+        log.warning("maintenance: %s", exc.message)
+    except Exception:  # a pool timeout, a driver error, a bug: log it whole and keep going
+        log.exception("maintenance: reconciling failed; trying again next pass")
+
+
 def _loop(interval: float) -> None:
-    from orchestrator.worker.tasks import runtime, send
-
-    settings = get_settings()
-    while not _stop.is_set():
-        try:
-            rt = runtime()
-            rt.heartbeat()
-            send(rt.reconcile(settings.reconcile_stale_s, settings.reconcile_stale_s))
-        except OrchestratorError as exc:
-            log.warning("maintenance: %s", exc.message)
-        _stop.wait(interval)
+    while not _stop.wait(interval):
+        reconcile_safely()
 
 
-@signals.worker_ready.connect
-def _start(**_: Any) -> None:
+def start() -> None:
     global _thread
-    settings = get_settings()
-    if settings.embedded or _thread is not None:
+    if _thread is not None and _thread.is_alive():
         return
+    settings = get_settings()
     _stop.clear()
-    interval = max(0.2, min(settings.reconcile_interval_s, settings.reconcile_stale_s / 3))
+    interval = max(0.2, min(settings.reconcile_interval_s, settings.reconcile_stale_s / 3, settings.lease_s / 3))
     _thread = threading.Thread(target=_loop, args=(interval,), name="orchestrator-maintenance", daemon=True)
     _thread.start()
 
 
+def stop() -> None:
+    _stop.set()
+    if _thread is not None and _thread is not threading.current_thread():
+        _thread.join(10)
+
+
+@signals.worker_ready.connect
+def _start(**_: Any) -> None:
+    start()
+
+
 @signals.worker_shutdown.connect
 def _shutdown(**_: Any) -> None:
-    _stop.set()
+    stop()

@@ -1,7 +1,7 @@
 """The Celery tasks: execute one step, submit a run, advance a run, reconcile.
 
-Each is a thin shell over ``orchestrator.runtime``: the state store decides, the task sends the
-resulting constant-size messages after the transaction has committed.
+Each is a thin shell over ``orchestrator.runtime``: the state store decides, and the engine's
+transport sends the resulting constant-size messages after the transaction has committed.
 """
 
 from __future__ import annotations
@@ -11,35 +11,47 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery import group
-from kombu.exceptions import OperationalError as KombuOperationalError
+from celery import Task, signals
 
 from orchestrator.errors import StateStoreError, TaskNotFound
+from orchestrator.runtime import operations
 from orchestrator.runtime.breaker import Breakers
+from orchestrator.runtime.engine import Engine, Timing
+from orchestrator.runtime.executor import Executor, resolve_function
+from orchestrator.runtime.reconciler import reconcile as reconcile_once
 from orchestrator.runtime.scheduler import Dispatch
-from orchestrator.runtime.service import Runtime, resolve_function
-from orchestrator.settings import DEFAULT_HARD_TIMEOUT_GRACE_S, get_settings
-from orchestrator.store import Repository
+from orchestrator.settings import Settings, get_settings
+from orchestrator.store import Repository, now
 from orchestrator.worker.app import app
+from orchestrator.worker.transport import CeleryTransport
 
 log = logging.getLogger(__name__)
-_RUNTIMES: dict[int, Runtime] = {}
+_ENGINES: dict[int, Engine] = {}
 
 
-def runtime() -> Runtime:
-    """This process's runtime (one per process: database engines must not cross a fork)."""
-    rt = _RUNTIMES.get(os.getpid())
-    if rt is None:
-        settings = get_settings()
-        repo = Repository.from_url(settings.database_url)
-        rt = _RUNTIMES[os.getpid()] = Runtime(
-            repo,
-            resolve_task,
-            poison_limit=settings.poison_limit,
-            countdown_limit=settings.countdown_limit,
-            breakers=Breakers(repo, settings.broker_url),
-        )
-    return rt
+def engine() -> Engine:
+    """This process's engine (one per process: database engines and leases must not cross a fork)."""
+    found = _ENGINES.get(os.getpid())
+    if found is None:
+        found = _ENGINES[os.getpid()] = build_engine(get_settings())
+    return found
+
+
+def build_engine(settings: Settings, repo: Repository | None = None) -> Engine:
+    repo = repo or Repository.from_url(settings.database_url)
+    timing = Timing(
+        lease_s=settings.lease_s,
+        countdown_limit=settings.countdown_limit,
+        stale_s=settings.reconcile_stale_s,
+        poison_limit=settings.poison_limit,
+    )
+    transport = CeleryTransport(app, unsent=lambda dispatches: _hold_unsent(repo, dispatches))
+    return Engine.create(repo, transport, resolve_task, timing=timing, breakers=Breakers(repo, settings.broker_url))
+
+
+def _hold_unsent(repo: Repository, dispatches: Sequence[Dispatch]) -> None:
+    with repo.transaction() as tx:
+        tx.unsend([(d.step_run_id, d.dispatch_id) for d in dispatches], now())
 
 
 def resolve_task(name: str) -> Callable[..., Any]:
@@ -55,35 +67,7 @@ def resolve_task(name: str) -> Callable[..., Any]:
 
 
 def send(dispatches: Sequence[Dispatch]) -> None:
-    """Publish step messages; several at once go out as one Celery group."""
-    if not dispatches:
-        return
-    signatures = [
-        execute_step.signature(
-            (d.step_run_id, d.dispatch_id),
-            task_id=d.dispatch_id,
-            countdown=d.countdown or None,
-            immutable=True,
-            **_time_limits(d.timeout),
-        )
-        for d in dispatches
-    ]
-    try:
-        if len(signatures) == 1:
-            signatures[0].apply_async()
-        else:
-            group(signatures).apply_async()
-    except KombuOperationalError as exc:
-        # The steps are recorded as queued; the reconciler dispatches them again.
-        log.warning("could not publish %d step message(s): %s; the reconciler will retry", len(signatures), exc)
-
-
-def _time_limits(timeout: float | None) -> dict[str, float]:
-    """A step's timeout as Celery time limits: the soft one raises inside the step (a failed attempt
-    that follows the retry policy); the hard one, a little later, kills a step that ignores it."""
-    if not timeout:
-        return {}
-    return {"soft_time_limit": timeout, "time_limit": timeout + DEFAULT_HARD_TIMEOUT_GRACE_S}
+    engine().send(dispatches)
 
 
 @app.task(
@@ -92,32 +76,42 @@ def _time_limits(timeout: float | None) -> dict[str, float]:
     reject_on_worker_lost=True,
     autoretry_for=(StateStoreError,),
     retry_backoff=True,
+    retry_backoff_max=60,
     max_retries=None,
 )
 def execute_step(step_run_id: int, dispatch_id: str) -> None:
-    send(runtime().execute(step_run_id, dispatch_id))
+    found = engine()
+    found.send(Executor(found).execute(step_run_id, dispatch_id))
 
 
-@app.task(name="orchestrator.submit", acks_late=True, ignore_result=False)
-def submit(workflow: str, inputs: dict[str, Any] | None = None, idempotency_key: str | None = None) -> str:
-    """Start a run of a registered workflow; the same idempotency key gives back the same run."""
-    rt = runtime()
-    submitted = rt.submit(rt.registered_plan(workflow), inputs or {}, idempotency_key)
-    send(submitted.dispatches)
-    return submitted.run_id
+@app.task(name="orchestrator.submit", bind=True, acks_late=True, ignore_result=False)
+def submit(self: Task, workflow: str, inputs: dict[str, Any] | None = None, idempotency_key: str | None = None) -> str:
+    """Start a run of a registered workflow; the same idempotency key gives back the same run.
+    Without a key, the message's own id is the key: a redelivered message starts no second run."""
+    found = engine()
+    key = idempotency_key if idempotency_key is not None else f"celery-task:{self.request.id}"
+    return operations.submit(found, operations.registered_plan(found, workflow), inputs or {}, key).run_id
 
 
 @app.task(name="orchestrator.advance", acks_late=True)
 def advance(run_id: str) -> None:
-    send(runtime().advance(run_id))
+    operations.advance(engine(), run_id)
 
 
 @app.task(name="orchestrator.reconcile")
 def reconcile() -> int:
-    settings = get_settings()
-    dispatches = runtime().reconcile(settings.reconcile_stale_s, settings.reconcile_stale_s)
-    send(dispatches)
-    return len(dispatches)
+    return len(reconcile_once(engine()).dispatches)
+
+
+@signals.worker_process_init.connect
+def _register_pool_process(**_: Any) -> None:
+    """A prefork child gets its worker id now, not on its first step (which would start late)."""
+    found = engine()
+    assert found.lease is not None
+    try:
+        found.lease.holder()
+    except StateStoreError as exc:  # the first claim registers instead
+        log.warning("could not register this worker process yet: %s", exc.message)
 
 
 from orchestrator.worker import maintenance as _maintenance  # noqa: E402,F401  (connects worker signals)

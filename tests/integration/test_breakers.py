@@ -96,10 +96,11 @@ steps:
     assert state["failures"] >= 3
     assert datetime.fromisoformat(str(state["next_trial_at"])).timestamp() == pytest.approx(opened_at + 3, abs=0.01)
     # Then no call reaches the service while the breaker is open (calls already in flight may land)
-    time.sleep(0.5)
-    settled = service.count()
-    time.sleep(1.5)
-    assert service.count() == settled, "a call was made while the breaker was open"
+    while time.time() < opened_at + 3:
+        time.sleep(0.1)
+    with service.lock:
+        during = [start for start, _ in service.calls if opened_at + 0.3 < start < opened_at + 2.9]
+    assert during == [], "a call was made while the breaker was open"
     # When the service recovers, exactly one trial call goes first, alone, after the reset timeout
     service.healthy = True
     view = cluster.wait(run_id, timeout=60)

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from orchestrator.store.database import get_engine
 from orchestrator.store.migrate import current, upgrade
+from orchestrator.store.tables import metadata
 from tests.conftest import _admin, _drop, _sqlalchemy_url
 
 TABLES = {
@@ -31,9 +34,40 @@ def check(url: str) -> None:
     upgrade(url)
     engine = get_engine(url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES
-    assert current(url) == "0002"
+    assert current(url) == "0003"
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
+    step_indexes = {i["name"] for i in sa.inspect(engine).get_indexes("step_runs")}
+    assert {"ix_step_runs_open_items", "ix_step_runs_open_steps"} <= step_indexes
+    # The migrations give exactly the schema the code declares
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []
+    engine.dispose()
+
+
+def test_a_step_running_under_an_older_worker_gets_a_lapsed_lease(tmp_path: Path) -> None:
+    # Given a store at 0002 with a step a worker of the older version is running
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    upgrade(url, "0002")
+    engine = get_engine(url)
+    with engine.begin() as c:
+        c.exec_driver_sql("INSERT INTO definitions VALUES ('v1', 'wf', '{}', '2026-01-01 00:00:00')")
+        c.exec_driver_sql(
+            "INSERT INTO runs (id, workflow, version, status, inputs, created_at) "
+            "VALUES ('r1', 'wf', 'v1', 'running', '{}', '2026-01-01 00:00:00')"
+        )
+        c.exec_driver_sql(
+            "INSERT INTO step_runs (run_id, step, item_index, status, attempts, worker, lost) "
+            "VALUES ('r1', 'a', -1, 'running', 1, 'old-host:42', 0)"
+        )
+    # When the store is upgraded
+    upgrade(url)
+    # Then the step's lease has already lapsed: the reconciler takes it over
+    from orchestrator.store import Repository
+
+    with Repository.from_url(url).transaction() as tx:
+        assert [row.step for row in tx.lapsed_leases()] == ["a"]
     engine.dispose()
 
 

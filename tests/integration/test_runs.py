@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.definition import plan_file
-from orchestrator.runtime.service import Runtime
+from orchestrator.runtime import operations
+from orchestrator.runtime.engine import Engine
 from tests.conftest import ROOT, Cluster
 from tests.conftest import write_workflow as write
 
@@ -232,17 +233,18 @@ def test_two_workers_advancing_one_run_never_duplicate_a_step(cluster: Cluster, 
         + "]}\n",
     )
     plan = plan_file(str(path))
-    runtime = Runtime(cluster.repo)
+    engine = Engine.create(cluster.repo)
     with cluster.repo.transaction() as tx:
         tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
-        tx.insert_run("00000000-0000-0000-0000-000000000001", "wide", plan.version, {}, None, plan.order)
+        needs = {s: len(plan.steps[s].needs) for s in plan.order}
+        tx.insert_run("00000000-0000-0000-0000-000000000001", "wide", plan.version, {}, None, needs)
     run_id = "00000000-0000-0000-0000-000000000001"
     barrier = threading.Barrier(8)
     results: list[int] = []
 
     def advance() -> None:
         barrier.wait()
-        results.append(len(runtime.advance(run_id)))
+        results.append(len(operations.advance(engine, run_id)))
 
     threads = [threading.Thread(target=advance) for _ in range(8)]
     for thread in threads:
@@ -258,7 +260,8 @@ def test_two_workers_advancing_one_run_never_duplicate_a_step(cluster: Cluster, 
     for i in range(2):
         cluster.start_worker(concurrency=4, name=f"twin{i}")
     redispatch = cluster.python(
-        "from orchestrator.worker.tasks import runtime, send; send(runtime().reconcile(0, 3600))"
+        "from orchestrator.runtime.reconciler import reconcile; from orchestrator.worker.tasks import engine;"
+        "from orchestrator.runtime.engine import Timing; e = engine(); e.timing = Timing(stale_s=0); reconcile(e)"
     )
     assert redispatch.returncode == 0, redispatch.stderr
     view = cluster.wait(run_id)
@@ -409,7 +412,7 @@ steps:
     assert "step.redispatched" not in kinds
 
 
-def test_concurrent_first_submits_and_heartbeats_do_not_collide(cluster: Cluster, tmp_path: Path) -> None:
+def test_concurrent_first_submits_and_worker_registrations_do_not_collide(cluster: Cluster, tmp_path: Path) -> None:
     # Given a workflow the store has never seen, submitted by eight threads at once without keys
     plan = plan_file(str(write(tmp_path, f"name: brand-new\nsteps:\n  a: {{task: '{STEPS}:echo'}}\n")))
     barrier = threading.Barrier(8)
@@ -417,11 +420,12 @@ def test_concurrent_first_submits_and_heartbeats_do_not_collide(cluster: Cluster
     errors: list[BaseException] = []
 
     def submit_and_beat() -> None:
-        runtime = Runtime(cluster.repo)
+        engine = Engine.create(cluster.repo, renew_leases=False)
         barrier.wait()
         try:
-            run_ids.append(runtime.submit(plan, {}).run_id)
-            runtime.heartbeat()
+            run_ids.append(operations.submit(engine, plan, {}).run_id)
+            assert engine.lease is not None
+            engine.lease.renew()
         except BaseException as exc:  # collected and asserted on below
             errors.append(exc)
 
@@ -430,7 +434,7 @@ def test_concurrent_first_submits_and_heartbeats_do_not_collide(cluster: Cluster
         thread.start()
     for thread in threads:
         thread.join()
-    # Then every submit made its own run over one stored definition, and every heartbeat landed
+    # Then every submit made its own run over one stored definition, and every worker got its own id
     assert errors == []
     assert len(set(run_ids)) == 8
     import sqlalchemy as sa
@@ -440,4 +444,4 @@ def test_concurrent_first_submits_and_heartbeats_do_not_collide(cluster: Cluster
     with cluster.repo.transaction() as tx:
         definitions = tx.c.execute(sa.select(sa.func.count()).select_from(tables.definitions)).scalar()
         workers = tx.c.execute(sa.select(sa.func.count()).select_from(tables.workers)).scalar()
-    assert (definitions, workers) == (1, 1)
+    assert (definitions, workers) == (1, 8)

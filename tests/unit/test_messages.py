@@ -12,7 +12,6 @@ from celery import signals
 
 from orchestrator.definition import WorkflowBuilder, build_plan
 from orchestrator.runtime.connect import open_repository
-from orchestrator.runtime.service import Runtime
 from orchestrator.settings import get_settings
 
 
@@ -23,16 +22,17 @@ def embedded_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     get_settings.cache_clear()
     from orchestrator.worker import tasks
 
-    tasks._RUNTIMES.clear()
+    tasks._ENGINES.clear()
     yield
-    tasks._RUNTIMES.clear()
+    tasks._ENGINES.clear()
     get_settings.cache_clear()
 
 
 def test_a_100_step_chain_sends_constant_size_messages(embedded_state: None) -> None:
     from orchestrator.cli.runs import follow
+    from orchestrator.runtime import operations
     from orchestrator.worker.embedded import EmbeddedWorker
-    from orchestrator.worker.tasks import send
+    from orchestrator.worker.tasks import build_engine
 
     wf = WorkflowBuilder("chain")
     previous = wf.step("s0", "tasks.examples:add", with_={"a": 1, "b": 1})
@@ -49,8 +49,7 @@ def test_a_100_step_chain_sends_constant_size_messages(embedded_state: None) -> 
     try:
         repo = open_repository()
         with EmbeddedWorker():
-            submitted = Runtime(repo).submit(plan, {})
-            send(submitted.dispatches)
+            submitted = operations.submit(build_engine(get_settings(), repo), plan, {})
             view = follow(repo, submitted.run_id, quiet=True)
     finally:
         signals.before_task_publish.disconnect(record)

@@ -1,0 +1,318 @@
+"""Executing one delivered task step: claim it under a lease, run it through the middleware,
+record the outcome and advance the run.
+
+What the step's function does is the user's: any exception it raises fails the attempt and is
+recorded. What happens around it is ours: if recording fails (the store is down, a soft time limit
+fires while we write), the outcome is written again for a while; if that cannot be done the claim
+is released, so a redelivery or the reconciler retakes the step. A claim is never left held by a
+live process that has stopped working on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import traceback as tb
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from orchestrator.definition import Plan
+from orchestrator.errors import (
+    OutputNotSerialisable,
+    OutputNotStorable,
+    StateStoreError,
+    StoreRefused,
+    TaskNotFound,
+    WorkerLost,
+)
+from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.lease import Holder
+from orchestrator.runtime.middleware import Call, Defer
+from orchestrator.runtime.scheduler import Dispatch, Failure, new_dispatch_id
+from orchestrator.status import RunStatus, StepStatus
+from orchestrator.store import RunRow, StepRow, Tx, now, storable
+from orchestrator.store.rows import event_row
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    output: Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: Exception
+    traceback: str
+
+
+@dataclass(frozen=True)
+class Deferred:
+    retry_at: datetime
+    why: str
+
+
+Outcome = Succeeded | Failed | Deferred
+
+
+class Executor:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        assert engine.lease is not None
+        self.lease = engine.lease
+
+    def execute(self, step_run_id: int, dispatch_id: str) -> list[Dispatch]:
+        """Run one delivered step, record the result, and advance the run (idempotent per message)."""
+        holder = self.lease.holder()
+        claimed = self._claim(step_run_id, dispatch_id, holder)
+        if isinstance(claimed, list):
+            return claimed
+        row, plan = claimed
+        self.lease.hold(row.id)
+        try:
+            try:
+                outcome = self._run(row, plan)
+            except Exception as exc:  # ours, not the step's: give the claim back before failing
+                self._release(row, exc)
+                raise
+            return self._record(row, plan, dispatch_id, outcome)
+        finally:
+            self.lease.drop(row.id)
+
+    # Claiming
+
+    def _claim(self, step_run_id: int, dispatch_id: str, holder: Holder) -> tuple[StepRow, Plan] | list[Dispatch]:
+        at = now()
+        with self.engine.repo.statements() as tx:
+            claimed = tx.claim(step_run_id, dispatch_id, holder.id, holder.name, self.engine.timing.lease_s, at)
+        if claimed is None:
+            return self._retake(step_run_id, dispatch_id, holder)
+        row, version = claimed
+        plan = self.engine.plans.cached(version)
+        if plan is None:
+            with self.engine.repo.transaction() as tx:
+                plan = self.engine.plans.get(tx, version)
+        return row, plan
+
+    def _retake(self, step_run_id: int, dispatch_id: str, holder: Holder) -> tuple[StepRow, Plan] | list[Dispatch]:
+        """A redelivery of a running step: ours again only if its lease lapsed (its holder died,
+        hung up, or gave it back); otherwise a duplicate while the first delivery still runs."""
+        with self.engine.repo.transaction() as tx:
+            peek = tx.step_run(step_run_id)
+            if peek is None or peek.dispatch_id != dispatch_id or peek.status is not StepStatus.RUNNING:
+                return []  # stale, finished, cancelled or skipped: nothing to do
+            run = tx.lock_run(peek.run_id)  # the run before the step: the order every writer locks in
+            row = tx.step_run(step_run_id, lock=True)
+            if run is None or row is None or row.dispatch_id != dispatch_id or row.status is not StepStatus.RUNNING:
+                return []
+            if not tx.lease_lapsed(row.id):
+                return []
+            plan = self.engine.plans.get(tx, run.version)
+            lost = lose(self.engine, tx, plan, run, row)
+            if lost is not None:
+                return lost
+            at = now()
+            tx.take_over(row.id, holder.id, holder.name, self.engine.timing.lease_s, at)
+            row.attempts, row.worker, row.worker_id, row.started_at = row.attempts + 1, holder.name, holder.id, at
+            tx.add_events([event_row(row, "step.running", {"attempt": row.attempts, "worker": holder.name}, at)])
+            return row, plan
+
+    # Running
+
+    def _run(self, row: StepRow, plan: Plan) -> Outcome:
+        sp = plan.steps[row.step]
+        call = Call(row, plan, sp, dict(row.inputs or {}))
+        try:
+            function = self.engine.resolve(sp.task)
+            result = self.engine.stack.call(call, lambda: function(**call.inputs))
+            output = to_json(result)
+        except Defer as exc:
+            return Deferred(exc.retry_at, exc.message)
+        except Exception as exc:  # any exception of a user's step fails the attempt; it is recorded
+            return Failed(self.engine.stack.after_error(call, exc), tb.format_exc())
+        self.engine.stack.after_success(call, output)
+        return Succeeded(output)
+
+    # Recording
+
+    def _record(self, row: StepRow, plan: Plan, owner: str, outcome: Outcome) -> list[Dispatch]:
+        """Write the outcome, trying again while the store is unavailable; release the claim if
+        it cannot be written, so the step is retaken instead of held forever."""
+        deadline = time.monotonic() + self.engine.timing.record_patience_s
+        delay = 0.2
+        while True:
+            try:
+                return self._write(row, plan, owner, outcome)
+            except StoreRefused as exc:
+                if not isinstance(outcome, Succeeded):
+                    self._release(row, exc)
+                    raise
+                outcome = Failed(OutputNotStorable(f"the state store refused the output: {exc.message}"), "")
+            except Exception as exc:
+                if not _transient(exc) or time.monotonic() + delay > deadline:
+                    self._release(row, exc)
+                    raise
+                log.warning("recording step %s failed (%s); trying again in %.1fs", row.id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _write(self, row: StepRow, plan: Plan, owner: str, outcome: Outcome) -> list[Dispatch]:
+        if isinstance(outcome, Succeeded):
+            return self._succeeded(row, plan, owner, outcome.output)
+        if isinstance(outcome, Deferred):
+            return self._deferred(row, plan, owner, outcome)
+        return self._failed(row, plan, owner, outcome)
+
+    def _succeeded(self, row: StepRow, plan: Plan, owner: str, output: Any) -> list[Dispatch]:
+        with self.engine.repo.transaction() as tx:
+            run = tx.lock_run(row.run_id)
+            at = now()
+            if run is None or not tx.finish(row, owner, StepStatus.SUCCEEDED, at, output=output):
+                return []
+            done = StepRow(**{**row.__dict__, "status": StepStatus.SUCCEEDED, "output": output})
+            advancer = self.engine.advancer(tx, plan, run)
+            advancer.event("step.succeeded", done)
+            return advancer.step_finished(done)
+
+    def _deferred(self, row: StepRow, plan: Plan, owner: str, outcome: Deferred) -> list[Dispatch]:
+        """Put the step back, due at ``retry_at``, giving back the attempt: a breaker burns no retry."""
+        with self.engine.repo.transaction() as tx:
+            if tx.lock_run(row.run_id) is None:
+                return []
+            detail = {"why": outcome.why, "until": outcome.retry_at.isoformat()}
+            queued = queue_again(
+                self.engine, tx, plan, row, owner, outcome.retry_at, "step.deferred", detail, attempts=row.attempts - 1
+            )
+        return queued or []
+
+    def _failed(self, row: StepRow, plan: Plan, owner: str, outcome: Failed) -> list[Dispatch]:
+        sp = plan.steps[row.step]
+        call = Call(row, plan, sp, dict(row.inputs or {}))
+        error, trace = outcome.error, _text(outcome.traceback) or None
+        message = _text(f"{type(error).__name__}: {error}")
+        verdict = self.engine.stack.retry_verdict(call, error)
+        with self.engine.repo.transaction() as tx:
+            run = tx.lock_run(row.run_id)
+            at = now()
+            if run is None:
+                return []
+            if verdict.retry and run.status is RunStatus.RUNNING and run.error is None:
+                wake = at + timedelta(seconds=verdict.delay)
+                detail = {"attempt": row.attempts, "error": message, "delay_s": round(verdict.delay, 3)}
+                queued = queue_again(self.engine, tx, plan, row, owner, wake, "step.retrying", detail, error=message)
+                if queued is not None:
+                    tx.record_attempt(row, StepStatus.FAILED, message, at)
+                return queued or []
+            if not tx.finish(row, owner, StepStatus.FAILED, at, error=message, traceback=trace):
+                return []
+            failed = StepRow(**{**row.__dict__, "status": StepStatus.FAILED, "error": message, "traceback": trace})
+            failure = Failure(failed, plan, message, type(error).__name__, trace, verdict.reason, at)
+            return fail_for_good(self.engine, tx, plan, run, failure)
+
+    def _release(self, row: StepRow, exc: BaseException) -> None:
+        why = f"released after an error while recording: {type(exc).__name__}: {exc}"[:2000]
+        try:
+            with self.engine.repo.transaction() as tx:
+                tx.release(row.id, row.attempts, why)
+        except Exception as again:  # the store is unreachable: the lease lapses on its own
+            log.warning("releasing step %s failed too (%s); its lease will lapse", row.id, again)
+
+
+def queue_again(
+    engine: Engine,
+    tx: Tx,
+    plan: Plan,
+    row: StepRow,
+    owner: str,
+    wake: datetime,
+    kind: str,
+    detail: dict[str, Any],
+    **values: Any,
+) -> list[Dispatch] | None:
+    """Queue a running step again for ``wake``: a delayed message, or past the countdown limit a
+    wake-up held in the database, so no message waits unacknowledged in the broker for long.
+    None when this delivery no longer holds the step."""
+    at = now()
+    delay = max(0.0, (wake - at).total_seconds())
+    dispatch_id = None if delay > engine.timing.countdown_limit else new_dispatch_id()
+    if not tx.finish_step_if(
+        row,
+        owner,
+        status=StepStatus.QUEUED,
+        dispatch_id=dispatch_id,
+        queued_at=at,
+        not_before=wake,
+        lease_expires_at=None,
+        **values,
+    ):
+        return None
+    tx.add_events([event_row(row, kind, {**detail, "held": dispatch_id is None}, at)])
+    return [] if dispatch_id is None else [Dispatch(row.id, dispatch_id, delay, plan.steps[row.step].timeout)]
+
+
+def fail_for_good(engine: Engine, tx: Tx, plan: Plan, run: RunRow, failure: Failure) -> list[Dispatch]:
+    """A step that will not be tried again: the middleware records it, and the run fails fast."""
+    advancer = engine.advancer(tx, plan, run)
+    detail = {"error": failure.error, "why": failure.why, "dead_letter": True}
+    advancer.event("step.failed", failure.row, detail)
+    return advancer.step_failed(failure)
+
+
+def lose(engine: Engine, tx: Tx, plan: Plan, run: RunRow, row: StepRow) -> list[Dispatch] | None:
+    """Count a lapsed lease against the step; past the poison limit it fails for good (and the
+    dispatches that leads to are returned); None while it may run again. Caller holds the locks."""
+    at = now()
+    cause = row.error or f"the lease of worker {row.worker} lapsed"
+    tx.record_attempt(row, StepStatus.FAILED, f"WorkerLost: {cause}", at)
+    row.lost += 1
+    tx.update_step(row.id, lost=row.lost)
+    reason = engine.stack.after_lost(row)
+    if reason is None:
+        return None
+    error = f"WorkerLost: {reason}; last on {row.worker}"
+    tx.update_step(row.id, status=StepStatus.FAILED, error=error, finished_at=at, lease_expires_at=None)
+    failed = StepRow(**{**row.__dict__, "status": StepStatus.FAILED, "error": error})
+    failure = Failure(failed, plan, error, WorkerLost.__name__, None, "poison message", at)
+    return fail_for_good(engine, tx, plan, run, failure)
+
+
+def _text(value: str) -> str:
+    """Error text as the store can hold it (PostgreSQL's text refuses NUL characters)."""
+    return value.replace("\x00", "\\x00")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors worth writing again: the store unavailable, a soft time limit that fired meanwhile."""
+    return isinstance(exc, StateStoreError) or type(exc).__name__ == "SoftTimeLimitExceeded"
+
+
+def to_json(value: Any) -> Any:
+    """The value as stored: JSON data, or OutputNotSerialisable (never retried)."""
+    try:
+        return storable(value)
+    except ValueError as exc:
+        raise OutputNotSerialisable(
+            f"the step returned {type(value).__name__}, which is not JSON-serialisable: {exc}"
+        ) from None
+
+
+def resolve_function(task: str) -> Callable[..., Any]:
+    """``module:function`` to the function; other names need the worker layer's registry."""
+    if ":" not in task:
+        raise TaskNotFound(f"task '{task}' is not 'module:function' and no task registry is available")
+    module_name, _, attr = task.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskNotFound(f"task '{task}': cannot import '{module_name}': {exc}") from None
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise TaskNotFound(f"task '{task}': module '{module_name}' has no '{attr}'")
+    if not callable(target):
+        raise TaskNotFound(f"task '{task}' is not callable")
+    return target

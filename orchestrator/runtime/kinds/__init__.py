@@ -1,0 +1,59 @@
+"""Step kinds: how a step of each kind starts, what completes it, and what it outputs.
+
+The scheduler and the store treat every kind alike: a step is pending until its needs end, then
+its kind starts it with its rendered ``with``; whatever completes it records the output and hands
+the step back to the scheduler, which settles it like any other. Adding a kind is one module here
+and one entry in ``KINDS``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orchestrator.definition import StepPlan
+from orchestrator.errors import OrchestratorError
+from orchestrator.store import StepRow
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.scheduler import Advancer
+
+
+class StepKind:
+    """One kind of step. ``name`` is the step key that selects it; ``options`` the keys it owns."""
+
+    name: ClassVar[str]
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def start(self, advancer: Advancer, row: StepRow, step: StepPlan, inputs: Any) -> None:
+        """Begin the step (its needs are met, its ``if`` held, ``inputs`` are rendered)."""
+        raise NotImplementedError
+
+    def output(self, result: Any) -> Any:
+        """The step's output, from what completed it."""
+        return result
+
+
+class Kinds:
+    """The kinds this orchestrator runs, by the step key that selects each."""
+
+    def __init__(self, kinds: list[StepKind]) -> None:
+        self.by_name = {kind.name: kind for kind in kinds}
+
+    @property
+    def options(self) -> frozenset[str]:
+        return frozenset().union(*(k.options | {k.name} for k in self.by_name.values()))
+
+    def of(self, step: StepPlan) -> StepKind:
+        for name, kind in self.by_name.items():
+            if getattr(step.step, name, None) is not None:
+                return kind
+        raise OrchestratorError(f"step '{step.id}' is of no kind this orchestrator runs ({', '.join(self.by_name)})")
+
+
+def default_kinds() -> Kinds:
+    from orchestrator.runtime.kinds.task import TaskKind
+
+    return Kinds([TaskKind()])
+
+
+__all__ = ["Kinds", "StepKind", "default_kinds"]

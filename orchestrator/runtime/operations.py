@@ -1,0 +1,215 @@
+"""What people and other services do to runs: submit, cancel, re-scan, reopen after a failure.
+
+The CLI, the Celery tasks and the Python client are thin doors onto these. Each operation decides
+in one transaction, then hands its messages to the transport (and revokes what it stopped).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
+
+from orchestrator.definition import Plan, Workflow
+from orchestrator.errors import InputsError, NotFound, UsageError
+from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, RUN_CANCELLED, Dispatch, new_dispatch_id
+from orchestrator.status import RunStatus, StepStatus
+from orchestrator.store import STEP_ROW, RunRow, Tx, now, storable
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_id: str
+    created: bool
+    dispatches: list[Dispatch]
+
+
+def submit(engine: Engine, plan: Plan, inputs: Any, idempotency_key: str | None = None) -> Submitted:
+    """Start a run of ``plan``; the same idempotency key gives back the same run."""
+    check_inputs(plan.workflow, inputs)
+    engine.check_plan(plan)
+    try:
+        with engine.repo.transaction() as tx:
+            if idempotency_key is not None:
+                existing = tx.run_for_key(idempotency_key)
+                if existing is not None:
+                    return Submitted(existing, False, [])
+            run_id = str(uuid.uuid4())
+            tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
+            needs = {s: len(plan.steps[s].needs) for s in plan.order}
+            tx.insert_run(run_id, plan.workflow.name, plan.version, inputs, idempotency_key, needs)
+            run = tx.lock_run(run_id)
+            assert run is not None
+            dispatches = engine.advancer(tx, plan, run).start()
+    except sa.exc.IntegrityError:
+        if idempotency_key is None:
+            raise
+        with engine.repo.transaction() as tx:
+            found = tx.run_for_key(idempotency_key)
+        if found is None:
+            raise
+        return Submitted(found, False, [])
+    engine.send(dispatches)
+    return Submitted(run_id, True, dispatches)
+
+
+def registered_plan(engine: Engine, name: str) -> Plan:
+    with engine.repo.transaction() as tx:
+        version = tx.latest_registered(name)
+        if version is None:
+            raise NotFound(f"no workflow named '{name}' is registered (orchestrator workflows list)")
+        return engine.plans.get(tx, version)
+
+
+def register(engine: Engine, plan: Plan) -> bool:
+    engine.check_plan(plan)
+    with engine.repo.transaction() as tx:
+        tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
+        return tx.register(plan.workflow.name, plan.version)
+
+
+def advance(engine: Engine, run_id: str) -> list[Dispatch]:
+    """Re-scan a run from the state store (idempotent), and send what is ready."""
+    with engine.repo.transaction() as tx:
+        run = tx.lock_run(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        if run.status.terminal:
+            return []
+        dispatches = engine.advancer(tx, engine.plans.get(tx, run.version), run).start()
+    engine.send(dispatches)
+    return dispatches
+
+
+@dataclass
+class Cancelled:
+    run_id: str
+    already: bool = False
+    revoked: list[str] = field(default_factory=list)
+
+
+def cancel(engine: Engine, run_id: str) -> Cancelled:
+    """No new step starts; running steps are revoked; the run ends cancelled. Set-based: a step
+    claimed while this runs is caught by the second statement, never cancelled while it runs unseen."""
+    with engine.repo.transaction() as tx:
+        run = tx.lock_run(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        if run.status is RunStatus.CANCELLED:
+            return Cancelled(run_id, already=True)
+        if run.status.terminal:
+            raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to cancel")
+        at = now()
+        waiting = tx.cancel_where(run_id, (StepStatus.PENDING, StepStatus.QUEUED), RUN_CANCELLED, at=at)
+        running = tx.cancel_where(run_id, (StepStatus.RUNNING,), RUN_CANCELLED, at=at)
+        executing = [e for e in running if e.worker is not None]
+        tx.record_ended_attempts(executing, StepStatus.CANCELLED, RUN_CANCELLED, at)
+        tx.update_run(run_id, status=RunStatus.CANCELLED, finished_at=at)
+        cause = {"reason": RUN_CANCELLED}
+        events = [_event(run_id, e.step, e.item_index, "step.cancelled", cause, at) for e in [*waiting, *running]]
+        events.append(_event(run_id, None, None, "run.cancelled", None, at))
+        tx.add_events(events)
+    revoked = [e.dispatch_id for e in executing if e.dispatch_id]
+    if revoked:
+        engine.transport.revoke(revoked)
+    return Cancelled(run_id, revoked=revoked)
+
+
+@dataclass(frozen=True)
+class Reopen:
+    """A failed step (or foreach item) to run again, with these inputs (None: evaluate them again)."""
+
+    step_run_id: int
+    run_id: str
+    step: str
+    item_index: int | None
+    inputs: Any
+
+
+def reopen(engine: Engine, tx: Tx, runs: dict[str, RunRow], steps: Sequence[Reopen]) -> list[Dispatch]:
+    """Run failed steps again inside ``tx`` (their runs locked by the caller): each goes back to the
+    queue (or to pending, to be evaluated again); what the failure ended without running goes back
+    too; each run resumes, still failing only if another of its steps still is. Returns the
+    messages to send once ``tx`` commits."""
+    at = now()
+    run_ids = sorted({s.run_id for s in steps})
+    reset = tx.reopen_steps_of(run_ids, [FAIL_FAST_REASON], ITEMS_CANCELLED)
+    queued = [(s, new_dispatch_id()) for s in steps if s.inputs is not None or s.item_index is not None]
+    again = [s for s in steps if s.inputs is None and s.item_index is None]
+    requeued = tx.requeue_many([(s.step_run_id, s.inputs, token) for s, token in queued], at)
+    reevaluated = tx.reopen_failed([s.step_run_id for s in again])
+    missing = [s for s in steps if s.step_run_id not in requeued | reevaluated]
+    if missing:
+        raise UsageError(
+            f"step {missing[0].step} of run {missing[0].run_id} has not failed; there is nothing to reopen"
+        )
+    for run_id in run_ids:
+        parents = sorted({s.step for s in steps if s.run_id == run_id and s.item_index is not None})
+        if parents:
+            tx.reopen_parents(run_id, parents)
+            reset += [(run_id, step, STEP_ROW, str(StepStatus.RUNNING)) for step in parents]
+    failing = tx.first_failures(run_ids)
+    tx.resume_runs([r for r in run_ids if r not in failing])
+    for run_id, (step, error) in failing.items():
+        tx.resume_runs([run_id], f"{step}: {error}")
+    tx.add_events(_reopen_events(steps, reset, at))
+    dispatches = []
+    for s, token in queued:
+        plan = engine.plans.get(tx, runs[s.run_id].version)
+        dispatches.append(Dispatch(s.step_run_id, token, timeout=plan.steps[s.step].timeout))
+    rescan = (
+        {r for r, _, _, _ in reset} | {s.run_id for s in steps if s.item_index is not None} | {s.run_id for s in again}
+    )
+    for run_id in sorted(rescan):
+        run = tx.run(run_id)
+        assert run is not None
+        dispatches += engine.advancer(tx, engine.plans.get(tx, run.version), run).start()
+    return dispatches
+
+
+def _reopen_events(
+    steps: Sequence[Reopen], reset: Sequence[tuple[str, str, int, str]], at: Any
+) -> list[dict[str, Any]]:
+    events = [_event(r, step, index, "step.reopened", {"status": status}, at) for r, step, index, status in reset]
+    for s in steps:
+        events.append(_event(s.run_id, None, None, "run.resumed", {"step": s.step}, at))
+        if s.inputs is not None or s.item_index is not None:
+            events.append(_event(s.run_id, s.step, s.item_index, "step.replayed", None, at))
+        else:
+            events.append(_event(s.run_id, s.step, None, "step.reopened", {"status": "pending"}, at))
+    return events
+
+
+def _event(
+    run_id: str, step: str | None, index: int | None, kind: str, detail: dict[str, Any] | None, at: Any
+) -> dict[str, Any]:
+    item = None if index is None or index == STEP_ROW else index
+    return {"run_id": run_id, "step": step, "item_index": item, "kind": kind, "detail": detail, "at": at}
+
+
+def check_inputs(workflow: Workflow, inputs: Any) -> None:
+    """Inputs must be a JSON object that the workflow's inputs schema accepts (exit 2 if not)."""
+    if not isinstance(inputs, dict):
+        raise InputsError(f"inputs must be an object, not {type(inputs).__name__}")
+    try:
+        storable(inputs)
+    except ValueError as exc:
+        raise InputsError(f"inputs are not JSON the state store can hold: {exc}") from None
+    if workflow.inputs is None:
+        return
+    validator = validator_for(workflow.inputs, default=Draft202012Validator)(workflow.inputs)
+    error = best_match(validator.iter_errors(inputs))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+        raise InputsError(f"inputs{'.' + where if where else ''}: {message} (workflow {workflow.name})")
+
+
+__all__ = ["Cancelled", "Reopen", "Submitted", "advance", "cancel", "check_inputs", "register", "reopen", "submit"]

@@ -1,0 +1,360 @@
+"""Step rows and foreach items: claims, results, queueing, cancelling, and the counts the scheduler needs.
+
+Every query a completion makes touches a bounded number of rows: open items and open steps are
+found through partial indexes, a join's readiness through its ``needs_open`` counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from orchestrator.status import StepStatus
+from orchestrator.store import tables as t
+from orchestrator.store.clock import db_later
+from orchestrator.store.rows import STEP_ROW, StepRow, aware, event_row
+
+_s = t.step_runs.c
+_OPEN = [StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RUNNING]
+_IN_FLIGHT = [StepStatus.QUEUED, StepStatus.RUNNING]
+_STEPS_NAMED = (
+    sa.select(t.step_runs)
+    .where(
+        _s.run_id == sa.bindparam("run_id"),
+        _s.item_index == STEP_ROW,
+        _s.step.in_(sa.bindparam("names", expanding=True)),
+    )
+    .order_by(_s.id)
+)
+_OPEN_STEP = (
+    sa.select(_s.id)
+    .where(_s.run_id == sa.bindparam("run_id"), _s.item_index == STEP_ROW, _s.status.in_(_OPEN))
+    .limit(1)
+)
+
+# PostgreSQL: a claim and its event in one statement, so it needs no explicit transaction.
+_PG_CLAIM = sa.text("""
+WITH claimed AS (
+    UPDATE step_runs SET status = 'running', attempts = attempts + 1, worker = :worker, worker_id = :worker_id,
+           started_at = :at, error = NULL,
+           lease_expires_at = statement_timestamp() + make_interval(secs => :lease_s)
+    WHERE id = :row_id AND dispatch_id = :dispatch AND status = 'queued'
+    RETURNING *
+), logged AS (
+    INSERT INTO events (run_id, step, item_index, kind, detail, at)
+    SELECT run_id, step, CASE WHEN item_index = -1 THEN NULL ELSE item_index END, 'step.running',
+           jsonb_build_object('attempt', attempts, 'worker', worker), :at
+    FROM claimed
+)
+SELECT claimed.*, runs.version AS run_version FROM claimed JOIN runs ON runs.id = claimed.run_id
+""")
+
+# PostgreSQL: a step's end and its attempt record in one statement. The attempt number fences the
+# write: a holder whose lease lapsed and whose step was taken over records nothing.
+_PG_FINISH = sa.text("""
+WITH done AS (
+    UPDATE step_runs SET status = :status, output = :output, error = :error, traceback = :traceback,
+           finished_at = :at, lease_expires_at = NULL
+    WHERE id = :row_id AND dispatch_id = :owner AND attempts = :attempt AND status = 'running'
+    RETURNING id, attempts, worker, started_at
+), tried AS (
+    INSERT INTO attempts (step_run_id, number, status, error, worker, started_at, finished_at)
+    SELECT id, attempts, :status, :error, worker, started_at, :at FROM done
+)
+SELECT count(*) FROM done
+""").bindparams(sa.bindparam("output", type_=t.Json))
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A row a set-based statement just ended (cancelled): enough to log it and revoke its message."""
+
+    id: int
+    step: str
+    item_index: int
+    dispatch_id: str | None
+    worker: str | None
+    attempts: int
+    started_at: datetime | None
+
+    @property
+    def is_item(self) -> bool:
+        return self.item_index != STEP_ROW
+
+
+class StepQueries:
+    """Step rows and items (a part of ``Tx``)."""
+
+    c: sa.Connection
+    dialect: str
+
+    def add_events(self, events: Sequence[dict[str, Any]]) -> None:
+        raise NotImplementedError  # provided by Tx
+
+    def steps(self, run_id: str, names: Iterable[str] | None = None) -> dict[str, StepRow]:
+        """The step rows (not items) of a run, all or by name."""
+        if names is not None:
+            wanted = list(names)
+            if not wanted:
+                return {}
+            rows = self.c.execute(_STEPS_NAMED, {"run_id": run_id, "names": wanted})
+            return {row.step: StepRow.from_row(row) for row in rows}
+        query = sa.select(t.step_runs).where(_s.run_id == run_id, _s.item_index == STEP_ROW).order_by(_s.id)
+        return {row.step: StepRow.from_row(row) for row in self.c.execute(query)}
+
+    def step_run(self, step_run_id: int, lock: bool = False) -> StepRow | None:
+        query = sa.select(t.step_runs).where(_s.id == step_run_id)
+        if lock and self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = self.c.execute(query).first()
+        return None if row is None else StepRow.from_row(row)
+
+    def items(self, run_id: str, step: str | None = None) -> list[StepRow]:
+        query = sa.select(t.step_runs).where(_s.run_id == run_id, _s.item_index != STEP_ROW)
+        if step is not None:
+            query = query.where(_s.step == step)
+        return [StepRow.from_row(r) for r in self.c.execute(query.order_by(_s.step, _s.item_index))]
+
+    def claim(
+        self, step_run_id: int, dispatch_id: str, worker_id: int, worker: str, lease_s: float, at: datetime
+    ) -> tuple[StepRow, str] | None:
+        """Take a queued step for this delivery under a lease, and log it; with the run's definition
+        version. None when the step is not queued for this delivery (stale, duplicate or finished)."""
+        params = {
+            "row_id": step_run_id,
+            "dispatch": dispatch_id,
+            "worker": worker,
+            "worker_id": worker_id,
+            "at": at,
+            "lease_s": float(lease_s),
+        }
+        if self.dialect == "postgresql":
+            found = self.c.execute(_PG_CLAIM, params).first()
+            if found is None:
+                return None
+            data = dict(found._mapping)
+            version = data.pop("run_version")
+            return StepRow.from_row(data), version
+        statement = (
+            t.step_runs.update()
+            .where(_s.id == step_run_id, _s.dispatch_id == dispatch_id, _s.status == StepStatus.QUEUED)
+            .values(
+                status=StepStatus.RUNNING,
+                attempts=_s.attempts + 1,
+                worker=worker,
+                worker_id=worker_id,
+                started_at=at,
+                error=None,
+                lease_expires_at=db_later(self.dialect, lease_s),
+            )
+            .returning(*t.step_runs.c)
+        )
+        found = self.c.execute(statement).first()
+        if found is None:
+            return None
+        row = StepRow.from_row(found)
+        self.add_events([event_row(row, "step.running", {"attempt": row.attempts, "worker": worker}, at)])
+        version = self.c.execute(sa.select(t.runs.c.version).where(t.runs.c.id == row.run_id)).scalar_one()
+        return row, version
+
+    def finish(
+        self,
+        row: StepRow,
+        owner: str,
+        status: StepStatus,
+        at: datetime,
+        output: Any = None,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> bool:
+        """End a running step still held by this delivery and attempt, and record the attempt."""
+        if self.dialect == "postgresql":
+            params = {
+                "row_id": row.id,
+                "owner": owner,
+                "attempt": row.attempts,
+                "status": str(status),
+                "output": output,
+                "error": error,
+                "traceback": traceback,
+                "at": at,
+            }
+            return bool(self.c.execute(_PG_FINISH, params).scalar_one())
+        values = {"output": output, "error": error, "traceback": traceback, "finished_at": at}
+        if not self.finish_step_if(row, owner, status=status, lease_expires_at=None, **values):
+            return False
+        self.record_attempt(row, status, error, at)
+        return True
+
+    def finish_step_if(self, row: StepRow, owner: str, **values: Any) -> bool:
+        """Change a running step only if this delivery (dispatch id) and attempt still hold it."""
+        result = self.c.execute(
+            t.step_runs.update()
+            .where(
+                _s.id == row.id,
+                _s.dispatch_id == owner,
+                _s.attempts == row.attempts,
+                _s.status == StepStatus.RUNNING,
+            )
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+    def update_step(self, step_run_id: int, **values: Any) -> None:
+        self.c.execute(t.step_runs.update().where(_s.id == step_run_id).values(**values))
+
+    def has_open_steps(self, run_id: str) -> bool:
+        """Whether any step of the run (foreach items are counted by their step) has not ended."""
+        return self.c.execute(_OPEN_STEP, {"run_id": run_id}).first() is not None
+
+    def step_statuses(self, run_id: str) -> dict[str, StepStatus]:
+        query = sa.select(_s.step, _s.status).where(_s.run_id == run_id, _s.item_index == STEP_ROW)
+        return {step: StepStatus(status) for step, status in self.c.execute(query)}
+
+    def need_ended(self, run_id: str, dependents: Sequence[str]) -> list[StepRow]:
+        """One need of each of ``dependents`` has ended: count it down; the dependents' rows."""
+        statement = (
+            t.step_runs.update()
+            .where(_s.run_id == run_id, _s.item_index == STEP_ROW, _s.step.in_(list(dependents)))
+            .values(needs_open=_s.needs_open - 1)
+            .returning(*t.step_runs.c)
+        )
+        return [StepRow.from_row(r) for r in self.c.execute(statement)]
+
+    def set_needs_open(self, counts: Mapping[int, int]) -> None:
+        if counts:
+            statement = t.step_runs.update().where(_s.id == sa.bindparam("row_id")).values(needs_open=sa.bindparam("n"))
+            self.c.execute(statement, [{"row_id": k, "n": v} for k, v in counts.items()])
+
+    # Foreach items
+
+    def insert_items(self, run_id: str, step: str, inputs: Sequence[Any]) -> None:
+        self.c.execute(
+            t.step_runs.insert(),
+            [
+                {
+                    "run_id": run_id,
+                    "step": step,
+                    "item_index": i,
+                    "status": StepStatus.PENDING,
+                    "attempts": 0,
+                    "inputs": value,
+                }
+                for i, value in enumerate(inputs)
+            ],
+        )
+
+    def items_in_flight(self, run_id: str, step: str) -> int:
+        """Queued and running items of a foreach step (bounded by its concurrency)."""
+        query = sa.select(sa.func.count()).where(
+            _s.run_id == run_id, _s.step == step, _s.status.in_(_IN_FLIGHT), _s.item_index >= 0
+        )
+        return int(self.c.execute(query).scalar_one())
+
+    def has_open_items(self, run_id: str, step: str) -> bool:
+        query = (
+            sa.select(_s.id)
+            .where(_s.run_id == run_id, _s.step == step, _s.status.in_(_OPEN), _s.item_index >= 0)
+            .limit(1)
+        )
+        return self.c.execute(query).first() is not None
+
+    def pending_items(self, run_id: str, step: str, limit: int | None) -> list[tuple[int, int]]:
+        query = (
+            sa.select(_s.id, _s.item_index)
+            .where(_s.run_id == run_id, _s.step == step, _s.status == StepStatus.PENDING, _s.item_index >= 0)
+            .order_by(_s.item_index)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return [(r[0], r[1]) for r in self.c.execute(query)]
+
+    def queue_many(self, queued: Sequence[tuple[int, str]], at: datetime) -> None:
+        """Mark rows queued with their dispatch ids, in one round trip."""
+        if not queued:
+            return
+        statement = (
+            t.step_runs.update()
+            .where(_s.id == sa.bindparam("row_id"))
+            .values(status=StepStatus.QUEUED, dispatch_id=sa.bindparam("dispatch"), queued_at=at)
+        )
+        self.c.execute(statement, [{"row_id": row_id, "dispatch": d} for row_id, d in queued])
+
+    def item_results(self, run_id: str, step: str) -> list[tuple[StepStatus, Any, str | None]]:
+        query = (
+            sa.select(_s.status, _s.output, _s.error)
+            .where(_s.run_id == run_id, _s.step == step, _s.item_index != STEP_ROW)
+            .order_by(_s.item_index)
+        )
+        return [(StepStatus(r[0]), r[1], r[2]) for r in self.c.execute(query)]
+
+    # Ending many rows at once
+
+    def cancel_where(
+        self, run_id: str, statuses: Iterable[StepStatus], reason: str, keep: Iterable[str] = (), *, at: datetime
+    ) -> list[Ended]:
+        """Cancel the run's rows in ``statuses`` (but the step rows named in ``keep``) in one
+        statement, so a row that changes status meanwhile is judged by its new status."""
+        condition = sa.and_(_s.run_id == run_id, _s.status.in_([str(x) for x in statuses]))
+        kept = list(keep)
+        if kept:
+            condition = sa.and_(condition, sa.not_(sa.and_(_s.item_index == STEP_ROW, _s.step.in_(kept))))
+        statement = (
+            t.step_runs.update()
+            .where(condition)
+            .values(status=StepStatus.CANCELLED, reason=reason, finished_at=at, lease_expires_at=None)
+            .returning(_s.id, _s.step, _s.item_index, _s.dispatch_id, _s.worker, _s.attempts, _s.started_at)
+        )
+        return [
+            Ended(r[0], r[1], r[2], r[3], r[4], r[5], aware(r[6]))
+            for r in sorted(self.c.execute(statement), key=lambda r: (r[1], r[2]))
+        ]
+
+    # Attempts
+
+    def record_attempt(self, row: StepRow, status: StepStatus, error: str | None, at: datetime) -> None:
+        """An attempt, once it has ended: number, outcome, error, worker, start and end."""
+        self.c.execute(
+            t.attempts.insert(),
+            {
+                "step_run_id": row.id,
+                "number": row.attempts,
+                "status": status,
+                "error": error,
+                "worker": row.worker,
+                "started_at": row.started_at or at,
+                "finished_at": at,
+            },
+        )
+
+    def record_ended_attempts(self, ended: Sequence[Ended], status: StepStatus, error: str, at: datetime) -> None:
+        if ended:
+            self.c.execute(
+                t.attempts.insert(),
+                [
+                    {
+                        "step_run_id": e.id,
+                        "number": e.attempts,
+                        "status": status,
+                        "error": error,
+                        "worker": e.worker,
+                        "started_at": e.started_at or at,
+                        "finished_at": at,
+                    }
+                    for e in ended
+                ],
+            )
+
+    def attempts(self, step_run_ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not step_run_ids:
+            return []
+        a = t.attempts.c
+        query = sa.select(t.attempts).where(a.step_run_id.in_(list(step_run_ids))).order_by(a.step_run_id, a.number)
+        return [
+            dict(r._mapping, started_at=aware(r.started_at), finished_at=aware(r.finished_at))
+            for r in self.c.execute(query)
+        ]

@@ -1,0 +1,141 @@
+"""The Celery transport: sends step messages, revokes running ones, and tells the reconciler
+which messages the broker has lost.
+
+A message's Celery task id is its dispatch token, so the broker can be asked about it by id:
+- Redis: the queue is a list (newest at the left) and delivered-but-unacknowledged messages sit in
+  the ``unacked`` hash; a message is lost when it is in neither;
+- the in-memory broker of the embedded default lives and dies with its process: a message sent by
+  an earlier process is gone;
+- any other broker cannot tell (the reconciler then waits much longer before sending again).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import redis
+from celery import Celery, group
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from orchestrator.runtime.scheduler import Dispatch
+from orchestrator.settings import DEFAULT_HARD_TIMEOUT_GRACE_S
+from orchestrator.store import StepRow
+
+log = logging.getLogger(__name__)
+_ID = re.compile(rb'"correlation_id": ?"([0-9a-fA-F-]{36})"')
+_PUBLISHED = re.compile(rb'"published_at": ?([0-9.]+)')
+_SCAN_CHUNK = 500
+_SCAN_LIMIT = 200_000
+_MARGIN_S = 30.0
+
+Unsent = Callable[[Sequence[Dispatch]], None]
+
+
+class CeleryTransport:
+    def __init__(self, app: Celery, unsent: Unsent | None = None) -> None:
+        self.app = app
+        self.unsent = unsent
+        self.started = datetime.now(UTC)
+        url = str(app.conf.broker_url or "")
+        self.redis = redis.Redis.from_url(url) if url.startswith(("redis://", "rediss://")) else None
+        self.memory = url.startswith("memory://")
+
+    def send(self, dispatches: Sequence[Dispatch]) -> None:
+        """Publish step messages; several at once go out as one Celery group. A failure to publish
+        is not raised: the steps are held in the state store and the reconciler sends them again."""
+        if not dispatches:
+            return
+        from orchestrator.worker.tasks import execute_step
+
+        published = {"published_at": time.time()}
+        signatures = [
+            execute_step.signature(
+                (d.step_run_id, d.dispatch_id),
+                task_id=d.dispatch_id,
+                countdown=d.countdown or None,
+                immutable=True,
+                headers=published,
+                **_time_limits(d.timeout),
+            )
+            for d in dispatches
+        ]
+        try:
+            if len(signatures) == 1:
+                signatures[0].apply_async()
+            else:
+                group(signatures).apply_async()
+        except (KombuOperationalError, redis.RedisError, OSError) as exc:
+            log.warning(
+                "could not publish %d step message(s): %s; they are held for the reconciler", len(signatures), exc
+            )
+            self._unsent(dispatches)
+
+    def _unsent(self, dispatches: Sequence[Dispatch]) -> None:
+        if self.unsent is None:
+            return
+        try:
+            self.unsent(dispatches)
+        except Exception as exc:  # the store is down too: the reconciler's broker check finds them
+            log.warning("could not mark %d unsent step message(s): %s", len(dispatches), exc)
+
+    def revoke(self, dispatch_ids: Sequence[str]) -> None:
+        if dispatch_ids and not self.memory:
+            self.app.control.revoke(list(dispatch_ids), terminate=True, signal="SIGTERM")
+
+    def lost(self, rows: Sequence[StepRow]) -> set[str] | None:
+        if self.memory:
+            return {r.dispatch_id for r in rows if r.dispatch_id and (r.queued_at or self.started) < self.started}
+        if self.redis is None:
+            return None
+        try:
+            return _lost_in_redis(self.redis, str(self.app.conf.task_default_queue), rows)
+        except redis.RedisError as exc:
+            log.warning("cannot look for lost messages in Redis: %s", exc)
+            return set()
+
+
+def _lost_in_redis(client: redis.Redis, queue: str, rows: Sequence[StepRow]) -> set[str]:
+    """Ids of ``rows``' messages in neither the queue nor the unacknowledged hash.
+
+    The queue is read from its oldest end and only as far as needed: candidates are the oldest
+    queued steps, so a backlog is recognised after reading about as many messages as candidates.
+    """
+    wanted = {r.dispatch_id: r for r in rows if r.dispatch_id}
+    for raw in client.hvals("unacked"):
+        for found in _ID.findall(_bytes(raw)):
+            wanted.pop(found.decode(), None)
+    if not wanted:
+        return set()
+    newest = max((r.queued_at or datetime.now(UTC)).timestamp() for r in wanted.values())
+    start, read = -_SCAN_CHUNK, 0
+    while wanted and read < _SCAN_LIMIT:
+        chunk = client.lrange(queue, start, start + _SCAN_CHUNK - 1)
+        for item in reversed(chunk):  # oldest first
+            raw = _bytes(item)
+            match = _ID.search(raw)
+            if match:
+                wanted.pop(match.group(1).decode(), None)
+            published = _PUBLISHED.search(raw)
+            if published and float(published.group(1)) > newest + _MARGIN_S:
+                return set(wanted)  # past every candidate's time in a FIFO queue: the rest are lost
+        if len(chunk) < _SCAN_CHUNK:
+            return set(wanted)  # read the whole queue: whatever was not in it is lost
+        read += len(chunk)
+        start -= _SCAN_CHUNK
+    return set()  # too long to read to the end: a backlog, nothing is declared lost
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _time_limits(timeout: float | None) -> dict[str, float]:
+    """A step's timeout as Celery time limits: the soft one raises inside the step (a failed attempt
+    that follows the retry policy); the hard one, a little later, kills a step that ignores it."""
+    if not timeout:
+        return {}
+    return {"soft_time_limit": timeout, "time_limit": timeout + DEFAULT_HARD_TIMEOUT_GRACE_S}
