@@ -90,6 +90,7 @@ class Advancer:
         self.dispatches: list[Dispatch] = []
         self.queued: list[tuple[int, str]] = []
         self.worklist: deque[str] = deque()
+        self.to_recount: set[str] = set()
         self.maybe_done = False
         self.failing = run.error is not None
 
@@ -102,7 +103,7 @@ class Advancer:
             self.tx.update_run(self.run.id, status=RunStatus.RUNNING, started_at=self.at)
             self.event("run.started")
         self.rows.update(self.tx.steps(self.run.id))
-        self.recount(s for s, row in self.rows.items() if row.status is StepStatus.PENDING)
+        self.to_recount.update(self.plan.order)
         for step_id, row in self.rows.items():
             if row.status is StepStatus.RUNNING and self.plan.steps[step_id].foreach is not None:
                 self.refill(self.plan.steps[step_id])
@@ -135,6 +136,9 @@ class Advancer:
         while self.worklist:
             self.consider(self.worklist.popleft())
         self.flush()
+        if self.to_recount:  # last, once every ended step has counted itself down
+            self.recount(s for s in sorted(self.to_recount) if self.rows[s].status is StepStatus.PENDING)
+            self.to_recount.clear()
         if (self.maybe_done or self.failing) and not self.run.status.terminal:
             if not self.tx.has_open_steps(self.run.id):
                 self.finish_run()
@@ -197,7 +201,7 @@ class Advancer:
         if row.status is not StepStatus.RUNNING:
             return
         self.flush()
-        if not self.failing:
+        if not self.failing or sp.trigger is Trigger.ALL_DONE:
             limit = sp.step.concurrency
             room = None if limit is None else limit - self.tx.items_in_flight(self.run.id, sp.id)
             if room is None or room > 0:
@@ -207,6 +211,12 @@ class Advancer:
                     self.events.append(self.event_row("step.queued", sp.id, index))
                 if chosen:
                     return
+        else:  # the run is failing: items not yet started never will be
+            cancelled = self.tx.cancel_where(
+                self.run.id, (StepStatus.PENDING,), FAIL_FAST_REASON, at=self.at, step=sp.id, items_only=True
+            )
+            detail = {"reason": FAIL_FAST_REASON}
+            self.events += [self.event_row("step.cancelled", e.step, e.item_index, detail) for e in cancelled]
         if not self.tx.has_open_items(self.run.id, sp.id):
             self.close_foreach(row)
 
@@ -281,7 +291,8 @@ class Advancer:
                 self.worklist.append(dependent.step)
 
     def recount(self, step_ids: Iterable[str]) -> None:
-        """Set ``needs_open`` of pending steps from their needs' statuses (after a re-scan or repair)."""
+        """Set ``needs_open`` of pending steps from their needs' statuses (after a re-scan, a repair
+        or fail-fast, once this transaction's ended steps have all been counted down)."""
         counts: dict[int, int] = {}
         for step_id in step_ids:
             needs = self.plan.steps[step_id].needs
@@ -310,7 +321,7 @@ class Advancer:
         detail = {"reason": FAIL_FAST_REASON}
         self.events += [self.event_row("step.cancelled", e.step, e.item_index, detail) for e in cancelled]
         self.rows.update(self.tx.steps(self.run.id))
-        self.recount(s for s in keep if self.rows[s].status is StepStatus.PENDING)
+        self.to_recount.update(keep)
         for step in {e.step for e in cancelled if e.is_item}:
             self.refill(self.plan.steps[step])
         self.worklist.extend(keep)

@@ -295,14 +295,26 @@ class StepQueries:
     # Ending many rows at once
 
     def cancel_where(
-        self, run_id: str, statuses: Iterable[StepStatus], reason: str, keep: Iterable[str] = (), *, at: datetime
+        self,
+        run_id: str,
+        statuses: Iterable[StepStatus],
+        reason: str,
+        keep: Iterable[str] = (),
+        *,
+        at: datetime,
+        step: str | None = None,
+        items_only: bool = False,
     ) -> list[Ended]:
-        """Cancel the run's rows in ``statuses`` (but the step rows named in ``keep``) in one
-        statement, so a row that changes status meanwhile is judged by its new status."""
+        """Cancel the run's rows in ``statuses`` (but the steps named in ``keep`` and their items) in
+        one statement, so a row that changes status meanwhile is judged by its new status."""
         condition = sa.and_(_s.run_id == run_id, _s.status.in_([str(x) for x in statuses]))
+        if step is not None:
+            condition = sa.and_(condition, _s.step == step)
+        if items_only:
+            condition = sa.and_(condition, _s.item_index >= 0)
         kept = list(keep)
         if kept:
-            condition = sa.and_(condition, sa.not_(sa.and_(_s.item_index == STEP_ROW, _s.step.in_(kept))))
+            condition = sa.and_(condition, _s.step.not_in(kept))
         statement = (
             t.step_runs.update()
             .where(condition)
