@@ -19,8 +19,12 @@ from orchestrator.store.clock import db_later
 from orchestrator.store.rows import STEP_ROW, StepRow, aware, event_row
 
 _s = t.step_runs.c
-_OPEN = [StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RUNNING]
-_IN_FLIGHT = [StepStatus.QUEUED, StepStatus.RUNNING]
+
+# The partial indexes' own predicates, written as constants: a prepared statement's generic plan can
+# use a partial index only when the query's conditions prove its predicate without parameters.
+_PENDING_ITEM = sa.text("step_runs.item_index >= 0 AND step_runs.status = 'pending'")
+_ACTIVE_ITEM = sa.text("step_runs.item_index >= 0 AND step_runs.status IN ('queued', 'running')")
+_OPEN_STEP_ROW = sa.text("step_runs.item_index = -1 AND step_runs.status IN ('pending', 'queued', 'running')")
 _STEPS_NAMED = (
     sa.select(t.step_runs)
     .where(
@@ -30,11 +34,7 @@ _STEPS_NAMED = (
     )
     .order_by(_s.id)
 )
-_OPEN_STEP = (
-    sa.select(_s.id)
-    .where(_s.run_id == sa.bindparam("run_id"), _s.item_index == STEP_ROW, _s.status.in_(_OPEN))
-    .limit(1)
-)
+_OPEN_STEP = sa.select(_s.id).where(_s.run_id == sa.bindparam("run_id"), _OPEN_STEP_ROW).limit(1)
 
 # PostgreSQL: a claim and its event in one statement, so it needs no explicit transaction.
 _PG_CLAIM = sa.text("""
@@ -250,23 +250,21 @@ class StepQueries:
 
     def items_in_flight(self, run_id: str, step: str) -> int:
         """Queued and running items of a foreach step (bounded by its concurrency)."""
-        query = sa.select(sa.func.count()).where(
-            _s.run_id == run_id, _s.step == step, _s.status.in_(_IN_FLIGHT), _s.item_index >= 0
-        )
+        query = sa.select(sa.func.count()).where(_s.run_id == run_id, _s.step == step, _ACTIVE_ITEM)
         return int(self.c.execute(query).scalar_one())
 
     def has_open_items(self, run_id: str, step: str) -> bool:
-        query = (
-            sa.select(_s.id)
-            .where(_s.run_id == run_id, _s.step == step, _s.status.in_(_OPEN), _s.item_index >= 0)
-            .limit(1)
-        )
-        return self.c.execute(query).first() is not None
+        """Whether any item of the step is pending, queued or running (two probes of small indexes)."""
+        for state in (_PENDING_ITEM, _ACTIVE_ITEM):
+            query = sa.select(_s.id).where(_s.run_id == run_id, _s.step == step, state).limit(1)
+            if self.c.execute(query).first() is not None:
+                return True
+        return False
 
     def pending_items(self, run_id: str, step: str, limit: int | None) -> list[tuple[int, int]]:
         query = (
             sa.select(_s.id, _s.item_index)
-            .where(_s.run_id == run_id, _s.step == step, _s.status == StepStatus.PENDING, _s.item_index >= 0)
+            .where(_s.run_id == run_id, _s.step == step, _PENDING_ITEM)
             .order_by(_s.item_index)
         )
         if limit is not None:

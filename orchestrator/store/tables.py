@@ -23,6 +23,8 @@ OrderedJson = sa.JSON()  # PostgreSQL's json keeps the author's key order; jsonb
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.DateTime(timezone=True)
 _OPEN = "status IN ('pending', 'queued', 'running')"
+_PENDING = "status = 'pending'"
+_ACTIVE = "status IN ('queued', 'running')"
 
 definitions = sa.Table(
     "definitions",
@@ -90,13 +92,19 @@ step_runs = sa.Table(
     sa.UniqueConstraint("run_id", "step", "item_index"),
     sa.Index("ix_step_runs_status_queued_at", "status", "queued_at"),
     sa.Index(
-        "ix_step_runs_open_items",
+        "ix_step_runs_pending_items",
         "run_id",
         "step",
-        "status",
         "item_index",
-        postgresql_where=sa.text(f"item_index >= 0 AND {_OPEN}"),
-        sqlite_where=sa.text(f"item_index >= 0 AND {_OPEN}"),
+        postgresql_where=sa.text(f"item_index >= 0 AND {_PENDING}"),
+        sqlite_where=sa.text(f"item_index >= 0 AND {_PENDING}"),
+    ),
+    sa.Index(
+        "ix_step_runs_active_items",
+        "run_id",
+        "step",
+        postgresql_where=sa.text(f"item_index >= 0 AND {_ACTIVE}"),
+        sqlite_where=sa.text(f"item_index >= 0 AND {_ACTIVE}"),
     ),
     sa.Index(
         "ix_step_runs_open_steps",

@@ -38,7 +38,7 @@ def check(url: str) -> None:
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
     step_indexes = {i["name"] for i in sa.inspect(engine).get_indexes("step_runs")}
-    assert {"ix_step_runs_open_items", "ix_step_runs_open_steps"} <= step_indexes
+    assert {"ix_step_runs_pending_items", "ix_step_runs_active_items", "ix_step_runs_open_steps"} <= step_indexes
     # The migrations give exactly the schema the code declares
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)

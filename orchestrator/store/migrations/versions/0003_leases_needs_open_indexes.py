@@ -20,6 +20,8 @@ branch_labels = None
 depends_on = None
 
 _OPEN = "status IN ('pending', 'queued', 'running')"
+_PENDING = "status = 'pending'"
+_ACTIVE = "status IN ('queued', 'running')"
 
 
 def upgrade() -> None:
@@ -37,11 +39,18 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("needs_open", sa.Integer(), server_default="0", nullable=False))
     op.create_index(
-        "ix_step_runs_open_items",
+        "ix_step_runs_pending_items",
         "step_runs",
-        ["run_id", "step", "status", "item_index"],
-        postgresql_where=sa.text(f"item_index >= 0 AND {_OPEN}"),
-        sqlite_where=sa.text(f"item_index >= 0 AND {_OPEN}"),
+        ["run_id", "step", "item_index"],
+        postgresql_where=sa.text(f"item_index >= 0 AND {_PENDING}"),
+        sqlite_where=sa.text(f"item_index >= 0 AND {_PENDING}"),
+    )
+    op.create_index(
+        "ix_step_runs_active_items",
+        "step_runs",
+        ["run_id", "step"],
+        postgresql_where=sa.text(f"item_index >= 0 AND {_ACTIVE}"),
+        sqlite_where=sa.text(f"item_index >= 0 AND {_ACTIVE}"),
     )
     op.create_index(
         "ix_step_runs_open_steps",
@@ -57,7 +66,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_step_runs_open_steps", table_name="step_runs")
-    op.drop_index("ix_step_runs_open_items", table_name="step_runs")
+    op.drop_index("ix_step_runs_active_items", table_name="step_runs")
+    op.drop_index("ix_step_runs_pending_items", table_name="step_runs")
     with op.batch_alter_table("step_runs", schema=None) as batch_op:
         batch_op.drop_column("needs_open")
         batch_op.drop_column("lease_expires_at")
