@@ -32,7 +32,7 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
         steps = tx.steps(run_id)
         items = tx.items(run_id)
         snapshot = tx.definition(run.version) or {}
-        attempts = tx.attempts([r.id for r in steps.values()] + [i.id for i in items]) if with_attempts else []
+        attempts = tx.attempts(run_id=run_id) if with_attempts else []
         dead_letters = [(e.id, e.status) for e in tx.dead_letters(run_id=run_id)]
     order = list(snapshot.get("steps", {})) or sorted(steps)
     by_step: dict[str, list[StepRow]] = {}

@@ -359,11 +359,17 @@ class StepQueries:
                 ],
             )
 
-    def attempts(self, step_run_ids: Sequence[int]) -> list[dict[str, Any]]:
-        if not step_run_ids:
-            return []
+    def attempts(self, step_run_ids: Sequence[int] | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Attempts of the given step rows, or of every step and item of a run (one join, however
+        many items: no list of ids that could pass a statement's parameter limit)."""
         a = t.attempts.c
-        query = sa.select(t.attempts).where(a.step_run_id.in_(list(step_run_ids))).order_by(a.step_run_id, a.number)
+        query = sa.select(t.attempts).order_by(a.step_run_id, a.number)
+        if run_id is not None:
+            query = query.join(t.step_runs, _s.id == a.step_run_id).where(_s.run_id == run_id)
+        elif step_run_ids:
+            query = query.where(a.step_run_id.in_(list(step_run_ids)))
+        else:
+            return []
         return [
             dict(r._mapping, started_at=aware(r.started_at), finished_at=aware(r.finished_at))
             for r in self.c.execute(query)
