@@ -304,7 +304,7 @@ def check_run(repo: Repository, plan: Any, run_id: str) -> None:
         steps = tx.steps(run_id)
         items = tx.items(run_id)
         events = tx.history(run_id)
-        attempts = tx.attempts([r.id for r in [*steps.values(), *items]])
+        attempts = tx.attempts(run_id=run_id)
     assert run is not None
     open_rows = [r for r in [*steps.values(), *items] if not r.status.terminal]
     where = f"run {run_id} ({run.status}, error {run.error!r}); steps {_statuses(steps)}"

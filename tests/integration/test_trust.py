@@ -39,12 +39,13 @@ steps:
     foreach: [1, 2, 3, 4, 5, 6]
     concurrency: 1
     task: "{TRUST}:sleep_then"
-    with: {{value: "${{{{ item }}}}", seconds: 0.5}}
+    with: {{value: "${{{{ item }}}}", seconds: 0.1}}
   broken: {{task: "{STEPS}:fail"}}
   cleanup: {{needs: [fan], trigger: all_done, task: "{STEPS}:echo", with: {{value: cleaned}}}}
 """,
     )
-    trusted.start_worker(concurrency=2)
+    # One worker slot: when the failure lands, the foreach's next item is queued or pending, never running
+    trusted.start_worker(concurrency=1)
     view = trusted.wait(trusted.start(path), timeout=40)
     steps = view["steps"]
     assert view["status"] == "failed"
