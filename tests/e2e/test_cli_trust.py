@@ -17,6 +17,7 @@ STEPS = "tests.integration.trust_steps"
 
 def test_a_failure_while_a_long_branch_runs_still_ends_the_run(tmp_path: Path) -> None:
     # Given the smallest failing workflow from the issue: a slow branch, its dependent, a broken step
+    # (behind a short gate, so the slow branch is surely running when it fails)
     path = tmp_path / "hang.yaml"
     path.write_text(
         f"""
@@ -25,7 +26,8 @@ defaults: {{retry: {{max_attempts: 1}}}}
 steps:
   slow: {{task: "{STEPS}:sleep_then", with: {{value: slow, seconds: 2}}}}
   after-slow: {{needs: [slow], task: "tests.integration.steps:echo"}}
-  broken: {{task: "tests.integration.steps:fail"}}
+  gate: {{task: "{STEPS}:sleep_then", with: {{seconds: 0.5}}}}
+  broken: {{needs: [gate], task: "tests.integration.steps:fail"}}
 """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
@@ -44,4 +46,4 @@ steps:
     view = json.loads(result.stdout)
     statuses = {name: step["status"] for name, step in view["steps"].items()}
     assert view["status"] == "failed"
-    assert statuses == {"slow": "succeeded", "after-slow": "cancelled", "broken": "failed"}
+    assert statuses == {"slow": "succeeded", "after-slow": "cancelled", "gate": "succeeded", "broken": "failed"}
