@@ -33,13 +33,14 @@ _SCAN_LIMIT = 200_000
 _MARGIN_S = 30.0
 
 Unsent = Callable[[Sequence[Dispatch]], None]
+_PROCESS_STARTED = datetime.now(UTC)  # the in-memory broker's messages are this process's only
 
 
 class CeleryTransport:
     def __init__(self, app: Celery, unsent: Unsent | None = None) -> None:
         self.app = app
         self.unsent = unsent
-        self.started = datetime.now(UTC)
+        self.started = _PROCESS_STARTED
         url = str(app.conf.broker_url or "")
         self.redis = redis.Redis.from_url(url) if url.startswith(("redis://", "rediss://")) else None
         self.memory = url.startswith("memory://")
