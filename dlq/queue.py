@@ -21,7 +21,7 @@ from orchestrator.settings import DEFAULT_DLQ_BATCH
 from orchestrator.status import RunStatus
 from orchestrator.store import DeadLetter, Repository, Tx, now
 
-STATUSES = ("open", "replayed", "discarded")
+STATUSES = ("open", "replayed", "discarded", "resolved")
 
 
 @dataclass

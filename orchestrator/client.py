@@ -1,4 +1,4 @@
-"""The Python client for other services: submit a run of a registered workflow.
+"""The Python client for other services: submit a run of a registered workflow, signal waiting steps.
 
 from orchestrator.client import submit
 run_id = submit("order-pipeline", {"order_id": "A1"}, idempotency_key="order-A1")
@@ -16,3 +16,13 @@ def submit(workflow: str, inputs: dict[str, Any] | None = None, idempotency_key:
     """Start a run of the registered ``workflow`` and return its id; the same key, the same run."""
     engine = open_engine()
     return operations.submit(engine, operations.registered_plan(engine, workflow), inputs or {}, idempotency_key).run_id
+
+
+def signal(event: str, key: Any = None, data: Any = None, run_id: str | None = None, by: str | None = None) -> int:
+    """Complete the steps waiting on ``event`` and ``key`` (in ``run_id`` only, when given); the
+    number completed, 0 when none waited yet and the signal was kept for the step that will."""
+    from orchestrator.runtime.signal import signal as send_signal
+    from orchestrator.settings import get_settings
+
+    who = operations.Who(by or get_settings().default_actor)
+    return len(send_signal(open_engine(), event, key, data, run_id, who).delivered)

@@ -146,6 +146,24 @@ class WorkerLost(StepError):
     retryable = False
 
 
+class WaitTimeout(StepError):
+    """The step waited longer than its timeout."""
+
+
+class ApprovalRejected(StepError):
+    """The approval was rejected (or timed out with on_timeout: reject)."""
+
+    retryable = False
+
+
+class PayloadTooLarge(UsageError):
+    """The data is larger than ORCHESTRATOR_MAX_PAYLOAD allows."""
+
+
+class Refused(UsageError):
+    """The action is not allowed (a non-approver, a wrong keyword, a step in the wrong state)."""
+
+
 class CircuitOpenError(OrchestratorError):
     """The circuit breaker is open: no call was made."""
 

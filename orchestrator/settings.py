@@ -38,6 +38,11 @@ DEFAULT_RECORD_PATIENCE_S = 20.0
 DEFAULT_WORKER_FORGET_S = 7 * 86400.0
 DEFAULT_UNKNOWN_BROKER_REDISPATCH_S = 3600.0
 
+# Waits, signals and people
+DEFAULT_SIGNAL_TTL = "7d"
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+DEFAULT_WAIT_SWEEP_LIMIT = 500
+
 
 class Settings(BaseSettings):
     """Configuration from ``ORCHESTRATOR_*`` environment variables."""
@@ -54,6 +59,32 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     max_countdown_s: float = DEFAULT_MAX_COUNTDOWN_S
     lease_s: float = DEFAULT_LEASE_S
+    actor: str | None = None
+    signal_ttl: str = DEFAULT_SIGNAL_TTL
+    max_payload: str = str(DEFAULT_MAX_PAYLOAD_BYTES)
+
+    @property
+    def signal_ttl_s(self) -> float:
+        from orchestrator.definition.duration import parse_duration
+
+        return parse_duration(self.signal_ttl)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """``ORCHESTRATOR_MAX_PAYLOAD``: bytes, or with a unit (``512KiB``, ``1MiB``, ``2MB``)."""
+        return parse_size(self.max_payload)
+
+    @property
+    def default_actor(self) -> str:
+        """Who a command acts as: ``ORCHESTRATOR_ACTOR``, else the OS user."""
+        if self.actor:
+            return self.actor
+        import getpass
+
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "unknown"
 
     @property
     def countdown_limit(self) -> float:
@@ -69,6 +100,19 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no broker is configured: the CLI then runs a worker in-process."""
         return not self.broker_url
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"invalid size {text!r}: use bytes, or e.g. 512KiB, 1MiB, 2MB")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
 
 
 @lru_cache(maxsize=1)

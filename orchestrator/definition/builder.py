@@ -94,15 +94,54 @@ class WorkflowBuilder:
         foreach: Any = None,
         **options: Any,
     ) -> StepRef:
-        """Add a step; ``options`` are the other step keys (trigger, retry, timeout, ...)."""
-        if step_id in self._data["steps"]:
-            self._problems.append(Problem(f"duplicate step id '{step_id}'", "<builder>", step=step_id))
+        """Add a task step; ``options`` are the other step keys (trigger, retry, timeout, ...)."""
         spec: dict[str, Any] = {"task": task_name(task)}
-        if needs:
-            spec["needs"] = [n.id if isinstance(n, StepRef) else n for n in needs]
-        for key, value in (("with", with_), ("if", if_), ("foreach", foreach)):
+        for key, value in (("with", with_), ("foreach", foreach)):
             if value is not None:
                 spec[key] = _plain(value)
+        return self._add(step_id, spec, needs, if_, options)
+
+    def wait(
+        self,
+        step_id: str,
+        *,
+        event: str | None = None,
+        key: Any = None,
+        timeout: Any = None,
+        for_: Any = None,
+        until: Any = None,
+        needs: Iterable[StepRef | str] = (),
+        if_: Any = None,
+        **options: Any,
+    ) -> StepRef:
+        """Add a step that waits for ``event`` (with ``key``, up to ``timeout``), or a timer
+        (``for_`` a duration, or ``until`` a time)."""
+        given = {"event": event, "key": key, "timeout": timeout, "for": for_, "until": until}
+        wait = {k: _plain(v) for k, v in given.items() if v is not None}
+        return self._add(step_id, {"wait": wait}, needs, if_, options)
+
+    def approval(
+        self,
+        step_id: str,
+        *,
+        needs: Iterable[StepRef | str] = (),
+        if_: Any = None,
+        options: Mapping[str, Any] | None = None,
+        **approval: Any,
+    ) -> StepRef:
+        """Add a step that waits for people to decide (approvers, required, keyword, timeout,
+        on_timeout, inputs); ``options`` are other step keys (trigger, retry, ...)."""
+        return self._add(step_id, {"approval": _plain(approval)}, needs, if_, dict(options or {}))
+
+    def _add(
+        self, step_id: str, spec: dict[str, Any], needs: Iterable[StepRef | str], if_: Any, options: Mapping[str, Any]
+    ) -> StepRef:
+        if step_id in self._data["steps"]:
+            self._problems.append(Problem(f"duplicate step id '{step_id}'", "<builder>", step=step_id))
+        if needs:
+            spec["needs"] = [n.id if isinstance(n, StepRef) else n for n in needs]
+        if if_ is not None:
+            spec["if"] = _plain(if_)
         spec.update({key.rstrip("_"): _plain(value) for key, value in options.items()})
         self._data["steps"][step_id] = spec
         return StepRef(step_id)

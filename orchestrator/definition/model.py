@@ -142,10 +142,69 @@ class Defaults(_Value):
     timeout: Duration | None = None
 
 
-class Step(_Value):
-    """One node of the DAG: a task, its inputs, and when it runs."""
+class OnTimeout(StrEnum):
+    REJECT = "reject"
+    APPROVE = "approve"
 
-    task: TaskRef = Field(description='"module:function", or a registered Celery task name')
+
+EVENT_PATTERN = r"^[A-Za-z0-9_.:/-]{1,200}$"
+EventName = Annotated[str, Strict(), StringConstraints(pattern=EVENT_PATTERN)]
+
+
+class Wait(_Value):
+    """A wait that holds no worker: for an external event (by name and key), or a durable timer."""
+
+    event: EventName | None = None
+    key: Annotated[str, Strict()] | int | None = Field(None, description="the correlation key; may be an expression")
+    timeout: Duration | None = Field(None, gt=0)
+    for_: Duration | None = Field(None, alias="for")
+    until: Annotated[str, Strict()] | None = Field(None, description="an ISO 8601 time; may be an expression")
+
+    @model_validator(mode="after")
+    def _one_wait(self) -> Wait:
+        given = [k for k, v in (("event", self.event), ("for", self.for_), ("until", self.until)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a wait names exactly one of event, for or until"
+                + (f" (it names {' and '.join(given)})" if given else "")
+            )
+        if self.event is None and (self.key is not None or self.timeout is not None):
+            raise ValueError("key and timeout apply only to a wait for an event")
+        return self
+
+    @property
+    def form(self) -> str:
+        return "event" if self.event is not None else "for" if self.for_ is not None else "until"
+
+
+class Approval(_Value):
+    """A decision by people: who may decide, how many must approve, and what happens on timeout."""
+
+    approvers: tuple[Annotated[str, Strict(), StringConstraints(min_length=1, max_length=200)], ...] = ()
+    required: int = Field(1, ge=1)
+    keyword: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=200)] | None = None
+    timeout: Duration | None = Field(None, gt=0)
+    on_timeout: OnTimeout = OnTimeout.REJECT
+    inputs: dict[str, Any] | None = Field(None, description="JSON Schema of the data an approver adds")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Approval:
+        if len(set(self.approvers)) != len(self.approvers):
+            raise ValueError("an approver is named twice")
+        if self.approvers and self.required > len(self.approvers):
+            raise ValueError(f"required is {self.required} but only {len(self.approvers)} approver(s) are named")
+        return self
+
+
+STEP_KINDS = ("task", "wait", "approval")
+
+
+class Step(_Value):
+    """One node of the DAG: what it does (a task, a wait or an approval), and when it runs."""
+
+    task: TaskRef | None = Field(None, description='"module:function", or a registered Celery task name')
+    wait: Wait | None = None
+    approval: Approval | None = None
     description: str | None = None
     needs: Annotated[tuple[StepId, ...], BeforeValidator(_one_or_many)] = ()
     trigger: Trigger = Trigger.ALL_SUCCEEDED
@@ -156,6 +215,31 @@ class Step(_Value):
     retry: RetryPolicy | None = None
     timeout: Duration | None = Field(None, gt=0)
     breaker: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            named = f" (it has {' and '.join(kinds)})" if kinds else ""
+            raise ValueError(f"a step does exactly one of {', '.join(STEP_KINDS)}{named}")
+        if self.task is None:
+            extra = [
+                key
+                for key, set_ in (
+                    ("with", bool(self.with_)),
+                    ("foreach", self.foreach is not None),
+                    ("breaker", self.breaker is not None),
+                    ("timeout", self.timeout is not None),
+                )
+                if set_
+            ]
+            if extra:
+                raise ValueError(f"{extra[0]} applies only to a task step, not to a {kinds[0]} step")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
     @model_validator(mode="after")
     def _concurrency_needs_foreach(self) -> Step:
@@ -196,6 +280,10 @@ def known_keys(loc: tuple[Any, ...]) -> list[str]:
             model = Step if head == "steps" else BreakerConfig
         elif head in ("retry",):
             model = RetryPolicy
+        elif head == "wait":
+            model = Wait
+        elif head == "approval":
+            model = Approval
         elif head == "defaults":
             model = Defaults
         else:

@@ -41,7 +41,20 @@ class StepPlan:
 
     @property
     def task(self) -> str:
-        return self.step.task
+        return self.step.task or ""
+
+    @property
+    def kind(self) -> str:
+        return self.step.kind
+
+    @property
+    def label(self) -> str:
+        """What the step does, in a word: its task, or its wait or approval (for the DLQ and lists)."""
+        if self.step.wait is not None:
+            return f"wait:{self.step.wait.event}" if self.step.wait.event else f"wait:{self.step.wait.form}"
+        if self.step.approval is not None:
+            return "approval"
+        return self.task
 
     @property
     def trigger(self) -> Trigger:
@@ -123,15 +136,17 @@ def _build(
         if compiled is None:
             continue
         condition, foreach, arguments = compiled
-        for where, template in (("if", condition), ("foreach", foreach), ("with", arguments)):
+        spec = "with" if step.task is not None else step.kind
+        for where, template in (("if", condition), ("foreach", foreach), (spec, arguments)):
             if template is not None and not template.is_constant:
                 loc = ("steps", step_id, where)
                 _check_refs(step_id, where, template.refs, step, needs, layering.level_of, upstream_cache, report)
                 check.check_input_refs(template.refs.inputs, declared_inputs, loc, report)
         check.check_trigger(step_id, step, report)
         check.check_breaker(step_id, step.breaker, breakers, report)
-        if check_tasks:
+        if check_tasks and step.task is not None:
             check.check_task(step_id, step.task, report, modules)
+        check.check_approval(step_id, step, report)
         steps[step_id] = StepPlan(
             id=step_id,
             step=step,
@@ -162,20 +177,37 @@ def _compile_step(
 ) -> tuple[Template | None, Template | None, Template] | None:
     compiled: dict[str, Template | None] = {}
     ok = True
-    for key, value in (("if", step.if_), ("foreach", step.foreach), ("with", step.with_)):
+    spec_key = "with" if step.task is not None else step.kind
+    for key, value in (("if", step.if_), ("foreach", step.foreach), ("with", _spec(step))):
         if value is None:
             compiled[key] = None
             continue
         try:
             compiled[key] = compile_template(value)
         except ExpressionError as exc:
-            report.error(f"{key}: {exc.message}", ("steps", step_id, key))
+            where = spec_key if key == "with" else key
+            report.error(f"{where}: {exc.message}", ("steps", step_id, where))
             ok = False
     if not ok:
         return None
     arguments = compiled["with"]
     assert arguments is not None
     return compiled["if"], compiled["foreach"], arguments
+
+
+def _spec(step: Step) -> Any:
+    """What a step renders when it starts: a task's ``with``; a wait's event and key, or its
+    timer (the rendered values are the step's stored inputs, and what it waits for)."""
+    if step.wait is not None:
+        wait = step.wait
+        if wait.event is not None:
+            return {"event": wait.event, "key": "" if wait.key is None else wait.key, "timeout": wait.timeout}
+        if wait.for_ is not None:
+            return {"for": wait.for_}
+        return {"until": wait.until}
+    if step.approval is not None:
+        return {"timeout": step.approval.timeout}
+    return step.with_
 
 
 def _check_refs(

@@ -140,6 +140,17 @@ def check_task(step_id: str, task: str, report: Report, modules: dict[str, Any])
         report.error(f"task '{task}' is not callable", loc)
 
 
+def check_approval(step_id: str, step: Step, report: Report) -> None:
+    """An approval's inputs schema must itself be a valid JSON Schema."""
+    if step.approval is None or step.approval.inputs is None:
+        return
+    schema = step.approval.inputs
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        report.error(f"approval.inputs is not a valid JSON Schema: {exc.message}", ("steps", step_id, "approval"))
+
+
 def check_breaker(step_id: str, name: str | None, known: Mapping[str, Any] | set[str], report: Report) -> None:
     if name is not None and name not in known:
         listed = ", ".join(sorted(known)) or "none are declared"

@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from orchestrator.definition import Plan, Step, Workflow, build_plan
+from orchestrator.definition import Plan, Step, StepPlan, Workflow, build_plan
+from orchestrator.definition.model import RetryDecision
 from orchestrator.errors import InvalidDefinition, NotFound, Problem
 from orchestrator.runtime.kinds import Kinds, default_kinds
 from orchestrator.runtime.lease import Lease
-from orchestrator.runtime.middleware import Stack, default_stack
+from orchestrator.runtime.middleware import Call, Stack, default_stack
 from orchestrator.runtime.scheduler import Advancer, Dispatch
 from orchestrator.settings import (
     DEFAULT_LEASE_S,
@@ -146,7 +147,18 @@ class Engine:
         )
 
     def advancer(self, tx: Tx, plan: Plan, run: RunRow) -> Advancer:
-        return Advancer(tx, plan, run, self.kinds, self.stack.after_failed_for_good)
+        def retry(row: StepRow, sp: StepPlan, error: Exception) -> RetryDecision:
+            return self.stack.retry_verdict(Call(row, plan, sp, {}), error)
+
+        return Advancer(
+            tx,
+            plan,
+            run,
+            self.kinds,
+            self.stack.after_failed_for_good,
+            retry=retry,
+            wake_limit=self.timing.countdown_limit,
+        )
 
     def check_plan(self, plan: Plan) -> Plan:
         """Refuse a definition that sets a step option no middleware of this engine handles."""

@@ -103,6 +103,8 @@ class Executor:
         hung up, or gave it back); otherwise a duplicate while the first delivery still runs."""
         with self.engine.repo.transaction() as tx:
             peek = tx.step_run(step_run_id)
+            if peek is not None and peek.dispatch_id == dispatch_id and peek.status is StepStatus.QUEUED:
+                return self._hold_back(tx, peek, dispatch_id, holder)
             if peek is None or peek.dispatch_id != dispatch_id or peek.status is not StepStatus.RUNNING:
                 return []  # stale, finished, cancelled or skipped: nothing to do
             run = tx.lock_run(peek.run_id)  # the run before the step: the order every writer locks in
@@ -120,6 +122,24 @@ class Executor:
             row.attempts, row.worker, row.worker_id, row.started_at = row.attempts + 1, holder.name, holder.id, at
             tx.add_events([event_row(row, "step.running", {"attempt": row.attempts, "worker": holder.name}, at)])
             return row, plan
+
+    def _hold_back(
+        self, tx: Tx, peek: StepRow, dispatch_id: str, holder: Holder
+    ) -> tuple[StepRow, Plan] | list[Dispatch]:
+        """A step of a paused run is not run: it goes back to pending until the run resumes. If the
+        run was resumed meanwhile, the claim is tried again."""
+        run = tx.lock_run(peek.run_id)
+        if run is None:
+            return []
+        if run.status is RunStatus.PAUSED:
+            if tx.hold_back(peek.id, dispatch_id):
+                tx.add_events([event_row(peek, "step.held", {"why": "the run is paused"}, now())])
+            return []
+        claimed = tx.claim(peek.id, dispatch_id, holder.id, holder.name, self.engine.timing.lease_s, now())
+        if claimed is None:
+            return []
+        row, version = claimed
+        return row, self.engine.plans.get(tx, version)
 
     # Running
 
@@ -200,7 +220,7 @@ class Executor:
             at = now()
             if run is None:
                 return []
-            if verdict.retry and run.status is RunStatus.RUNNING and run.error is None:
+            if verdict.retry and run.status in (RunStatus.RUNNING, RunStatus.PAUSED) and run.error is None:
                 wake = at + timedelta(seconds=verdict.delay)
                 detail = {"attempt": row.attempts, "error": message, "delay_s": round(verdict.delay, 3)}
                 queued = queue_again(self.engine, tx, plan, row, owner, wake, "step.retrying", detail, error=message)

@@ -25,6 +25,28 @@ from orchestrator.store import STEP_ROW, RunRow, Tx, now, storable
 
 
 @dataclass(frozen=True)
+class Who:
+    """Who does something to a run, and why: recorded with the event it causes."""
+
+    by: str
+    reason: str | None = None
+
+    def detail(self, **more: Any) -> dict[str, Any]:
+        found = {"by": self.by, **more}
+        if self.reason:
+            found["reason"] = self.reason
+        return found
+
+
+def open_run(tx: Tx, run_id: str) -> RunRow:
+    """The run, locked; NotFound (exit 2) naming it when there is none."""
+    run = tx.lock_run(run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id} (orchestrator runs lists them)")
+    return run
+
+
+@dataclass(frozen=True)
 class Submitted:
     run_id: str
     created: bool
@@ -78,9 +100,7 @@ def register(engine: Engine, plan: Plan) -> bool:
 def advance(engine: Engine, run_id: str) -> list[Dispatch]:
     """Re-scan a run from the state store (idempotent), and send what is ready."""
     with engine.repo.transaction() as tx:
-        run = tx.lock_run(run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = open_run(tx, run_id)
         if run.status.terminal:
             return []
         dispatches = engine.advancer(tx, engine.plans.get(tx, run.version), run).start()
@@ -95,26 +115,25 @@ class Cancelled:
     revoked: list[str] = field(default_factory=list)
 
 
-def cancel(engine: Engine, run_id: str) -> Cancelled:
+def cancel(engine: Engine, run_id: str, who: Who | None = None) -> Cancelled:
     """No new step starts; running steps are revoked; the run ends cancelled. Set-based: a step
     claimed while this runs is caught by the second statement, never cancelled while it runs unseen."""
     with engine.repo.transaction() as tx:
-        run = tx.lock_run(run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = open_run(tx, run_id)
         if run.status is RunStatus.CANCELLED:
             return Cancelled(run_id, already=True)
         if run.status.terminal:
             raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to cancel")
         at = now()
-        waiting = tx.cancel_where(run_id, (StepStatus.PENDING, StepStatus.QUEUED), RUN_CANCELLED, at=at)
+        idle = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
+        waiting = tx.cancel_where(run_id, idle, RUN_CANCELLED, at=at)
         running = tx.cancel_where(run_id, (StepStatus.RUNNING,), RUN_CANCELLED, at=at)
         executing = [e for e in running if e.worker is not None]
         tx.record_ended_attempts(executing, StepStatus.CANCELLED, RUN_CANCELLED, at)
         tx.update_run(run_id, status=RunStatus.CANCELLED, finished_at=at)
         cause = {"reason": RUN_CANCELLED}
         events = [_event(run_id, e.step, e.item_index, "step.cancelled", cause, at) for e in [*waiting, *running]]
-        events.append(_event(run_id, None, None, "run.cancelled", None, at))
+        events.append(_event(run_id, None, None, "run.cancelled", who.detail() if who else None, at))
         tx.add_events(events)
     revoked = [e.dispatch_id for e in executing if e.dispatch_id]
     if revoked:
@@ -212,4 +231,16 @@ def check_inputs(workflow: Workflow, inputs: Any) -> None:
         raise InputsError(f"inputs{'.' + where if where else ''}: {message} (workflow {workflow.name})")
 
 
-__all__ = ["Cancelled", "Reopen", "Submitted", "advance", "cancel", "check_inputs", "register", "reopen", "submit"]
+__all__ = [
+    "Cancelled",
+    "Reopen",
+    "Submitted",
+    "Who",
+    "advance",
+    "cancel",
+    "check_inputs",
+    "open_run",
+    "register",
+    "reopen",
+    "submit",
+]

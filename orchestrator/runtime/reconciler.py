@@ -1,4 +1,5 @@
-"""The reconciler: finds what a lost worker, a lost message or a missed wake-up left behind.
+"""The reconciler: finds what a lost worker, a lost message or a missed wake-up left behind, and
+fires the timers and deadlines of waiting steps that came due while nobody was there.
 
 Idempotent, and safe with any number running at once: each step is taken with a compare-and-set on
 its dispatch token, or under its run's lock (one run per transaction, so reconcilers never lock
@@ -15,6 +16,7 @@ from datetime import timedelta
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.executor import lose
 from orchestrator.runtime.scheduler import Dispatch, new_dispatch_id
+from orchestrator.runtime.waking import wake_due
 from orchestrator.settings import DEFAULT_UNKNOWN_BROKER_REDISPATCH_S, DEFAULT_WORKER_FORGET_S
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import StepRow, Tx, now
@@ -27,15 +29,16 @@ log = logging.getLogger(__name__)
 class Reconciled:
     lapsed: int = 0
     woken: int = 0
+    waits: int = 0
     lost: int = 0
     stuck: int = 0
     dispatches: list[Dispatch] = field(default_factory=list)
 
 
 def reconcile(engine: Engine) -> Reconciled:
-    """One pass: lapsed leases, due wake-ups, lost messages, stuck runs. Sends what it decided."""
+    """One pass: lapsed leases, due wake-ups and waits, lost messages, stuck runs. Sends what it decided."""
     done = Reconciled()
-    for part in (_lapsed_leases, _due_wake_ups, _lost_messages, _stuck_runs):
+    for part in (_lapsed_leases, _due_wake_ups, _due_waits, _lost_messages, _stuck_runs):
         part(engine, done)
     engine.send(done.dispatches)
     with engine.repo.transaction() as tx:
@@ -84,6 +87,14 @@ def _due_wake_ups(engine: Engine, done: Reconciled) -> None:
                 tx.add_events([event_row(row, "step.woken", {"why": "its wait is over"}, at)])
                 done.dispatches.append(_dispatch(engine, tx, row, token))
                 done.woken += 1
+
+
+def _due_waits(engine: Engine, done: Reconciled) -> None:
+    """Waiting steps whose timer or deadline came while no wake-up message was due, or whose
+    signal's sender died before completing them."""
+    found = wake_due(engine)
+    done.waits += len(found)
+    done.dispatches += found
 
 
 def _lost_messages(engine: Engine, done: Reconciled) -> None:

@@ -13,11 +13,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.definition import Plan, StepPlan, Trigger
-from orchestrator.errors import EvaluationError
+from orchestrator.definition.model import RetryDecision
+from orchestrator.errors import EvaluationError, StepError
 from orchestrator.status import STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import STEP_ROW, RunRow, StepRow, Tx, now, storable
 
@@ -32,12 +33,14 @@ RUN_CANCELLED = "the run was cancelled"
 
 @dataclass(frozen=True)
 class Dispatch:
-    """One message to send: constant size, whatever the workflow's size."""
+    """One message to send: constant size, whatever the workflow's size. A ``wake`` message runs
+    nothing: it wakes a waiting step when its timer or deadline is due (the reconciler does too)."""
 
     step_run_id: int
     dispatch_id: str
     countdown: float = 0.0
     timeout: float | None = None
+    wake: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class Failure:
 
 
 FailureHook = Callable[[Tx, Failure], None]
+RetryVerdict = Callable[[StepRow, StepPlan, Exception], RetryDecision]
+
+
+def _no_retry(row: StepRow, sp: StepPlan, error: Exception) -> RetryDecision:
+    return RetryDecision(False, 0.0, "no retry policy is applied here")
 
 
 def new_dispatch_id() -> str:
@@ -78,8 +86,19 @@ def trigger_verdict(trigger: Trigger, needs: dict[str, StepStatus]) -> str | Non
 class Advancer:
     """One transaction's scheduling of one run; the run row is locked by the caller."""
 
-    def __init__(self, tx: Tx, plan: Plan, run: RunRow, kinds: Kinds, on_failure: FailureHook | None = None) -> None:
+    def __init__(
+        self,
+        tx: Tx,
+        plan: Plan,
+        run: RunRow,
+        kinds: Kinds,
+        on_failure: FailureHook | None = None,
+        retry: RetryVerdict = _no_retry,
+        wake_limit: float = 0.0,
+    ) -> None:
         self.tx = tx
+        self.retry = retry
+        self.wake_limit = wake_limit
         self.plan = plan
         self.run = run
         self.kinds = kinds
@@ -130,6 +149,19 @@ class Advancer:
         self.fail_run(f"{label}: {failure.error}")
         return self.step_finished(row)
 
+    def woken(self, row: StepRow) -> list[Dispatch]:
+        """A waiting step is due (its timer or deadline), was woken (a signal, a decision), or is
+        to start its next attempt: its kind decides what that means."""
+        sp = self.plan.steps[row.step]
+        self.rows[row.step] = row
+        kind = self.kinds.of(sp)
+        if row.wake == "restart":
+            self.event("step.restarted", row, {"attempt": row.attempts + 1})
+            kind.start(self, row, sp, row.inputs)
+        else:
+            kind.wake(self, row, sp)
+        return self.drain()
+
     # The loop
 
     def drain(self) -> list[Dispatch]:
@@ -163,6 +195,8 @@ class Advancer:
         if verdict is not None:
             self.settle(row, StepStatus.SKIPPED, reason=verdict)
             return
+        if self.run.status is RunStatus.PAUSED:
+            return  # ready, and left pending: resuming the run starts it
         self.begin(row, sp)
 
     def begin(self, row: StepRow, sp: StepPlan) -> None:
@@ -201,7 +235,9 @@ class Advancer:
         if row.status is not StepStatus.RUNNING:
             return
         self.flush()
-        if not self.failing or sp.trigger is Trigger.ALL_DONE:
+        if self.run.status is RunStatus.PAUSED:
+            pass  # no new item starts; resuming the run refills
+        elif not self.failing or sp.trigger is Trigger.ALL_DONE:
             limit = sp.step.concurrency
             room = None if limit is None else limit - self.tx.items_in_flight(self.run.id, sp.id)
             if room is None or room > 0:
@@ -263,7 +299,9 @@ class Advancer:
         reason: str | None = None,
     ) -> None:
         """A step (not an item) reaches a terminal state here, inside the advance."""
-        self.tx.update_step(row.id, status=status, output=output, error=error, reason=reason, finished_at=self.at)
+        self.tx.update_step(
+            row.id, status=status, output=output, error=error, reason=reason, finished_at=self.at, wake=None
+        )
         row.status, row.output, row.error, row.reason = status, output, error, reason
         detail = {k: v for k, v in (("error", error), ("reason", reason)) if v is not None}
         self.event(f"step.{status}", row, detail or None)
@@ -278,6 +316,76 @@ class Advancer:
         if self.on_failure is not None:
             self.on_failure(self.tx, failure)
         self.settle(row, StepStatus.FAILED, error=error)
+
+    # Waiting steps (the wait and approval kinds)
+
+    def wait(
+        self,
+        row: StepRow,
+        inputs: Any,
+        kind: str,
+        due: datetime | None,
+        event: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """The step waits, holding no worker: for a signal, a timer or people; ``due`` is when its
+        timer or deadline falls (a wake-up message is sent when that is soon, else the reconciler
+        wakes it)."""
+        row.attempts += 1
+        values = {
+            "status": StepStatus.WAITING,
+            "inputs": inputs,
+            "attempts": row.attempts,
+            "started_at": self.at,
+            "wait_kind": kind,
+            "wait_event": event,
+            "wait_key": key,
+            "wake": None,
+            "not_before": due,
+            "output": None,
+        }
+        self.tx.update_step(row.id, **values)
+        for name, value in values.items():
+            setattr(row, name, value)
+        detail: dict[str, Any] = {"attempt": row.attempts, "for": kind}
+        if event is not None:
+            detail.update(event=event, key=key)
+        if due is not None:
+            detail["until"] = due.isoformat()
+            self.wake_at(row, due)
+        self.event("step.waiting", row, detail)
+
+    def wake_at(self, row: StepRow, due: datetime) -> None:
+        delay = (due - self.at).total_seconds()
+        if delay <= self.wake_limit:
+            self.dispatches.append(Dispatch(row.id, "", countdown=max(0.0, delay), wake=True))
+
+    def complete(self, row: StepRow, output: Any, how: str) -> None:
+        """A waiting step succeeded: a signal came, its timer fired, people decided."""
+        output = _checked(output, "the step's output")
+        self.tx.record_attempt(row, StepStatus.SUCCEEDED, None, self.at)
+        self.event(f"step.{how}", row)
+        self.tx.update_step(row.id, not_before=None)
+        self.settle(row, StepStatus.SUCCEEDED, output=output)
+
+    def fail_waiting(self, row: StepRow, error: StepError) -> None:
+        """A waiting step failed (timed out, rejected): its retry policy decides, as for a task."""
+        sp = self.plan.steps[row.step]
+        message = f"{type(error).__name__}: {error.message}"
+        self.tx.record_attempt(row, StepStatus.FAILED, message, self.at)
+        verdict = self.retry(row, sp, error)
+        if verdict.retry and not self.failing:
+            due = self.at + timedelta(seconds=verdict.delay)
+            self.tx.update_step(row.id, wake="restart", not_before=due, wait_event=None, wait_key=None, error=message)
+            detail = {"attempt": row.attempts, "error": message, "delay_s": round(verdict.delay, 3)}
+            self.event("step.retrying", row, detail)
+            self.wake_at(row, due)
+            return
+        failure = Failure(row, self.plan, message, type(error).__name__, None, verdict.reason, self.at)
+        if self.on_failure is not None:
+            self.on_failure(self.tx, failure)
+        self.tx.update_step(row.id, not_before=None)
+        self.settle(row, StepStatus.FAILED, error=message)
 
     def settled(self, row: StepRow) -> None:
         """Count the ended step down in each dependent; a dependent with no need left is judged."""
@@ -314,7 +422,7 @@ class Advancer:
         self.maybe_done = True
         keep = [s for s, sp in self.plan.steps.items() if sp.trigger is Trigger.ALL_DONE]
         self.flush()
-        statuses = (StepStatus.PENDING, StepStatus.QUEUED)
+        statuses = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
         cancelled = self.tx.cancel_where(self.run.id, statuses, FAIL_FAST_REASON, keep, at=self.at)
         dropped = {e.id for e in cancelled}
         self.dispatches = [d for d in self.dispatches if d.step_run_id not in dropped]

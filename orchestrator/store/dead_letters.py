@@ -93,6 +93,19 @@ class DeadLetterQueries:
             .values(status=status, resolved_at=at)
         )
 
+    def resolve_dead_letters_of(self, run_id: str, steps: Sequence[str], at: datetime) -> int:
+        """Open entries of these steps (and their items) of a run are resolved: a person retried,
+        skipped or accepted the step."""
+        d = t.dead_letters.c
+        if not steps:
+            return 0
+        statement = (
+            t.dead_letters.update()
+            .where(d.run_id == run_id, d.step.in_(list(steps)), d.status == "open")
+            .values(status="resolved", resolved_at=at)
+        )
+        return self.c.execute(statement).rowcount
+
     def purge_dead_letters(self, before: datetime, include_open: bool) -> int:
         d = t.dead_letters.c
         condition = d.failed_at < before

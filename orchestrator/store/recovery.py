@@ -21,6 +21,30 @@ _s = t.step_runs.c
 _r = t.runs.c
 
 
+_FRESH: dict[str, Any] = {
+    "status": str(StepStatus.PENDING),
+    "attempts": 0,
+    "inputs": None,
+    "output": None,
+    "error": None,
+    "traceback": None,
+    "reason": None,
+    "worker": None,
+    "dispatch_id": None,
+    "lost": 0,
+    "worker_id": None,
+    "lease_expires_at": None,
+    "wait_kind": None,
+    "wait_event": None,
+    "wait_key": None,
+    "wake": None,
+    "not_before": None,
+    "queued_at": None,
+    "started_at": None,
+    "finished_at": None,
+}
+
+
 class RecoveryQueries:
     """Reconciling and repairing (a part of ``Tx``)."""
 
@@ -89,13 +113,13 @@ class RecoveryQueries:
         return [StepRow.from_row(row) for row in self.c.execute(query)]
 
     def stuck_runs(self, limit: int = 100) -> list[str]:
-        """Running runs with nothing in flight: no step queued and none held by a worker."""
+        """Running runs with nothing in flight: no step queued or waiting, and none held by a worker."""
         in_flight = (
             sa.select(_s.id)
             .where(
                 _s.run_id == _r.id,
                 sa.or_(
-                    _s.status == StepStatus.QUEUED,
+                    _s.status.in_([str(StepStatus.QUEUED), str(StepStatus.WAITING)]),
                     sa.and_(_s.status == StepStatus.RUNNING, _s.lease_expires_at.is_not(None)),
                 ),
             )
@@ -201,6 +225,30 @@ class RecoveryQueries:
                 .where(_r.id.in_(list(run_ids)))
                 .values(status=RunStatus.RUNNING, error=error, outputs=None, finished_at=None)
             )
+
+    def reset_steps(self, run_id: str, steps: Sequence[str], whole: bool) -> None:
+        """Steps to run again, as if never run. ``whole``: a foreach's items go too (it expands
+        again); otherwise its failed and cancelled items go back to pending with their inputs, its
+        succeeded ones keep their outputs, and the step is running again."""
+        if not steps:
+            return
+        names = list(steps)
+        fresh = dict(_FRESH)
+        items = sa.and_(_s.run_id == run_id, _s.step.in_(names), _s.item_index >= 0)
+        parents: set[str] = set()
+        if whole:
+            self.c.execute(t.step_runs.delete().where(items))
+        else:
+            parents = {r[0] for r in self.c.execute(sa.select(_s.step).where(items).distinct())}
+            ended = sa.and_(items, _s.status.in_([str(StepStatus.FAILED), str(StepStatus.CANCELLED)]))
+            self.c.execute(t.step_runs.update().where(ended).values({k: v for k, v in fresh.items() if k != "inputs"}))
+        rows = sa.and_(_s.run_id == run_id, _s.item_index == STEP_ROW)
+        if parents:
+            again = {"status": str(StepStatus.RUNNING), "error": None, "reason": None, "finished_at": None}
+            self.c.execute(t.step_runs.update().where(rows, _s.step.in_(sorted(parents))).values(again))
+        others = [n for n in names if n not in parents]
+        if others:
+            self.c.execute(t.step_runs.update().where(rows, _s.step.in_(others)).values(fresh))
 
     def lock_runs(self, run_ids: Sequence[str]) -> dict[str, RunRow]:
         """Several runs, locked in id order (the same order everywhere, so no deadlock)."""

@@ -24,14 +24,16 @@ from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
 from orchestrator.store.sql import insert_if_absent
 from orchestrator.store.steps import StepQueries
+from orchestrator.store.waits import WaitQueries
 
 _RUN = sa.select(t.runs).where(t.runs.c.id == sa.bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
 
 
-class Tx(StepQueries, LeaseQueries, RecoveryQueries, DeadLetterQueries, BreakerStateQueries):
-    """One transaction's worth of queries: definitions, runs and events here; steps, leases, dead
-    letters, breaker state and recovery (reconciling, replaying) in their own modules."""
+class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQueries, BreakerStateQueries):
+    """One transaction's worth of queries: definitions, runs and events here; steps, waits and
+    signals, leases, dead letters, breaker state and recovery (reconciling, replaying) in their own
+    modules."""
 
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection

@@ -94,6 +94,10 @@ class StepRow:
     worker_id: int | None = None
     lease_expires_at: datetime | None = None
     needs_open: int = 0
+    wait_kind: str | None = None
+    wait_event: str | None = None
+    wait_key: str | None = None
+    wake: str | None = None
 
     @classmethod
     def from_row(cls, row: sa.Row[Any] | dict[str, Any]) -> StepRow:

@@ -24,7 +24,9 @@ _s = t.step_runs.c
 # use a partial index only when the query's conditions prove its predicate without parameters.
 _PENDING_ITEM = sa.text("step_runs.item_index >= 0 AND step_runs.status = 'pending'")
 _ACTIVE_ITEM = sa.text("step_runs.item_index >= 0 AND step_runs.status IN ('queued', 'running')")
-_OPEN_STEP_ROW = sa.text("step_runs.item_index = -1 AND step_runs.status IN ('pending', 'queued', 'running')")
+_OPEN_STEP_ROW = sa.text(
+    "step_runs.item_index = -1 AND step_runs.status IN ('pending', 'queued', 'running', 'waiting')"
+)
 _STEPS_NAMED = (
     sa.select(t.step_runs)
     .where(
@@ -34,6 +36,7 @@ _STEPS_NAMED = (
     )
     .order_by(_s.id)
 )
+_PAUSED_RUN = sa.select(t.runs.c.id).where(t.runs.c.id == _s.run_id, t.runs.c.status == "paused").exists()
 _OPEN_STEP = sa.select(_s.id).where(_s.run_id == sa.bindparam("run_id"), _OPEN_STEP_ROW).limit(1)
 
 # PostgreSQL: a claim and its event in one statement, so it needs no explicit transaction.
@@ -43,6 +46,7 @@ WITH claimed AS (
            started_at = :at, error = NULL,
            lease_expires_at = statement_timestamp() + make_interval(secs => :lease_s)
     WHERE id = :row_id AND dispatch_id = :dispatch AND status = 'queued'
+      AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id AND runs.status = 'paused')
     RETURNING *
 ), logged AS (
     INSERT INTO events (run_id, step, item_index, kind, detail, at)
@@ -123,7 +127,8 @@ class StepQueries:
         self, step_run_id: int, dispatch_id: str, worker_id: int, worker: str, lease_s: float, at: datetime
     ) -> tuple[StepRow, str] | None:
         """Take a queued step for this delivery under a lease, and log it; with the run's definition
-        version. None when the step is not queued for this delivery (stale, duplicate or finished)."""
+        version. None when the step is not queued for this delivery (stale, duplicate or finished)
+        or its run is paused."""
         params = {
             "row_id": step_run_id,
             "dispatch": dispatch_id,
@@ -141,7 +146,7 @@ class StepQueries:
             return StepRow.from_row(data), version
         statement = (
             t.step_runs.update()
-            .where(_s.id == step_run_id, _s.dispatch_id == dispatch_id, _s.status == StepStatus.QUEUED)
+            .where(_s.id == step_run_id, _s.dispatch_id == dispatch_id, _s.status == StepStatus.QUEUED, ~_PAUSED_RUN)
             .values(
                 status=StepStatus.RUNNING,
                 attempts=_s.attempts + 1,
@@ -203,6 +208,16 @@ class StepQueries:
             .values(**values)
         )
         return result.rowcount == 1
+
+    def hold_back(self, step_run_id: int, dispatch_id: str) -> bool:
+        """A queued step of a paused run goes back to pending, its message spent: resuming the run
+        starts it again."""
+        statement = (
+            t.step_runs.update()
+            .where(_s.id == step_run_id, _s.dispatch_id == dispatch_id, _s.status == StepStatus.QUEUED)
+            .values(status=StepStatus.PENDING, dispatch_id=None, queued_at=None, not_before=None)
+        )
+        return self.c.execute(statement).rowcount == 1
 
     def update_step(self, step_run_id: int, **values: Any) -> None:
         self.c.execute(t.step_runs.update().where(_s.id == step_run_id).values(**values))

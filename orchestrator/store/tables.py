@@ -22,7 +22,8 @@ Json = sa.JSON().with_variant(JSONB(), "postgresql")
 OrderedJson = sa.JSON()  # PostgreSQL's json keeps the author's key order; jsonb would sort it
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.DateTime(timezone=True)
-_OPEN = "status IN ('pending', 'queued', 'running')"
+_OPEN = "status IN ('pending', 'queued', 'running', 'waiting')"
+_WAITING = "status = 'waiting'"
 _PENDING = "status = 'pending'"
 _ACTIVE = "status IN ('queued', 'running')"
 
@@ -85,6 +86,13 @@ step_runs = sa.Table(
     sa.Column("worker_id", Id, nullable=True),  # the lease holder: a workers.id the database issued
     sa.Column("lease_expires_at", Time, nullable=True),  # on the database's clock
     sa.Column("needs_open", sa.Integer, nullable=False, default=0, server_default="0"),  # needs not yet ended
+    # A waiting step: what it waits for ("event", "timer" or "approval"), the event and key a signal
+    # must match, and what woke it ("signal", "approved", "rejected", "restart"); not_before is when
+    # its timer, deadline or next attempt is due.
+    sa.Column("wait_kind", sa.String(16), nullable=True),
+    sa.Column("wait_event", sa.String(200), nullable=True),
+    sa.Column("wait_key", sa.String(400), nullable=True),
+    sa.Column("wake", sa.String(16), nullable=True),
     sa.Column("not_before", Time, nullable=True),
     sa.Column("queued_at", Time, nullable=True),
     sa.Column("started_at", Time, nullable=True),
@@ -111,6 +119,19 @@ step_runs = sa.Table(
         "run_id",
         postgresql_where=sa.text(f"item_index = -1 AND {_OPEN}"),
         sqlite_where=sa.text(f"item_index = -1 AND {_OPEN}"),
+    ),
+    sa.Index(
+        "ix_step_runs_waiting_event",
+        "wait_event",
+        "wait_key",
+        postgresql_where=sa.text(_WAITING),
+        sqlite_where=sa.text(_WAITING),
+    ),
+    sa.Index(
+        "ix_step_runs_waiting_due",
+        "not_before",
+        postgresql_where=sa.text(_WAITING),
+        sqlite_where=sa.text(_WAITING),
     ),
 )
 
@@ -171,6 +192,38 @@ dead_letters = sa.Table(
     sa.Column("resolved_at", Time, nullable=True),
     sa.Index("ix_dead_letters_status_failed_at", "status", "failed_at"),
     sa.Index("ix_dead_letters_workflow_failed_at", "workflow", "failed_at"),
+)
+
+# Signals that arrived before any step waited for them: kept until a step takes one, or they expire.
+signals = sa.Table(
+    "signals",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("event", sa.String(200), nullable=False),
+    sa.Column("key", sa.String(400), nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=True),  # only a step of this run may take it
+    sa.Column("data", Json, nullable=True),
+    sa.Column("sent_by", sa.String(200), nullable=True),
+    sa.Column("sent_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Index("ix_signals_event_key_id", "event", "key", "id"),
+    sa.Index("ix_signals_expires_at", "expires_at"),
+)
+
+# Every approval decision: who, when, the comment and the data; one per approver and attempt.
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("step_run_id", Id, sa.ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("data", Json, nullable=True),
+    sa.Column("at", Time, nullable=False),
+    sa.UniqueConstraint("step_run_id", "attempt", "actor"),
 )
 
 # Circuit breakers' shared state when no Redis is configured (the embedded default).

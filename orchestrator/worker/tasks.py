@@ -1,4 +1,5 @@
-"""The Celery tasks: execute one step, submit a run, advance a run, reconcile.
+"""The Celery tasks: execute one step, submit a run, signal waiting steps, wake a due one,
+advance a run, reconcile.
 
 Each is a thin shell over ``orchestrator.runtime``: the state store decides, and the engine's
 transport sends the resulting constant-size messages after the transaction has committed.
@@ -20,6 +21,8 @@ from orchestrator.runtime.engine import Engine, Timing
 from orchestrator.runtime.executor import Executor, resolve_function
 from orchestrator.runtime.reconciler import reconcile as reconcile_once
 from orchestrator.runtime.scheduler import Dispatch
+from orchestrator.runtime.signal import signal as signal_steps
+from orchestrator.runtime.waking import wake_step
 from orchestrator.settings import Settings, get_settings
 from orchestrator.store import Repository, now
 from orchestrator.worker.app import app
@@ -91,6 +94,21 @@ def submit(self: Task, workflow: str, inputs: dict[str, Any] | None = None, idem
     found = engine()
     key = idempotency_key if idempotency_key is not None else f"celery-task:{self.request.id}"
     return operations.submit(found, operations.registered_plan(found, workflow), inputs or {}, key).run_id
+
+
+@app.task(name="orchestrator.wake", acks_late=True, ignore_result=True)
+def wake(step_run_id: int) -> None:
+    """A waiting step's timer or deadline is due (a no-op if something already woke it)."""
+    found = engine()
+    found.send(wake_step(found, step_run_id))
+
+
+@app.task(name="orchestrator.signal", acks_late=True, ignore_result=False)
+def signal(event: str, key: Any = None, run_id: str | None = None, data: Any = None, by: str | None = None) -> int:
+    """Complete the steps waiting on ``event`` and ``key``; how many (0: kept for a later wait).
+    A redelivered message finds nothing waiting any more, and the step completed once."""
+    who = operations.Who(by or "celery")
+    return len(signal_steps(engine(), event, key, data, run_id, who).delivered)
 
 
 @app.task(name="orchestrator.advance", acks_late=True)

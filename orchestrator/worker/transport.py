@@ -48,6 +48,10 @@ class CeleryTransport:
     def send(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish step messages; several at once go out as one Celery group. A failure to publish
         is not raised: the steps are held in the state store and the reconciler sends them again."""
+        wakes = [d for d in dispatches if d.wake]
+        if wakes:
+            self._wake(wakes)
+            dispatches = [d for d in dispatches if not d.wake]
         if not dispatches:
             return
         from orchestrator.worker.tasks import execute_step
@@ -74,6 +78,17 @@ class CeleryTransport:
                 "could not publish %d step message(s): %s; they are held for the reconciler", len(signatures), exc
             )
             self._unsent(dispatches)
+
+    def _wake(self, wakes: Sequence[Dispatch]) -> None:
+        """Wake-up messages for waits due soon. Losing one loses nothing: the step's due time is in
+        the state store, and the reconciler's sweep fires it."""
+        from orchestrator.worker.tasks import wake
+
+        try:
+            for d in wakes:
+                wake.apply_async((d.step_run_id,), countdown=d.countdown or None)
+        except (KombuOperationalError, redis.RedisError, OSError) as exc:
+            log.warning("could not publish %d wake-up message(s): %s; the reconciler fires them", len(wakes), exc)
 
     def _unsent(self, dispatches: Sequence[Dispatch]) -> None:
         if self.unsent is None:

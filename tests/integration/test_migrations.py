@@ -20,9 +20,11 @@ TABLES = {
     "attempts",
     "breakers",
     "dead_letters",
+    "decisions",
     "definitions",
     "events",
     "runs",
+    "signals",
     "step_runs",
     "workers",
     "workflows",
@@ -34,11 +36,12 @@ def check(url: str) -> None:
     upgrade(url)
     engine = get_engine(url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES
-    assert current(url) == "0003"
+    assert current(url) == "0004"
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
     step_indexes = {i["name"] for i in sa.inspect(engine).get_indexes("step_runs")}
     assert {"ix_step_runs_pending_items", "ix_step_runs_active_items", "ix_step_runs_open_steps"} <= step_indexes
+    assert {"ix_step_runs_waiting_event", "ix_step_runs_waiting_due"} <= step_indexes
     # The migrations give exactly the schema the code declares
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)

@@ -2,8 +2,9 @@
 
 The scheduler and the store treat every kind alike: a step is pending until its needs end, then
 its kind starts it with its rendered ``with``; whatever completes it records the output and hands
-the step back to the scheduler, which settles it like any other. Adding a kind is one module here
-and one entry in ``KINDS``.
+the step back to the scheduler, which settles it like any other. A kind that waits (``wait``,
+``approval``) leaves its step ``waiting``, holding no worker, and says what waking it means.
+Adding a kind is one module here and one entry in ``default_kinds``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ class StepKind:
         """Begin the step (its needs are met, its ``if`` held, ``inputs`` are rendered)."""
         raise NotImplementedError
 
-    def output(self, result: Any) -> Any:
-        """The step's output, from what completed it."""
-        return result
+    def wake(self, advancer: Advancer, row: StepRow, step: StepPlan) -> None:
+        """A waiting step of this kind is due or was woken (kinds that wait only)."""
+        raise OrchestratorError(f"step '{step.id}' is a {self.name} step, which never waits")
 
 
 class Kinds:
@@ -51,9 +52,11 @@ class Kinds:
 
 
 def default_kinds() -> Kinds:
+    from orchestrator.runtime.kinds.approval import ApprovalKind
     from orchestrator.runtime.kinds.task import TaskKind
+    from orchestrator.runtime.kinds.wait import WaitKind
 
-    return Kinds([TaskKind()])
+    return Kinds([TaskKind(), WaitKind(), ApprovalKind()])
 
 
 __all__ = ["Kinds", "StepKind", "default_kinds"]

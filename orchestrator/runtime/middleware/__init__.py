@@ -84,7 +84,11 @@ class Stack:
     """The middleware in order; each step option is owned by exactly one of them (or by the
     scheduler or a step kind), and an option nobody owns is an error when the stack is built."""
 
-    def __init__(self, middleware: Sequence[Middleware], kind_options: frozenset[str] = frozenset({"task", "with"})):
+    def __init__(self, middleware: Sequence[Middleware], kind_options: frozenset[str] | None = None):
+        if kind_options is None:
+            from orchestrator.runtime.kinds import default_kinds
+
+            kind_options = default_kinds().options
         self.middleware = list(middleware)
         owners: dict[str, str] = dict.fromkeys(SCHEDULER_OPTIONS | kind_options, "the scheduler")
         for m in self.middleware:

@@ -21,7 +21,7 @@ class DeadLetterMiddleware(Middleware):
                 "workflow": failure.plan.workflow.name,
                 "step": row.step,
                 "item_index": row.item_index if row.is_item else None,
-                "task": failure.plan.steps[row.step].task,
+                "task": failure.plan.steps[row.step].label,
                 "inputs": row.inputs,
                 "error": failure.error,
                 "error_type": failure.error_type,

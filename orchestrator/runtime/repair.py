@@ -1,0 +1,187 @@
+"""What operators do to a run in flight or after it failed: pause and resume it, retry it (from its
+failed steps, or from a step), skip a step or accept it with an output.
+
+Each decides in one transaction under the run's lock, records an event naming who and why, and
+sends what is ready once it commits. Open dead-letter entries of a step a person retried, skipped
+or accepted are resolved: the failure was dealt with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.definition import Plan
+from orchestrator.errors import NotFound, Refused, UsageError
+from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.operations import Who, open_run
+from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, Dispatch
+from orchestrator.runtime.signal import check_payload
+from orchestrator.status import RunStatus, StepStatus
+from orchestrator.store import RunRow, StepRow, Tx, now
+from orchestrator.store.rows import event_row
+
+_REDO = frozenset({StepStatus.FAILED, StepStatus.CANCELLED})
+
+
+@dataclass
+class Repaired:
+    run_id: str
+    status: RunStatus
+    steps: list[str] = field(default_factory=list)
+    note: str | None = None
+    dispatches: list[Dispatch] = field(default_factory=list)
+
+
+def pause(engine: Engine, run_id: str, who: Who) -> Repaired:
+    """No new step starts (a message already sent is held back at its claim); running steps
+    finish and are recorded; waiting steps keep waiting."""
+    with engine.repo.transaction() as tx:
+        run = open_run(tx, run_id)
+        if run.status is RunStatus.PAUSED:
+            return Repaired(run_id, run.status, note="already paused")
+        if run.status.terminal:
+            raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to pause")
+        tx.update_run(run_id, status=RunStatus.PAUSED)
+        tx.add_events([_event(run_id, "run.paused", who.detail())])
+    return Repaired(run_id, RunStatus.PAUSED)
+
+
+def resume(engine: Engine, run_id: str, who: Who) -> Repaired:
+    """The run goes on: whatever became ready while it was paused is dispatched now."""
+    with engine.repo.transaction() as tx:
+        run = open_run(tx, run_id)
+        if run.status is not RunStatus.PAUSED:
+            raise UsageError(f"run {run_id} is {run.status}, not paused")
+        tx.update_run(run_id, status=RunStatus.RUNNING)
+        run.status = RunStatus.RUNNING
+        tx.add_events([_event(run_id, "run.resumed", who.detail())])
+        done = Repaired(run_id, run.status)
+        done.dispatches = engine.advancer(tx, engine.plans.get(tx, run.version), run).start()
+        done.status = run.status
+    engine.send(done.dispatches)
+    return done
+
+
+def retry(engine: Engine, run_id: str, who: Who, step: str | None = None, from_step: str | None = None) -> Repaired:
+    """Run an ended run again: its failed and cancelled steps (succeeded ones keep their outputs
+    and do not run again); ``step``: that failed step and what did not succeed after it;
+    ``from_step``: that step and everything downstream of it, whatever their status."""
+    if step is not None and from_step is not None:
+        raise UsageError("give --step or --from, not both")
+    with engine.repo.transaction() as tx:
+        run = open_run(tx, run_id)
+        plan = engine.plans.get(tx, run.version)
+        _check_ended(run, allow_succeeded=from_step is not None)
+        rows = tx.steps(run_id)
+        names = _to_retry(plan, rows, step, from_step)
+        tx.reset_steps(run_id, names, whole=from_step is not None)
+        tx.resolve_dead_letters_of(run_id, names, now())
+        tx.update_run(run_id, status=RunStatus.RUNNING, error=None, outputs=None, finished_at=None)
+        run.status, run.error = RunStatus.RUNNING, None
+        detail = who.detail(steps=names, **({"from": from_step} if from_step else {}))
+        tx.add_events([_event(run_id, "run.retried", detail)])
+        done = Repaired(run_id, run.status, steps=names)
+        done.dispatches = engine.advancer(tx, plan, run).start()
+        done.status = run.status
+    engine.send(done.dispatches)
+    return done
+
+
+def skip(engine: Engine, run_id: str, step: str, who: Who) -> Repaired:
+    """A failed or waiting step is skipped (its output is null); the run goes on."""
+    return _force(engine, run_id, step, who, StepStatus.SKIPPED, None)
+
+
+def accept(engine: Engine, run_id: str, step: str, output: Any, who: Who) -> Repaired:
+    """A failed or waiting step succeeds with ``output``, as if it had returned it; the run goes on."""
+    check_payload(output, "the output")
+    return _force(engine, run_id, step, who, StepStatus.SUCCEEDED, output)
+
+
+def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus, output: Any) -> Repaired:
+    verb = "skipped" if status is StepStatus.SKIPPED else "accepted"
+    with engine.repo.transaction() as tx:
+        run = open_run(tx, run_id)
+        plan = engine.plans.get(tx, run.version)
+        if step not in plan.steps:
+            raise NotFound(f"run {run_id} has no step '{step}'")
+        if run.status is RunStatus.CANCELLED:
+            raise Refused(f"run {run_id} was cancelled; retry it to run it again")
+        row = tx.steps(run_id, [step])[step]
+        if row.status not in (StepStatus.FAILED, StepStatus.WAITING):
+            raise Refused(f"step '{step}' is {row.status}; only a failed or waiting step can be {verb}")
+        at = now()
+        tx.resolve_dead_letters_of(run_id, [step], at)
+        tx.add_events([event_row(row, f"step.{verb}", who.detail(), at)])
+        reason = f"{verb} by {who.by}" + (f": {who.reason}" if who.reason else "")
+        done = Repaired(run_id, run.status, steps=[step])
+        advancer = engine.advancer(tx, plan, run)
+        if row.status is StepStatus.WAITING:  # it never ended: it ends now, and its dependents count it
+            tx.update_step(row.id, not_before=None, wait_event=None, wait_key=None)
+            advancer.settle(row, status, output=output, reason=reason if status is StepStatus.SKIPPED else None)
+            done.dispatches = advancer.drain()
+        else:  # it failed and was counted then: the run is revived unless another step still fails
+            tx.update_step(row.id, status=status, output=output, error=None, reason=reason, finished_at=at)
+            done.dispatches, done.note = _revive(tx, run, advancer)
+        done.status = run.status
+    engine.send(done.dispatches)
+    return done
+
+
+def _revive(tx: Tx, run: RunRow, advancer: Any) -> tuple[list[Dispatch], str | None]:
+    failing = tx.first_failures([run.id])
+    if failing:
+        other, _ = failing[run.id]
+        return [], f"the run stays failed: step '{other}' failed too"
+    tx.reopen_steps_of([run.id], [FAIL_FAST_REASON], ITEMS_CANCELLED)
+    tx.resume_runs([run.id])
+    run.status, run.error = RunStatus.RUNNING, None
+    advancer.failing = False
+    advancer.event("run.resumed", detail={"why": "its failed step was resolved"})
+    return advancer.start(), None
+
+
+def _check_ended(run: RunRow, allow_succeeded: bool) -> None:
+    if not run.status.terminal:
+        raise UsageError(
+            f"run {run.id} is {run.status}; retry applies to a run that ended (cancel it first, or use skip/accept)"
+        )
+    if run.status is RunStatus.SUCCEEDED and not allow_succeeded:
+        raise UsageError(f"run {run.id} succeeded; use --from STEP to run part of it again")
+
+
+def _to_retry(plan: Plan, rows: dict[str, StepRow], step: str | None, from_step: str | None) -> list[str]:
+    for name in (step, from_step):
+        if name is not None and name not in plan.steps:
+            raise NotFound(f"the run has no step '{name}'")
+    if from_step is not None:
+        return sorted({from_step} | _downstream(plan, from_step))
+    if step is not None:
+        if rows[step].status not in _REDO:
+            raise Refused(f"step '{step}' is {rows[step].status}; only a failed or cancelled step can be retried")
+        later = {s for s in _downstream(plan, step) if rows[s].status is not StepStatus.SUCCEEDED}
+        return sorted({step} | later)
+    names = sorted(s for s, r in rows.items() if r.status in _REDO or _skipped_for_a_need(r))
+    if not any(rows[s].status in _REDO for s in names):
+        raise UsageError("the run has no failed or cancelled step to retry")
+    return names
+
+
+def _skipped_for_a_need(row: StepRow) -> bool:
+    return row.status is StepStatus.SKIPPED and (row.reason or "").startswith(("need ", "no need succeeded"))
+
+
+def _downstream(plan: Plan, step: str) -> set[str]:
+    found: set[str] = set()
+    todo = list(plan.steps[step].dependents)
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo.extend(plan.steps[current].dependents)
+    return found
+
+
+def _event(run_id: str, kind: str, detail: dict[str, Any] | None) -> dict[str, Any]:
+    return {"run_id": run_id, "step": None, "item_index": None, "kind": kind, "detail": detail, "at": now()}

@@ -1,0 +1,97 @@
+"""Signals: an external event, by name and correlation key, completes the steps waiting on it.
+
+A signal is delivered in two transactions. The first, under the event-and-key lock, hands the
+data to every step waiting on it and marks each due now, or keeps the signal in the mailbox when
+none waits; the second wakes each step under its run's lock. If the sender dies between the two,
+the steps are due and the reconciler wakes them: the signal is never lost and never used twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from orchestrator.definition.model import EVENT_PATTERN
+from orchestrator.errors import EvaluationError, OrchestratorError, PayloadTooLarge, UsageError
+from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.kinds.wait import signal_key
+from orchestrator.runtime.operations import Who
+from orchestrator.runtime.scheduler import Dispatch
+from orchestrator.runtime.waking import wake_step
+from orchestrator.settings import get_settings
+from orchestrator.store import now, storable
+from orchestrator.store.rows import event_row
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Signalled:
+    """What a signal did: the steps it completed (run, step), or that it was kept for later."""
+
+    event: str
+    key: str
+    delivered: list[tuple[str, str]] = field(default_factory=list)
+    kept: bool = False
+    dispatches: list[Dispatch] = field(default_factory=list)
+
+
+def check_payload(data: Any, what: str, limit: int | None = None) -> Any:
+    """Data a person or service sends: JSON the store can hold, no larger than the limit."""
+    limit = get_settings().max_payload_bytes if limit is None else limit
+    try:
+        size = len(json.dumps(data, allow_nan=False).encode())
+        storable(data)
+    except ValueError as exc:
+        raise UsageError(f"{what} is not JSON the state store can hold: {exc}") from None
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{what} is {size} bytes; the limit is {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored"
+        )
+    return data
+
+
+def signal(
+    engine: Engine,
+    event: str,
+    key: Any = None,
+    data: Any = None,
+    run_id: str | None = None,
+    who: Who | None = None,
+) -> Signalled:
+    """Complete every step waiting on ``event`` and ``key`` (only in ``run_id`` when given), or keep
+    the signal for a step that waits later (for ``ORCHESTRATOR_SIGNAL_TTL``)."""
+    if not isinstance(event, str) or not re.match(EVENT_PATTERN, event):
+        raise UsageError(f"invalid event name {event!r}: use letters, digits and . _ : / - (at most 200)")
+    try:
+        key = signal_key(key)
+    except EvaluationError as exc:
+        raise UsageError(exc.message) from None
+    check_payload(data, "the signal's data")
+    who = who or Who(get_settings().default_actor)
+    done = Signalled(event, key)
+    with engine.repo.transaction() as tx:
+        if run_id is not None and tx.run(run_id) is None:
+            raise UsageError(f"no run {run_id} (orchestrator runs lists them)")
+        tx.lock_signal(event, key)
+        at = now()
+        delivered = tx.deliver_signal(event, key, data, at, run_id)
+        if delivered:
+            detail = who.detail(event=event, key=key)
+            tx.add_events([event_row(row, "step.signal", detail, at) for row in delivered])
+        else:
+            expires = at + timedelta(seconds=get_settings().signal_ttl_s)
+            tx.keep_signal(event, key, run_id, data, who.by, at, expires)
+            done.kept = True
+    done.delivered = [(row.run_id, row.step) for row in delivered]
+    for row in delivered:
+        try:
+            done.dispatches += wake_step(engine, row.id)
+        except OrchestratorError as exc:  # the step is due: the reconciler completes it
+            log.warning("signal delivered to step %s; completing it failed (%s); it will be retried", row.id, exc)
+    engine.send(done.dispatches)
+    return done

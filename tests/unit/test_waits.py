@@ -1,0 +1,283 @@
+"""Waits, approvals, pause/resume and repairs in-process on SQLite: the state machine each drives,
+with a recording transport standing in for the broker (the integration tier runs the real one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.definition import WorkflowBuilder, build_plan
+from orchestrator.errors import NotFound, PayloadTooLarge, Refused, UsageError
+from orchestrator.runtime import approval, operations, repair
+from orchestrator.runtime.engine import Engine, Recorder, Timing
+from orchestrator.runtime.executor import Executor
+from orchestrator.runtime.operations import Who
+from orchestrator.runtime.reconciler import reconcile
+from orchestrator.runtime.signal import signal
+from orchestrator.runtime.waking import wake_step
+from orchestrator.store import Repository, now
+from orchestrator.store.database import dispose_engines
+from orchestrator.store.migrate import upgrade
+
+ALICE, BOB, EVE = Who("alice"), Who("bob"), Who("eve")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repository]:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    upgrade(url)
+    yield Repository.from_url(url)
+    dispose_engines(url)
+
+
+class Ledger:
+    """Every step function call, in order: what ran, and how often."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def resolve(self, task: str) -> Any:
+        def run(**inputs: Any) -> Any:
+            self.calls.append(task)
+            if task.endswith(":boom") and not inputs.get("ok"):
+                raise RuntimeError("boom")
+            return {"task": task, **inputs}
+
+        return run
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger()
+
+
+@pytest.fixture
+def engine(repo: Repository, ledger: Ledger) -> Engine:
+    return Engine.create(repo, Recorder(), ledger.resolve, timing=Timing(countdown_limit=60), renew_leases=False)
+
+
+def drive(engine: Engine) -> None:
+    """Deliver every step message the transport holds, as workers would, until none is left."""
+    recorder = engine.transport
+    assert isinstance(recorder, Recorder)
+    while recorder.sent:
+        batch, recorder.sent = recorder.sent, []
+        for d in batch:
+            if d.wake:
+                engine.send(wake_step(engine, d.step_run_id))
+            else:
+                engine.send(Executor(engine).execute(d.step_run_id, d.dispatch_id))
+
+
+def start(engine: Engine, wf: WorkflowBuilder, inputs: dict[str, Any] | None = None) -> str:
+    run_id = operations.submit(engine, build_plan(wf.build(), check_tasks=False), inputs or {}).run_id
+    drive(engine)
+    return run_id
+
+
+def state(engine: Engine, run_id: str) -> tuple[str, dict[str, str]]:
+    with engine.repo.transaction() as tx:
+        run = tx.run(run_id)
+        steps = {s: str(r.status) for s, r in tx.steps(run_id).items()}
+    assert run is not None
+    return str(run.status), steps
+
+
+def output(engine: Engine, run_id: str, step: str) -> Any:
+    with engine.repo.transaction() as tx:
+        return tx.steps(run_id, [step])[step].output
+
+
+def payment(key: str = "${{ inputs.order }}", timeout: str | None = None) -> WorkflowBuilder:
+    wf = WorkflowBuilder("pay")
+    pay = wf.wait("pay", event="payment.confirmed", key=key, timeout=timeout)
+    wf.step("ship", "m:ship", needs=[pay], with_={"paid": pay.output})
+    return wf
+
+
+def test_a_signal_after_the_wait_completes_it_with_its_data(engine: Engine, ledger: Ledger) -> None:
+    run_id = start(engine, payment(), {"order": "A1"})
+    assert state(engine, run_id) == ("running", {"pay": "waiting", "ship": "pending"})
+    assert ledger.calls == []
+
+    done = signal(engine, "payment.confirmed", "A1", {"amount": 5})
+    drive(engine)
+
+    assert done.delivered == [(run_id, "pay")] and not done.kept
+    assert state(engine, run_id) == ("succeeded", {"pay": "succeeded", "ship": "succeeded"})
+    assert output(engine, run_id, "ship") == {"task": "m:ship", "paid": {"amount": 5}}
+
+
+def test_a_signal_before_the_wait_is_kept_and_delivered_when_it_waits(engine: Engine) -> None:
+    done = signal(engine, "payment.confirmed", "A2", {"amount": 7})
+    assert done.kept and done.delivered == []
+
+    run_id = start(engine, payment(), {"order": "A2"})
+
+    assert state(engine, run_id)[0] == "succeeded"
+    assert output(engine, run_id, "pay") == {"amount": 7}
+    # taken: a second run waiting on the same key waits
+    again = start(engine, payment(), {"order": "A2"})
+    assert state(engine, again)[1]["pay"] == "waiting"
+
+
+def test_the_same_signal_twice_completes_the_step_once(engine: Engine) -> None:
+    run_id = start(engine, payment(), {"order": "A3"})
+    first = signal(engine, "payment.confirmed", "A3", 1)
+    second = signal(engine, "payment.confirmed", "A3", 2)
+    drive(engine)
+    assert first.delivered == [(run_id, "pay")]
+    assert second.delivered == [] and second.kept
+    assert output(engine, run_id, "pay") == 1
+
+
+def test_a_wait_that_times_out_fails_the_run_with_wait_timeout_and_a_dead_letter(engine: Engine) -> None:
+    run_id = start(engine, payment(timeout="1s"), {"order": "A4"})
+    with engine.repo.transaction() as tx:
+        row = tx.steps(run_id, ["pay"])["pay"]
+        tx.update_step(row.id, not_before=now() - timedelta(seconds=1))  # its deadline has passed
+    reconcile(engine)
+    drive(engine)
+    status, steps = state(engine, run_id)
+    assert (status, steps) == ("failed", {"pay": "failed", "ship": "cancelled"})
+    with engine.repo.transaction() as tx:
+        run = tx.run(run_id)
+        entries = tx.dead_letters(run_id=run_id)
+    assert run is not None and run.error is not None and "WaitTimeout" in run.error
+    assert [(e.step, e.error_type, e.task) for e in entries] == [("pay", "WaitTimeout", "wait:payment.confirmed")]
+
+
+def test_a_timer_fires_once_however_many_wake_it(engine: Engine) -> None:
+    wf = WorkflowBuilder("cool")
+    cool = wf.wait("cool", for_="2h")
+    wf.step("after", "m:after", needs=[cool])
+    run_id = start(engine, wf)
+    with engine.repo.transaction() as tx:
+        row = tx.steps(run_id, ["cool"])["cool"]
+    assert wake_step(engine, row.id) == []  # not due: nothing happens
+    assert state(engine, run_id)[1]["cool"] == "waiting"
+    with engine.repo.transaction() as tx:
+        tx.update_step(row.id, not_before=now() - timedelta(seconds=1))
+    first = wake_step(engine, row.id)
+    second = wake_step(engine, row.id)
+    assert len(first) == 1 and second == []
+    engine.send(first)
+    drive(engine)
+    assert state(engine, run_id) == ("succeeded", {"cool": "succeeded", "after": "succeeded"})
+
+
+def sign_off(**spec: Any) -> WorkflowBuilder:
+    wf = WorkflowBuilder("ship")
+    ok = wf.approval("sign", **spec)
+    wf.step("ship", "m:ship", needs=[ok], with_={"decision": ok.output})
+    return wf
+
+
+def test_approvals_refuse_wrong_approvers_keywords_data_and_repeats(engine: Engine) -> None:
+    schema = {"type": "object", "properties": {"note": {"type": "string"}}, "additionalProperties": False}
+    run_id = start(engine, sign_off(approvers=["alice", "bob"], required=2, keyword="SHIP IT", inputs=schema))
+    with pytest.raises(Refused, match="eve may not decide"):
+        approval.decide(engine, run_id, "sign", EVE, "approved", keyword="SHIP IT")
+    with pytest.raises(Refused, match="keyword"):
+        approval.decide(engine, run_id, "sign", ALICE, "approved", keyword="ship it")
+    with pytest.raises(Refused, match="data"):
+        approval.decide(engine, run_id, "sign", ALICE, "approved", keyword="SHIP IT", data={"other": 1})
+    with pytest.raises(NotFound):
+        approval.decide(engine, run_id, "nope", ALICE, "approved")
+    with pytest.raises(Refused, match="not an approval"):
+        approval.decide(engine, run_id, "ship", ALICE, "approved")
+    first = approval.decide(engine, run_id, "sign", ALICE, "approved", keyword="SHIP IT", data={"note": "ok"})
+    assert (first.approvals, first.ended) == (1, False)
+    with pytest.raises(Refused, match="counts once"):
+        approval.decide(engine, run_id, "sign", ALICE, "approved", keyword="SHIP IT")
+    assert state(engine, run_id)[1]["sign"] == "waiting"
+    second = approval.decide(engine, run_id, "sign", BOB, "approved", keyword="SHIP IT", comment="go")
+    drive(engine)
+    assert second.ended
+    assert state(engine, run_id)[0] == "succeeded"
+    out = output(engine, run_id, "sign")
+    assert (out["decision"], out["by"], out["comment"], out["data"]) == (
+        "approved",
+        ["alice", "bob"],
+        "go",
+        {"note": "ok"},
+    )
+    with pytest.raises(Refused, match="not waiting"):
+        approval.decide(engine, run_id, "sign", BOB, "rejected", comment="late")
+
+
+def test_a_rejection_fails_the_step_and_is_never_retried(engine: Engine) -> None:
+    run_id = start(engine, sign_off(options={"retry": {"max_attempts": 3, "delay": "1s"}}))
+    approval.decide(engine, run_id, "sign", EVE, "rejected", comment="not today")
+    drive(engine)
+    assert state(engine, run_id)[1]["sign"] == "failed"
+    with engine.repo.transaction() as tx:
+        run = tx.run(run_id)
+    assert run is not None and run.status == "failed"
+    assert run.error == "sign: ApprovalRejected: rejected by eve: not today"
+
+
+def test_pause_holds_back_a_sent_message_and_resume_runs_it(engine: Engine, ledger: Ledger) -> None:
+    wf = WorkflowBuilder("two")
+    first = wf.step("first", "m:first")
+    wf.step("second", "m:second", needs=[first])
+    run_id = operations.submit(engine, build_plan(wf.build(), check_tasks=False), {}).run_id
+    repair.pause(engine, run_id, ALICE)  # the message for "first" is already in the broker
+    drive(engine)
+    assert ledger.calls == []
+    assert state(engine, run_id) == ("paused", {"first": "pending", "second": "pending"})
+    repair.resume(engine, run_id, ALICE)
+    drive(engine)
+    assert ledger.calls == ["m:first", "m:second"]
+    assert state(engine, run_id)[0] == "succeeded"
+
+
+def test_retry_runs_only_the_failed_steps_again(engine: Engine, ledger: Ledger) -> None:
+    wf = WorkflowBuilder("fix")
+    a = wf.step("a", "m:a")
+    b = wf.step("b", "m:boom", needs=[a])
+    wf.step("c", "m:c", needs=[b])
+    run_id = start(engine, wf)
+    assert state(engine, run_id) == ("failed", {"a": "succeeded", "b": "failed", "c": "cancelled"})
+    with pytest.raises(UsageError):
+        repair.retry(engine, run_id, ALICE, step="a", from_step="b")
+    done = repair.retry(engine, run_id, ALICE)
+    drive(engine)
+    assert done.steps == ["b", "c"]
+    assert ledger.calls == ["m:a", "m:boom", "m:boom"]
+    with engine.repo.transaction() as tx:
+        entries = tx.dead_letters(run_id=run_id)
+    # the first failure's entry was resolved by the retry; the second failure has its own
+    assert sorted(e.status for e in entries) == ["open", "resolved"]
+
+
+def test_accept_a_failed_step_revives_the_run(engine: Engine, ledger: Ledger) -> None:
+    wf = WorkflowBuilder("fix")
+    b = wf.step("b", "m:boom")
+    wf.step("c", "m:c", needs=[b], with_={"got": b.output})
+    run_id = start(engine, wf)
+    repair.accept(engine, run_id, "b", {"fixed": True}, ALICE)
+    drive(engine)
+    assert state(engine, run_id) == ("succeeded", {"b": "succeeded", "c": "succeeded"})
+    assert output(engine, run_id, "c") == {"task": "m:c", "got": {"fixed": True}}
+    with engine.repo.transaction() as tx:
+        assert [e.status for e in tx.dead_letters(run_id=run_id)] == ["resolved"]
+
+
+def test_skip_a_waiting_step_and_bad_input(engine: Engine) -> None:
+    run_id = start(engine, payment(), {"order": "A5"})
+    with pytest.raises(Refused):
+        repair.skip(engine, run_id, "ship", ALICE)  # pending: neither failed nor waiting
+    repair.skip(engine, run_id, "pay", ALICE)
+    drive(engine)
+    assert state(engine, run_id) == ("succeeded", {"pay": "skipped", "ship": "skipped"})
+    with pytest.raises(NotFound):
+        repair.pause(engine, "no-such-run", ALICE)
+    with pytest.raises(PayloadTooLarge):
+        signal(engine, "big", "k", "x" * (2 * 1024 * 1024))
+    with pytest.raises(UsageError):
+        signal(engine, "bad event name!", "k")
