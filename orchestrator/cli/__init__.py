@@ -28,7 +28,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from orchestrator.cli import breakers, definitions, dlq, processes, runs, workflows
+    from orchestrator.cli import breakers, control, definitions, dlq, processes, runs, workflows
 
     for command in (
         definitions.validate,
@@ -38,6 +38,15 @@ def _register() -> None:
         runs.runs,
         runs.history,
         runs.cancel,
+        control.pause,
+        control.resume,
+        control.signal,
+        control.approvals,
+        control.approve,
+        control.reject,
+        control.retry,
+        control.skip,
+        control.accept,
         workflows.workflows,
         processes.worker,
         processes.beat,

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -19,6 +20,8 @@ _COLOURS = {
     "running": "cyan",
     "queued": "yellow",
     "pending": "white",
+    "waiting": "blue",
+    "paused": "yellow",
 }
 console = Console()
 
@@ -76,17 +79,41 @@ def print_run(view: dict[str, Any]) -> None:
 
 
 def print_runs(views: list[dict[str, Any]]) -> None:
-    table = Table()
-    for column in ("run", "workflow", "status", "created", "finished", "error"):
-        table.add_column(column)
+    """Run ids are printed whole, whatever the terminal's width: every command takes one."""
+    wide = console.width >= 120
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("run", no_wrap=True, min_width=36)
+    table.add_column("workflow", overflow="ellipsis", min_width=8, max_width=30)
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    if wide:
+        table.add_column("finished", no_wrap=True)
+    table.add_column("error", overflow="ellipsis", no_wrap=True)
     for v in views:
+        times = [_when(v["created_at"])] + ([_when(v["finished_at"])] if wide else [])
+        table.add_row(v["run_id"], v["workflow"], _status(v["status"]), *times, _short(v["error"], 50))
+    console.print(table)
+
+
+def _when(value: str | None) -> str:
+    """An ISO time (UTC) as a short stamp: 12-02 13:16:06."""
+    return "" if not value else value[5:19].replace("T", " ")
+
+
+def print_approvals(found: list[dict[str, Any]]) -> None:
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("run", no_wrap=True, min_width=36)
+    for column in ("step", "approvers", "approved", "since", "deadline"):
+        table.add_column(column, overflow="fold")
+    for a in found:
+        who = ", ".join(a["approvers"]) or "anyone"
         table.add_row(
-            v["run_id"],
-            v["workflow"],
-            _status(v["status"]),
-            v["created_at"] or "",
-            v["finished_at"] or "",
-            _short(v["error"], 50),
+            a["run_id"],
+            a["step"],
+            who,
+            f"{len(a['approved_by'])}/{a['required']}",
+            _when(a["since"]),
+            _when(a["deadline"]) or "none",
         )
     console.print(table)
 
@@ -104,9 +131,10 @@ def print_history(events: list[dict[str, Any]]) -> None:
 
 
 def print_dead_letters(entries: list[dict[str, Any]]) -> None:
-    table = Table()
-    for column in ("id", "workflow", "run", "step", "status", "attempts", "failed", "error"):
-        table.add_column(column)
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("id", no_wrap=True, min_width=36)  # whole: dlq show/replay/discard take it
+    for column in ("workflow", "run", "step", "status", "attempts", "failed", "error"):
+        table.add_column(column, overflow="ellipsis", no_wrap=True, min_width=6 if column != "error" else None)
     for e in entries:
         step = e["step"] if e["item_index"] is None else f"{e['step']}[{e['item_index']}]"
         table.add_row(
@@ -116,7 +144,7 @@ def print_dead_letters(entries: list[dict[str, Any]]) -> None:
             step,
             e["status"],
             str(e["attempts"]),
-            e["failed_at"],
+            _when(e["failed_at"]),
             _short(e["error"], 60),
         )
     console.print(table)

@@ -169,8 +169,11 @@ def history(run_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("run_id", metavar="RUN")
-def cancel(run_id: str) -> None:
+@click.option("--by", default=None, help="Who acts (default: ORCHESTRATOR_ACTOR, else the OS user).")
+@click.option("--reason", default=None, help="Why: recorded with the action.")
+def cancel(run_id: str, by: str | None, reason: str | None) -> None:
     """Stop a run: no new step starts, running steps are revoked, the run ends cancelled."""
-    done = operations.cancel(open_engine(), run_id)
+    who = operations.Who(by or get_settings().default_actor, reason)
+    done = operations.cancel(open_engine(), run_id, who)
     revoked = f"; revoked {len(done.revoked)} running step(s)" if done.revoked else ""
     click.echo(f"run {run_id} {'was already cancelled' if done.already else 'cancelled'}{revoked}")

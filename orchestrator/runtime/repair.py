@@ -113,7 +113,8 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
             raise Refused(f"step '{step}' is {row.status}; only a failed or waiting step can be {verb}")
         at = now()
         tx.resolve_dead_letters_of(run_id, [step], at)
-        tx.add_events([event_row(row, f"step.{verb}", who.detail(), at)])
+        action = "operator.skip" if status is StepStatus.SKIPPED else "operator.accept"
+        tx.add_events([event_row(row, action, who.detail(), at)])
         reason = f"{verb} by {who.by}" + (f": {who.reason}" if who.reason else "")
         done = Repaired(run_id, run.status, steps=[step])
         advancer = engine.advancer(tx, plan, run)
@@ -123,6 +124,7 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
             done.dispatches = advancer.drain()
         else:  # it failed and was counted then: the run is revived unless another step still fails
             tx.update_step(row.id, status=status, output=output, error=None, reason=reason, finished_at=at)
+            tx.add_events([event_row(row, f"step.{status}", {"reason": reason}, at)])
             done.dispatches, done.note = _revive(tx, run, advancer)
         done.status = run.status
     engine.send(done.dispatches)

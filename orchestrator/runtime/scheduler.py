@@ -377,7 +377,7 @@ class Advancer:
         if verdict.retry and not self.failing:
             due = self.at + timedelta(seconds=verdict.delay)
             self.tx.update_step(row.id, wake="restart", not_before=due, wait_event=None, wait_key=None, error=message)
-            detail = {"attempt": row.attempts, "error": message, "delay_s": round(verdict.delay, 3)}
+            detail = {"attempt": row.attempts, "error": message, "delay_s": round(verdict.delay, 3), "wait": True}
             self.event("step.retrying", row, detail)
             self.wake_at(row, due)
             return

@@ -14,6 +14,7 @@ from orchestrator.store import Repository, RunRow, StepRow, Tx
 _EVENT_PAGE = 1000  # events read per query while catching up with a run
 _STATUSES = frozenset(s.value for s in StepStatus)
 _QUEUED_AGAIN = frozenset({"retrying", "deferred", "redispatched", "woken", "replayed"})
+_OTHER = {"held": StepStatus.PENDING.value, "accepted": StepStatus.SUCCEEDED.value}
 _KEEPS_ERROR = frozenset({StepStatus.QUEUED.value, StepStatus.FAILED.value, StepStatus.CANCELLED.value})
 _RESETS = frozenset({"step.replayed", "step.reopened"})  # a failed row put back: its error is gone
 _ENDED_BY = frozenset({StepStatus.SKIPPED.value, StepStatus.CANCELLED.value})
@@ -34,6 +35,8 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
         snapshot = tx.definition(run.version) or {}
         attempts = tx.attempts(run_id=run_id) if with_attempts else []
         dead_letters = [(e.id, e.status) for e in tx.dead_letters(run_id=run_id)]
+        waiting = [r.id for r in steps.values() if r.status is StepStatus.WAITING and r.wait_kind == "approval"]
+        decisions = tx.decisions(waiting)
     order = list(snapshot.get("steps", {})) or sorted(steps)
     by_step: dict[str, list[StepRow]] = {}
     for item in items:
@@ -54,7 +57,34 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
     view = summary(run)
     view["dead_letters"] = [{"id": entry_id, "status": status} for entry_id, status in dead_letters]
     view["steps"] = {name: _step_view(steps[name], by_step.get(name), tries) for name in order if name in steps}
+    for name, row in steps.items():
+        if row.status is StepStatus.WAITING and name in view["steps"]:
+            spec = snapshot.get("steps", {}).get(name, {})
+            view["steps"][name]["waiting_for"] = waiting_for(row, spec.get("approval"), decisions)
     return view
+
+
+def waiting_for(row: StepRow, approval: dict[str, Any] | None, decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a waiting step waits for, as ``status --json`` shows it."""
+    due = iso(row.not_before)
+    if row.wake == "restart":
+        return {"retry_at": due}
+    if row.wait_kind == "event":
+        return {"event": row.wait_event, "key": row.wait_key, "deadline": due}
+    if row.wait_kind == "timer":
+        return {"timer": due}
+    spec = approval or {}
+    mine = [d for d in decisions if d["step_run_id"] == row.id and d["attempt"] == row.attempts]
+    return {
+        "approval": {
+            "approvers": list(spec.get("approvers", [])),
+            "required": spec.get("required", 1),
+            "approved_by": [d["actor"] for d in mine if d["decision"] == "approved"],
+            "keyword": "keyword" in spec,
+            "since": iso(row.started_at),
+            "deadline": due,
+        }
+    }
 
 
 def summary(run: RunRow) -> dict[str, Any]:
@@ -104,6 +134,27 @@ def _step_view(
         if items is not None:
             view["item_attempts"] = {str(i.item_index): tries.get(i.id, []) for i in items if i.id in tries}
     return view
+
+
+def approvals_view(repo: Repository) -> list[dict[str, Any]]:
+    """Approvals waiting for a decision, oldest first: the run, the step, who may decide, since
+    when and until when, and who has approved so far."""
+    with repo.transaction() as tx:
+        waiting = tx.waiting_approvals()
+        decisions = tx.decisions([row.id for row, _, _ in waiting])
+        snapshots = {version: tx.definition(version) or {} for version in {v for _, _, v in waiting}}
+    found = []
+    for row, workflow, version in waiting:
+        spec = snapshots[version].get("steps", {}).get(row.step, {}).get("approval", {})
+        found.append(
+            {
+                "run_id": row.run_id,
+                "workflow": workflow,
+                "step": row.step,
+                **waiting_for(row, spec, decisions)["approval"],
+            }
+        )
+    return found
 
 
 def runs_view(repo: Repository, status: str | None, workflow: str | None, limit: int) -> list[dict[str, Any]]:
@@ -263,12 +314,14 @@ def _status_of(kind: str, detail: dict[str, Any]) -> str | None:
         return StepStatus.RUNNING.value
     if name == "reopened" and detail.get("status") in _STATUSES:
         return str(detail["status"])
-    return None
+    if name == "retrying" and detail.get("wait"):
+        return StepStatus.WAITING.value
+    return _OTHER.get(name)
 
 
 def _attempts_after(kind: str, detail: dict[str, Any], status: str, attempts: int) -> int:
     """A claim numbers its attempt; a deferral gives one back (a breaker burns no retry)."""
-    if kind == "step.running" and isinstance(detail.get("attempt"), int):
+    if kind in ("step.running", "step.waiting") and isinstance(detail.get("attempt"), int):
         return int(detail["attempt"])
     if kind == "step.deferred" and status == StepStatus.RUNNING:
         return max(0, attempts - 1)

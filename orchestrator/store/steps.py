@@ -222,6 +222,11 @@ class StepQueries:
     def update_step(self, step_run_id: int, **values: Any) -> None:
         self.c.execute(t.step_runs.update().where(_s.id == step_run_id).values(**values))
 
+    def has_active_steps(self, run_id: str) -> bool:
+        """Whether any step or item of the run is queued or running (work a worker holds or will)."""
+        query = sa.select(_s.id).where(_s.run_id == run_id, _s.status.in_(["queued", "running"])).limit(1)
+        return self.c.execute(query).first() is not None
+
     def has_open_steps(self, run_id: str) -> bool:
         """Whether any step of the run (foreach items are counted by their step) has not ended."""
         return self.c.execute(_OPEN_STEP, {"run_id": run_id}).first() is not None
