@@ -77,6 +77,8 @@ def signal(
     with engine.repo.transaction() as tx:
         if run_id is not None and tx.run(run_id) is None:
             raise UsageError(f"no run {run_id} (orchestrator runs lists them)")
+        if not tx.is_awaited(event):
+            raise UsageError(f"no workflow waits on event '{event}': check its name (nothing was stored)")
         tx.lock_signal(event, key)
         at = now()
         delivered = tx.deliver_signal(event, key, data, at, run_id)

@@ -43,7 +43,14 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
 
     def save_definition(self, version: str, name: str, snapshot: dict[str, Any]) -> None:
         values = {"version": version, "name": name, "snapshot": snapshot, "created_at": now()}
-        insert_if_absent(self.c, t.definitions, values)
+        if insert_if_absent(self.c, t.definitions, values):
+            for event in sorted(_wait_events(snapshot)):
+                insert_if_absent(self.c, t.wait_events, {"event": event, "first_seen": values["created_at"]})
+
+    def is_awaited(self, event: str) -> bool:
+        """Whether any stored definition has a step that waits on ``event``."""
+        query = sa.select(t.wait_events.c.event).where(t.wait_events.c.event == event)
+        return self.c.execute(query).first() is not None
 
     def definition(self, version: str) -> dict[str, Any] | None:
         row = self.c.execute(sa.select(t.definitions.c.snapshot).where(t.definitions.c.version == version)).first()
@@ -151,6 +158,16 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
             .limit(limit)
         )
         return [dict(r._mapping, at=aware(r.at)) for r in self.c.execute(query)]
+
+
+def _wait_events(snapshot: dict[str, Any]) -> set[str]:
+    steps = snapshot.get("steps") or {}
+    found = set()
+    for step in steps.values():
+        wait = step.get("wait") if isinstance(step, dict) else None
+        if isinstance(wait, dict) and isinstance(wait.get("event"), str):
+            found.add(wait["event"])
+    return found
 
 
 class Repository:

@@ -15,5 +15,6 @@ def insert_if_absent(connection: sa.Connection, table: sa.Table, values: dict[st
     where a select-then-insert would fail one of them with an IntegrityError.
     """
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return connection.execute(statement).rowcount == 1
+    key = next(iter(table.primary_key.columns))
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return connection.execute(statement).first() is not None  # psycopg's rowcount here is not reliable

@@ -210,6 +210,14 @@ signals = sa.Table(
     sa.Index("ix_signals_expires_at", "expires_at"),
 )
 
+# Every event name a stored definition waits on: a signal for any other is a typo, refused.
+wait_events = sa.Table(
+    "wait_events",
+    metadata,
+    sa.Column("event", sa.String(200), primary_key=True),
+    sa.Column("first_seen", Time, nullable=False),
+)
+
 # Every approval decision: who, when, the comment and the data; one per approver and attempt.
 decisions = sa.Table(
     "decisions",

@@ -26,6 +26,7 @@ TABLES = {
     "runs",
     "signals",
     "step_runs",
+    "wait_events",
     "workers",
     "workflows",
 }

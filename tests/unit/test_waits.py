@@ -113,6 +113,9 @@ def test_a_signal_after_the_wait_completes_it_with_its_data(engine: Engine, ledg
 
 
 def test_a_signal_before_the_wait_is_kept_and_delivered_when_it_waits(engine: Engine) -> None:
+    with pytest.raises(UsageError, match="no workflow waits on event"):  # a typo, or nothing registered yet
+        signal(engine, "payment.confirmed", "A2", {"amount": 7})
+    operations.register(engine, build_plan(payment().build(), check_tasks=False))
     done = signal(engine, "payment.confirmed", "A2", {"amount": 7})
     assert done.kept and done.delivered == []
 
@@ -278,6 +281,8 @@ def test_skip_a_waiting_step_and_bad_input(engine: Engine) -> None:
     with pytest.raises(NotFound):
         repair.pause(engine, "no-such-run", ALICE)
     with pytest.raises(PayloadTooLarge):
-        signal(engine, "big", "k", "x" * (2 * 1024 * 1024))
+        signal(engine, "payment.confirmed", "k", "x" * (2 * 1024 * 1024))
+    with engine.repo.transaction() as tx:
+        assert tx.kept_signals() == []
     with pytest.raises(UsageError):
         signal(engine, "bad event name!", "k")

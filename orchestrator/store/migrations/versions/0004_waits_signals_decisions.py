@@ -6,7 +6,9 @@ Create Date: 2026-12-02 14:00:00
 
 A step may now wait (for an event, a timer or people) without holding a worker: it records what
 it waits for, and what woke it. Signals that arrive before their step waits are kept in a
-mailbox; every approval decision is kept. The open-steps index now counts waiting steps as open.
+mailbox; every approval decision is kept; the events stored definitions wait on are listed, so
+a signal for any other (a typo) is refused. Definitions stored before this version wait on none.
+The open-steps index now counts waiting steps as open.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def upgrade() -> None:
     op.create_index("ix_signals_event_key_id", "signals", ["event", "key", "id"])
     op.create_index("ix_signals_expires_at", "signals", ["expires_at"])
     op.create_table(
+        "wait_events",
+        sa.Column("event", sa.String(length=200), nullable=False),
+        sa.Column("first_seen", _Time, nullable=False),
+        sa.PrimaryKeyConstraint("event", name=op.f("pk_wait_events")),
+    )
+    op.create_table(
         "decisions",
         sa.Column("id", _Id, autoincrement=True, nullable=False),
         sa.Column("run_id", sa.String(length=36), nullable=False),
@@ -87,6 +95,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_decisions_run_id", table_name="decisions")
     op.drop_table("decisions")
+    op.drop_table("wait_events")
     op.drop_index("ix_signals_expires_at", table_name="signals")
     op.drop_index("ix_signals_event_key_id", table_name="signals")
     op.drop_table("signals")
