@@ -19,7 +19,7 @@ from orchestrator.runtime.operations import Reopen, reopen
 from orchestrator.runtime.views import iso
 from orchestrator.settings import DEFAULT_DLQ_BATCH
 from orchestrator.status import RunStatus
-from orchestrator.store import DeadLetter, Repository, Tx, now
+from orchestrator.store import DeadLetter, Repository, RunRow, Tx, now
 
 STATUSES = ("open", "replayed", "discarded", "resolved")
 
@@ -111,6 +111,16 @@ def replay_all(engine: Engine, workflow: str | None = None, batch: int = DEFAULT
             return
 
 
+def _replay_inputs(engine: Engine, tx: Tx, run: RunRow, entry: DeadLetter, corrected: dict[str, Any] | None) -> Any:
+    """What the step is queued with again; None for a wait or an approval, which starts waiting
+    afresh (its rendered event, key and deadline are worked out again)."""
+    if engine.plans.get(tx, run.version).steps[entry.step].kind == "task":
+        return entry.inputs if corrected is None else corrected
+    if corrected is not None:
+        raise DeadLetterError(f"dead-letter entry {entry.id} is a {entry.task} step: it takes no --inputs-file")
+    return None
+
+
 def _replay_batch(
     engine: Engine, tx: Tx, entries: Sequence[DeadLetter], inputs: dict[str, Any] | None
 ) -> tuple[Replayed, list[Any]]:
@@ -136,7 +146,8 @@ def _replay_batch(
                 )
     tx.resolve_dead_letters([e.id for e in good], "replayed", now())
     steps = [
-        Reopen(e.step_run_id, e.run_id, e.step, e.item_index, e.inputs if inputs is None else inputs) for e in good
+        Reopen(e.step_run_id, e.run_id, e.step, e.item_index, _replay_inputs(engine, tx, runs[e.run_id], e, inputs))
+        for e in good
     ]
     dispatches = reopen(engine, tx, runs, steps)
     result.entries = [e.id for e in good]

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrator.definition.model import EVENT_PATTERN
-from orchestrator.errors import EvaluationError, OrchestratorError, PayloadTooLarge, UsageError
+from orchestrator.errors import EvaluationError, OrchestratorError, PayloadTooLarge, StateStoreError, UsageError
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.kinds.wait import signal_key
 from orchestrator.runtime.operations import Who
@@ -27,6 +27,7 @@ from orchestrator.store import now, storable
 from orchestrator.store.rows import event_row
 
 log = logging.getLogger(__name__)
+_DEADLOCK_TRIES = 3
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Signalled:
     delivered: list[tuple[str, str]] = field(default_factory=list)
     kept: bool = False
     dispatches: list[Dispatch] = field(default_factory=list)
+    woken: list[int] = field(default_factory=list)
 
 
 def check_payload(data: Any, what: str, limit: int | None = None) -> Any:
@@ -73,6 +75,27 @@ def signal(
         raise UsageError(exc.message) from None
     check_payload(data, "the signal's data")
     who = who or Who(get_settings().default_actor)
+    for attempt in range(_DEADLOCK_TRIES):
+        try:
+            done = _deliver(engine, event, key, data, run_id, who)
+            break
+        except StateStoreError as exc:
+            if "deadlock detected" not in exc.message or attempt == _DEADLOCK_TRIES - 1:
+                raise
+            log.info("signal %s/%s met a deadlock; trying again", event, key)
+    for row_id in done.woken:
+        try:
+            done.dispatches += wake_step(engine, row_id)
+        except OrchestratorError as exc:  # the step is due: the reconciler completes it
+            log.warning("signal delivered to step %s; completing it failed (%s); it will be retried", row_id, exc)
+    engine.send(done.dispatches)
+    return done
+
+
+def _deliver(engine: Engine, event: str, key: str, data: Any, run_id: str | None, who: Who) -> Signalled:
+    """The first transaction: hand the data to the waiting steps, or keep the signal. PostgreSQL
+    may find it in a deadlock with a run's advance that starts a wait on the same event and key
+    (each holding a lock the other wants); it is rolled back whole and tried again."""
     done = Signalled(event, key)
     with engine.repo.transaction() as tx:
         if run_id is not None and tx.run(run_id) is None:
@@ -90,10 +113,5 @@ def signal(
             tx.keep_signal(event, key, run_id, data, who.by, at, expires)
             done.kept = True
     done.delivered = [(row.run_id, row.step) for row in delivered]
-    for row in delivered:
-        try:
-            done.dispatches += wake_step(engine, row.id)
-        except OrchestratorError as exc:  # the step is due: the reconciler completes it
-            log.warning("signal delivered to step %s; completing it failed (%s); it will be retried", row.id, exc)
-    engine.send(done.dispatches)
+    done.woken = [row.id for row in delivered]
     return done

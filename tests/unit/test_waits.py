@@ -286,3 +286,23 @@ def test_skip_a_waiting_step_and_bad_input(engine: Engine) -> None:
         assert tx.kept_signals() == []
     with pytest.raises(UsageError):
         signal(engine, "bad event name!", "k")
+
+
+def test_replaying_a_timed_out_wait_waits_again(engine: Engine) -> None:
+    from dlq import replay
+
+    run_id = start(engine, payment(timeout="1s"), {"order": "R1"})
+    with engine.repo.transaction() as tx:
+        row = tx.steps(run_id, ["pay"])["pay"]
+        tx.update_step(row.id, not_before=now() - timedelta(seconds=1))
+    reconcile(engine)
+    drive(engine)
+    with engine.repo.transaction() as tx:
+        (entry,) = tx.dead_letters(run_id=run_id)
+    replay(engine, [entry.id])
+    drive(engine)
+    assert state(engine, run_id) == ("running", {"pay": "waiting", "ship": "pending"})
+    signal(engine, "payment.confirmed", "R1", "late but fine")
+    drive(engine)
+    assert state(engine, run_id)[0] == "succeeded"
+    assert output(engine, run_id, "ship") == {"task": "m:ship", "paid": "late but fine"}
