@@ -47,7 +47,7 @@ def run_table(view: dict[str, Any]) -> Table:
         if "items" in step:
             done = step["items"].get("succeeded", 0)
             status = f"{status} ({done}/{step['items']['total']})"
-        detail = step["error"] or step.get("reason") or _short(step["output"])
+        detail = step["error"] or step.get("reason") or _waiting(step.get("waiting_for")) or _short(step["output"])
         table.add_row(
             name, _status(step["status"]) + status[len(step["status"]) :], str(step["attempts"]), _short(detail, 80)
         )
@@ -56,6 +56,19 @@ def run_table(view: dict[str, Any]) -> Table:
     elif view.get("outputs") is not None:
         table.caption = f"outputs: {_short(view['outputs'], 100)}"
     return table
+
+
+def _waiting(what: dict[str, Any] | None) -> str | None:
+    if not what:
+        return None
+    if "event" in what:
+        key = f" (key {what['key']})" if what.get("key") else ""
+        return f"waiting for {what['event']}{key}"
+    if "timer" in what:
+        return f"timer until {_when(what['timer'])}"
+    if "retry_at" in what:
+        return f"waits again at {_when(what['retry_at'])}"
+    return "waiting for approval (orchestrator approvals)"
 
 
 @contextmanager

@@ -328,6 +328,16 @@ def _attempts_after(kind: str, detail: dict[str, Any], status: str, attempts: in
     return attempts
 
 
+def _waiting_from(detail: dict[str, Any]) -> dict[str, Any]:
+    """A ``step.waiting`` event's account of what the step waits for (as ``waiting_for`` shows it)."""
+    kind, due = detail.get("for"), detail.get("until")
+    if kind == "event":
+        return {"event": detail.get("event"), "key": detail.get("key"), "deadline": due}
+    if kind == "timer":
+        return {"timer": due}
+    return {"approval": {"deadline": due}}
+
+
 def _show_row(step: dict[str, Any], event: dict[str, Any], status: str) -> None:
     """A step row's own event in its view, as near to its row as the event tells."""
     detail = event["detail"] if isinstance(event["detail"], dict) else {}
@@ -339,6 +349,10 @@ def _show_row(step: dict[str, Any], event: dict[str, Any], status: str) -> None:
     step["reason"] = detail.get("reason") if status in _ENDED_BY else None
     if status != StepStatus.SUCCEEDED:
         step["output"] = None
-    if event["kind"] in ("step.running", "step.expanded"):
+    if event["kind"] in ("step.running", "step.expanded", "step.waiting"):
         step["started_at"] = iso(event["at"])
+    if event["kind"] == "step.waiting":
+        step["waiting_for"] = _waiting_from(detail)
+    elif status != StepStatus.WAITING:
+        step.pop("waiting_for", None)
     step["finished_at"] = iso(event["at"]) if StepStatus(status).terminal else None
