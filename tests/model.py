@@ -1,5 +1,6 @@
 """A model-based test of the core: random workflows driven through the real scheduler, executor,
-reconciler, cancel and dead-letter replay, under random interleavings of what workers and brokers do.
+reconciler, cancel, dead-letter replay, signals, approvals, pause/resume and repairs, under random
+interleavings of what workers, brokers and people do.
 
 Nothing is mocked below the transport: the store is real (SQLite or PostgreSQL), every step goes
 through ``Executor.execute`` and every decision through the scheduler. The broker is a list of
@@ -22,17 +23,21 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from dlq import replay
 from orchestrator.definition import Trigger, Workflow, build_plan
 from orchestrator.errors import OrchestratorError
-from orchestrator.runtime import operations
+from orchestrator.runtime import approval, operations, repair
 from orchestrator.runtime.engine import Engine, Timing
 from orchestrator.runtime.executor import Executor
 from orchestrator.runtime.reconciler import reconcile
 from orchestrator.runtime.scheduler import Dispatch, trigger_verdict
+from orchestrator.runtime.signal import signal
+from orchestrator.runtime.waking import wake_step
 from orchestrator.status import STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import Repository, StepRow, now
 from orchestrator.store import tables as t
 from orchestrator.store.database import dispose_engines
 
-OPEN = ("pending", "queued", "running")
+OPEN = ("pending", "queued", "running", "waiting")
+EVENT = "model.event"
+PERSON = operations.Who("model", "a rule")
 
 
 class SoftTimeLimitExceeded(Exception):  # noqa: N818 (Celery's name, which the timeout middleware recognises)
@@ -91,17 +96,28 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
         earlier = list(steps)
         needs = draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) if earlier else []
         step: dict[str, Any] = {"task": "model:work", "with": {"value": i}}
+        kind = draw(st.sampled_from(["task"] * 6 + ["event", "timer", "approval"]))
+        if kind != "task":
+            step = {"wait": {"event": EVENT, "key": "k"}} if kind == "event" else {}
+            if kind == "event" and draw(st.booleans()):
+                step["wait"]["timeout"] = "1h"
+            if kind == "timer":
+                step["wait"] = {"for": "1h"}
+            if kind == "approval":
+                step["approval"] = {"timeout": "1h"} if draw(st.booleans()) else {}
         if needs:
             step["needs"] = needs
             trigger = draw(st.sampled_from(list(Trigger)))
             if trigger is not Trigger.ALL_SUCCEEDED:
                 step["trigger"] = str(trigger)
-            if draw(st.booleans()):
+            if draw(st.booleans()) and kind == "task":
                 step["with"] = {"value": f"${{{{ steps.{needs[0]}.output }}}}"}
         condition = draw(st.sampled_from([None, None, None, True, False, "${{ inputs.flag }}"]))
         if condition is not None:
             step["if"] = condition
-        if draw(st.integers(0, 3)) == 0:
+        if kind != "task":
+            pass
+        elif draw(st.integers(0, 3)) == 0:
             step["foreach"] = "${{ inputs.items }}"
             step["with"] = {"value": "${{ item }}"}
             concurrency = draw(st.sampled_from([None, 1, 2]))
@@ -215,6 +231,16 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
             assert self.engine is not None
             reconcile(self.engine)
 
+        @rule()
+        def waits_are_due(self) -> None:
+            """Time passes: the timers and deadlines of waiting steps come."""
+            with self.repo.transaction() as tx:
+                tx.c.execute(
+                    t.step_runs.update()
+                    .where(t.step_runs.c.status == "waiting", t.step_runs.c.not_before.is_not(None))
+                    .values(not_before=now() - timedelta(hours=1))
+                )
+
         # People
 
         @precondition(lambda self: self.runs)
@@ -238,17 +264,77 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
             except OrchestratorError:
                 pass  # the run was cancelled: refused
 
+        @rule()
+        def send_signal(self) -> None:
+            assert self.engine is not None
+            try:
+                signal(self.engine, EVENT, "k", {"signalled": True}, who=PERSON)
+            except OrchestratorError:
+                pass  # no workflow of this example waits on it: refused
+
+        @precondition(lambda self: self.runs)
+        @rule(pick=st.integers(0, 50), verdict=st.sampled_from(["approved", "approved", "rejected"]))
+        def decide(self, pick: int, verdict: str) -> None:
+            self.act(pick, lambda engine, run_id, step: approval.decide(engine, run_id, step, PERSON, verdict))
+
+        @precondition(lambda self: self.runs)
+        @rule(pick=st.integers(0, 50), action=st.sampled_from(["pause", "resume", "retry"]))
+        def operate(self, pick: int, action: str) -> None:
+            assert self.engine is not None
+            run_id = self.runs[pick % len(self.runs)]
+            try:
+                getattr(repair, action)(self.engine, run_id, PERSON)
+            except OrchestratorError:
+                pass  # refused: the run was not in a state this applies to
+
+        @precondition(lambda self: self.runs)
+        @rule(pick=st.integers(0, 50), accept=st.booleans())
+        def force(self, pick: int, accept: bool) -> None:
+            def forced(engine: Engine, run_id: str, step: str) -> Any:
+                if accept:
+                    return repair.accept(engine, run_id, step, "accepted", PERSON)
+                return repair.skip(engine, run_id, step, PERSON)
+
+            self.act(pick, forced)
+
         # Helpers
+
+        def act(self, pick: int, action: Callable[[Engine, str, str], Any]) -> None:
+            """Apply ``action`` to some step of some run; a refusal changes nothing."""
+            assert self.engine is not None
+            run_id = self.runs[pick % len(self.runs)]
+            step = list(self.plan.steps)[pick % len(self.plan.steps)]
+            try:
+                action(self.engine, run_id, step)
+            except OrchestratorError:
+                pass
 
         def execute(self, message: Dispatch, outcome: str) -> None:
             assert self.engine is not None
             self.outcomes.next = outcome
             self.broker.delivered.append(message)
+            if message.wake:
+                self.engine.send(wake_step(self.engine, message.step_run_id))
+                self.outcomes.next = "ok"
+                return
             try:
                 self.engine.send(Executor(self.engine).execute(message.step_run_id, message.dispatch_id))
             except WorkerDied:
                 self.dead.append(message)
             self.outcomes.next = "ok"
+
+        def people_finish(self) -> None:
+            """Everything people would do for the runs to end: resume, signal, approve, time passes."""
+            assert self.engine is not None
+            for run_id in self.runs:
+                try:
+                    repair.resume(self.engine, run_id, PERSON)
+                except OrchestratorError:
+                    pass  # not paused
+            self.send_signal()
+            for index in range(len(self.runs) * len(self.plan.steps)):
+                self.decide(index, "approved")
+            self.waits_are_due()
 
         def dump(self, run_id: str) -> str:
             steps, items = self.rows(run_id)
@@ -279,6 +365,7 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
                 if self.engine is not None:
                     for _ in range(300):
                         self.waits_end()
+                        self.people_finish()
                         if self.dead:
                             self.leases_lapse()
                         if self.broker.messages:
@@ -312,14 +399,26 @@ def check_run(repo: Repository, plan: Any, run_id: str) -> None:
     if run.status.terminal:
         assert not open_rows, f"{where}: ended with open rows {[(r.step, r.item_index, r.status) for r in open_rows]}"
     # A run with nothing in flight has ended.
-    in_flight = [r for r in open_rows if r.status is StepStatus.QUEUED or r.lease_expires_at is not None]
+    in_flight = [
+        r for r in open_rows if r.status in (StepStatus.QUEUED, StepStatus.WAITING) or r.lease_expires_at is not None
+    ]
     if run.status is RunStatus.RUNNING:
         assert in_flight, f"{where}: nothing in flight, yet the run is running"
     # No step starts after its run is cancelled.
-    cancelled_at = [i for i, e in enumerate(events) if e["kind"] == "run.cancelled"]
-    if cancelled_at:
-        late = [e for e in events[cancelled_at[0] :] if e["kind"] == "step.running"]
-        assert not late, f"{where}: a step started after the run was cancelled: {late}"
+    cancelled = False
+    for e in events:  # (until a person retries the run)
+        if e["kind"] in ("run.cancelled", "run.retried"):
+            cancelled = e["kind"] == "run.cancelled"
+        assert not (cancelled and e["kind"] == "step.running"), f"{where}: a step started after the cancel: {e}"
+    # No step starts while its run is paused.
+    paused = False
+    for e in events:
+        if e["kind"] == "run.paused":
+            paused = True
+        elif e["kind"] == "run.cancelled" or (e["kind"] == "run.resumed" and "by" in (e["detail"] or {})):
+            paused = False
+        elif paused and e["kind"] in ("step.running", "step.waiting", "step.queued"):
+            raise AssertionError(f"{where}: {e['step']} started while the run was paused: {e}")
     # Each step's success is recorded once.
     successes: dict[tuple[str, Any], int] = {}
     for e in events:
@@ -363,7 +462,7 @@ def check_success(plan: Any, steps: dict[str, StepRow], by_step: dict[str, list[
         assert all(s in STEP_TERMINAL for s in needs.values())
         verdict = trigger_verdict(sp.trigger, needs)
         if row.status is StepStatus.SKIPPED:
-            assert verdict is not None or (row.reason or "").startswith("if was false"), (
+            assert verdict is not None or (row.reason or "").startswith(("if was false", "skipped by")), (
                 f"{where}: {name} skipped ({row.reason}) though its trigger says run"
             )
         else:

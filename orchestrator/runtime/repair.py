@@ -138,7 +138,9 @@ def _revive(tx: Tx, run: RunRow, advancer: Any) -> tuple[list[Dispatch], str | N
         return [], f"the run stays failed: step '{other}' failed too"
     tx.reopen_steps_of([run.id], [FAIL_FAST_REASON], ITEMS_CANCELLED)
     tx.resume_runs([run.id])
-    run.status, run.error = RunStatus.RUNNING, None
+    if run.status is not RunStatus.PAUSED:
+        run.status = RunStatus.RUNNING
+    run.error = None
     advancer.failing = False
     advancer.event("run.resumed", detail={"why": "its failed step was resolved"})
     return advancer.start(), None

@@ -219,11 +219,13 @@ class RecoveryQueries:
         return found
 
     def resume_runs(self, run_ids: Sequence[str], error: str | None = None) -> None:
+        """Runs reopened after a repair go on: running again, or still paused if a person paused them."""
         if run_ids:
+            status = sa.case((_r.status == str(RunStatus.PAUSED), str(RunStatus.PAUSED)), else_=str(RunStatus.RUNNING))
             self.c.execute(
                 t.runs.update()
                 .where(_r.id.in_(list(run_ids)))
-                .values(status=RunStatus.RUNNING, error=error, outputs=None, finished_at=None)
+                .values(status=status, error=error, outputs=None, finished_at=None)
             )
 
     def reset_steps(self, run_id: str, steps: Sequence[str], whole: bool) -> None:
