@@ -18,11 +18,19 @@ def submit(workflow: str, inputs: dict[str, Any] | None = None, idempotency_key:
     return operations.submit(engine, operations.registered_plan(engine, workflow), inputs or {}, idempotency_key).run_id
 
 
-def signal(event: str, key: Any = None, data: Any = None, run_id: str | None = None, by: str | None = None) -> int:
+def signal(
+    event: str,
+    key: Any = None,
+    data: Any = None,
+    run_id: str | None = None,
+    by: str | None = None,
+    signal_id: str | None = None,
+) -> int:
     """Complete the steps waiting on ``event`` and ``key`` (in ``run_id`` only, when given); the
-    number completed, 0 when none waited yet and the signal was kept for the step that will."""
+    number completed, 0 when none waited yet and the signal was kept for the step that will. A
+    ``signal_id`` makes sending again safe: the same id a second time does nothing."""
     from orchestrator.runtime.signal import signal as send_signal
     from orchestrator.settings import get_settings
 
     who = operations.Who(by or get_settings().default_actor)
-    return len(send_signal(open_engine(), event, key, data, run_id, who).delivered)
+    return len(send_signal(open_engine(), event, key, data, run_id, who, signal_id).delivered)

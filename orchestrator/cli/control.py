@@ -93,19 +93,32 @@ def until_quiet(repo: Repository, run_id: str) -> None:
 @click.option("--key", default=None, help="The correlation key (default: none).")
 @click.option("--run", "run_id", default=None, help="Only steps of this run.")
 @click.option("--data", default=None, help="The event's data: JSON, @FILE or - (stdin).")
+@click.option("--id", "signal_id", default=None, help="The signal's id: the same id sent again does nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @who_options
 def signal(
-    event: str, key: str | None, run_id: str | None, data: str | None, as_json: bool, by: str | None, reason: str | None
+    event: str,
+    key: str | None,
+    run_id: str | None,
+    data: str | None,
+    signal_id: str | None,
+    as_json: bool,
+    by: str | None,
+    reason: str | None,
 ) -> None:
     """Complete the steps waiting on EVENT and KEY; prints how many (0: kept for a step that waits later)."""
     payload = json_option(data, "--data")
     done = act(
-        lambda e: send_signal(e, event, key, payload, run_id, who(by, reason)), lambda d: [r for r, _ in d.delivered]
+        lambda e: send_signal(e, event, key, payload, run_id, who(by, reason), signal_id),
+        lambda d: [r for r, _ in d.delivered],
     )
     if as_json:
         delivered = [{"run_id": r, "step": s} for r, s in done.delivered]
-        click.echo(json.dumps({"event": done.event, "key": done.key, "delivered": delivered, "kept": done.kept}))
+        answer = {"event": done.event, "key": done.key, "delivered": delivered, "kept": done.kept}
+        click.echo(json.dumps({**answer, "duplicate": done.duplicate}))
+        return
+    if done.duplicate:
+        click.echo(f"signal {signal_id} was handled before: nothing done")
         return
     for run, step in done.delivered:
         click.echo(f"completed step {step} of run {run}")

@@ -53,6 +53,8 @@ def decide(
     """Record one decision; the quorum's last approval, or any rejection, ends the step."""
     if data is not None:
         check_payload(data, "the decision's data")
+    if comment is not None:
+        check_payload(comment, "the comment", limit=10_000)
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         plan = engine.plans.get(tx, run.version)
@@ -65,7 +67,7 @@ def decide(
         row = tx.steps(run_id, [step])[step]
         if row.status is not StepStatus.WAITING or row.wake is not None:
             raise Refused(f"step '{step}' is not waiting for a decision (it is {row.status})")
-        prior = tx.decisions([row.id], row.attempts)
+        prior = tx.decisions([row.id], row.dispatch_id)
         _check(spec, step, who.by, decision, keyword, data, prior)
         at = now()
         tx.add_decision(row, who.by, decision, comment, data, at)

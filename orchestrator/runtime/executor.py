@@ -118,6 +118,12 @@ class Executor:
             if lost is not None:
                 return lost
             at = now()
+            if run.status is RunStatus.PAUSED:  # its worker is gone: it starts again after resume
+                tx.update_step(
+                    row.id, status=StepStatus.PENDING, dispatch_id=None, lease_expires_at=None, queued_at=None
+                )
+                tx.add_events([event_row(row, "step.held", {"why": "the run is paused"}, at)])
+                return []
             tx.take_over(row.id, holder.id, holder.name, self.engine.timing.lease_s, at)
             row.attempts, row.worker, row.worker_id, row.started_at = row.attempts + 1, holder.name, holder.id, at
             tx.add_events([event_row(row, "step.running", {"attempt": row.attempts, "worker": holder.name}, at)])

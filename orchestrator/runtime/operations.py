@@ -31,6 +31,12 @@ class Who:
     by: str
     reason: str | None = None
 
+    def __post_init__(self) -> None:
+        if not self.by or len(self.by) > 200 or "\x00" in self.by:
+            raise UsageError("--by must name someone in 1 to 200 characters (no NUL)")
+        if self.reason is not None and (len(self.reason) > 2000 or "\x00" in self.reason):
+            raise UsageError("--reason must be at most 2000 characters (no NUL)")
+
     def detail(self, **more: Any) -> dict[str, Any]:
         found = {"by": self.by, **more}
         if self.reason:

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.executor import lose
 from orchestrator.runtime.scheduler import Dispatch, new_dispatch_id
@@ -39,7 +40,10 @@ def reconcile(engine: Engine) -> Reconciled:
     """One pass: lapsed leases, due wake-ups and waits, lost messages, stuck runs. Sends what it decided."""
     done = Reconciled()
     for part in (_lapsed_leases, _due_wake_ups, _due_waits, _lost_messages, _stuck_runs):
-        part(engine, done)
+        try:
+            part(engine, done)
+        except OrchestratorError as exc:  # the store is down, a run's data is broken: the other parts go on
+            log.warning("reconciling (%s) failed: %s", part.__name__.strip("_"), exc.message)
     engine.send(done.dispatches)
     with engine.repo.transaction() as tx:
         tx.prune_workers(DEFAULT_WORKER_FORGET_S)

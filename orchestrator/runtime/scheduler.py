@@ -343,6 +343,7 @@ class Advancer:
             "wake": None,
             "not_before": due,
             "output": None,
+            "dispatch_id": new_dispatch_id(),  # this wait's token: decisions are on one wait
         }
         self.tx.update_step(row.id, **values)
         for name, value in values.items():

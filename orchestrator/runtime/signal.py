@@ -38,6 +38,7 @@ class Signalled:
     key: str
     delivered: list[tuple[str, str]] = field(default_factory=list)
     kept: bool = False
+    duplicate: bool = False  # this signal id was handled before: nothing was done
     dispatches: list[Dispatch] = field(default_factory=list)
     woken: list[int] = field(default_factory=list)
 
@@ -64,9 +65,13 @@ def signal(
     data: Any = None,
     run_id: str | None = None,
     who: Who | None = None,
+    signal_id: str | None = None,
 ) -> Signalled:
     """Complete every step waiting on ``event`` and ``key`` (only in ``run_id`` when given), or keep
-    the signal for a step that waits later (for ``ORCHESTRATOR_SIGNAL_TTL``)."""
+    the signal for a step that waits later (for ``ORCHESTRATOR_SIGNAL_TTL``). The same
+    ``signal_id`` a second time does nothing (within that time)."""
+    if signal_id is not None and not 0 < len(signal_id) <= 200:
+        raise UsageError("a signal id has 1 to 200 characters")
     if not isinstance(event, str) or not re.match(EVENT_PATTERN, event):
         raise UsageError(f"invalid event name {event!r}: use letters, digits and . _ : / - (at most 200)")
     try:
@@ -77,7 +82,7 @@ def signal(
     who = who or Who(get_settings().default_actor)
     for attempt in range(_DEADLOCK_TRIES):
         try:
-            done = _deliver(engine, event, key, data, run_id, who)
+            done = _deliver(engine, event, key, data, run_id, who, signal_id)
             break
         except StateStoreError as exc:
             if "deadlock detected" not in exc.message or attempt == _DEADLOCK_TRIES - 1:
@@ -92,7 +97,9 @@ def signal(
     return done
 
 
-def _deliver(engine: Engine, event: str, key: str, data: Any, run_id: str | None, who: Who) -> Signalled:
+def _deliver(
+    engine: Engine, event: str, key: str, data: Any, run_id: str | None, who: Who, signal_id: str | None
+) -> Signalled:
     """The first transaction: hand the data to the waiting steps, or keep the signal. PostgreSQL
     may find it in a deadlock with a run's advance that starts a wait on the same event and key
     (each holding a lock the other wants); it is rolled back whole and tried again."""
@@ -104,6 +111,9 @@ def _deliver(engine: Engine, event: str, key: str, data: Any, run_id: str | None
             raise UsageError(f"no workflow waits on event '{event}': check its name (nothing was stored)")
         tx.lock_signal(event, key)
         at = now()
+        if signal_id is not None and not tx.first_receipt(signal_id, at):
+            done.duplicate = True
+            return done
         delivered = tx.deliver_signal(event, key, data, at, run_id)
         if delivered:
             detail = who.detail(event=event, key=key)

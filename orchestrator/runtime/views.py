@@ -74,7 +74,7 @@ def waiting_for(row: StepRow, approval: dict[str, Any] | None, decisions: list[d
     if row.wait_kind == "timer":
         return {"timer": due}
     spec = approval or {}
-    mine = [d for d in decisions if d["step_run_id"] == row.id and d["attempt"] == row.attempts]
+    mine = [d for d in decisions if d["step_run_id"] == row.id and d["wait_id"] == row.dispatch_id]
     return {
         "approval": {
             "approvers": list(spec.get("approvers", [])),

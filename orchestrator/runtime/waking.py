@@ -8,10 +8,12 @@ however many of them try at the same moment.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.scheduler import Dispatch
-from orchestrator.settings import DEFAULT_WAIT_SWEEP_LIMIT
+from orchestrator.settings import DEFAULT_WAIT_SWEEP_LIMIT, get_settings
 from orchestrator.status import StepStatus
 from orchestrator.store import StepRow, now
 
@@ -42,12 +44,16 @@ def wake_step(engine: Engine, step_run_id: int) -> list[Dispatch]:
 
 def wake_due(engine: Engine) -> list[Dispatch]:
     """The reconciler's sweep: every waiting step whose time has come, one run per transaction."""
+    at = now()
     with engine.repo.transaction() as tx:
-        due = tx.due_waits(now(), DEFAULT_WAIT_SWEEP_LIMIT)
-        purged = tx.purge_signals(now())
+        due = tx.due_waits(at, DEFAULT_WAIT_SWEEP_LIMIT)
+        purged = tx.purge_signals(at, at - timedelta(seconds=get_settings().signal_ttl_s))
     if purged:
         log.info("dropped %d expired signal(s) no step took", purged)
     dispatches: list[Dispatch] = []
     for row in due:
-        dispatches += wake_step(engine, row.id)
+        try:
+            dispatches += wake_step(engine, row.id)
+        except OrchestratorError as exc:  # one step's trouble never stops the others' wake-ups
+            log.warning("waking step %s failed (%s); trying again next pass", row.id, exc.message)
     return dispatches

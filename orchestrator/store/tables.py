@@ -210,6 +210,15 @@ signals = sa.Table(
     sa.Index("ix_signals_expires_at", "expires_at"),
 )
 
+# Ids of signals already handled: the same signal sent again (a redelivered message, a retried
+# request) does nothing, instead of being kept for the next wait.
+signal_receipts = sa.Table(
+    "signal_receipts",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("at", Time, nullable=False, index=True),
+)
+
 # Every event name a stored definition waits on: a signal for any other is a typo, refused.
 wait_events = sa.Table(
     "wait_events",
@@ -225,13 +234,13 @@ decisions = sa.Table(
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
     sa.Column("step_run_id", Id, sa.ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("wait_id", sa.String(36), nullable=False),  # the wait it decides (each wait has its own)
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("decision", sa.String(16), nullable=False),
     sa.Column("comment", sa.Text, nullable=True),
     sa.Column("data", Json, nullable=True),
     sa.Column("at", Time, nullable=False),
-    sa.UniqueConstraint("step_run_id", "attempt", "actor"),
+    sa.UniqueConstraint("step_run_id", "wait_id", "actor"),
 )
 
 # Circuit breakers' shared state when no Redis is configured (the embedded default).

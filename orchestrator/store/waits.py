@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from orchestrator.status import RunStatus
 from orchestrator.store import tables as t
 from orchestrator.store.rows import StepRow, aware
+from orchestrator.store.sql import insert_if_absent
 
 _s = t.step_runs.c
 _r = t.runs.c
@@ -88,8 +89,14 @@ class WaitQueries:
             dict(r._mapping, sent_at=aware(r.sent_at), expires_at=aware(r.expires_at)) for r in self.c.execute(query)
         ]
 
-    def purge_signals(self, at: datetime) -> int:
+    def purge_signals(self, at: datetime, receipts_before: datetime) -> int:
+        """Drop kept signals that expired, and receipts older than a signal is kept."""
+        self.c.execute(t.signal_receipts.delete().where(t.signal_receipts.c.at < receipts_before))
         return self.c.execute(t.signals.delete().where(_g.expires_at <= at)).rowcount
+
+    def first_receipt(self, signal_id: str, at: datetime) -> bool:
+        """Note that this signal id was handled; False when it was before (a duplicate)."""
+        return insert_if_absent(self.c, t.signal_receipts, {"id": signal_id, "at": at})
 
     # Waiting steps
 
@@ -125,7 +132,7 @@ class WaitQueries:
             {
                 "run_id": row.run_id,
                 "step_run_id": row.id,
-                "attempt": row.attempts,
+                "wait_id": row.dispatch_id,
                 "actor": actor,
                 "decision": decision,
                 "comment": comment,
@@ -134,12 +141,13 @@ class WaitQueries:
             },
         )
 
-    def decisions(self, step_run_ids: Sequence[int], attempt: int | None = None) -> list[dict[str, Any]]:
+    def decisions(self, step_run_ids: Sequence[int], wait_id: str | None = None) -> list[dict[str, Any]]:
+        """Decisions on these steps (on one wait of theirs, if ``wait_id``), oldest first."""
         if not step_run_ids:
             return []
         query = sa.select(t.decisions).where(_d.step_run_id.in_(list(step_run_ids))).order_by(_d.id)
-        if attempt is not None:
-            query = query.where(_d.attempt == attempt)
+        if wait_id is not None:
+            query = query.where(_d.wait_id == wait_id)
         return [dict(r._mapping, at=aware(r.at)) for r in self.c.execute(query)]
 
     def run_decisions(self, run_id: str) -> list[dict[str, Any]]:

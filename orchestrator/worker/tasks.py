@@ -103,12 +103,21 @@ def wake(step_run_id: int) -> None:
     found.send(wake_step(found, step_run_id))
 
 
-@app.task(name="orchestrator.signal", acks_late=True, ignore_result=False)
-def signal(event: str, key: Any = None, run_id: str | None = None, data: Any = None, by: str | None = None) -> int:
+@app.task(name="orchestrator.signal", bind=True, acks_late=True, ignore_result=False)
+def signal(
+    self: Task,
+    event: str,
+    key: Any = None,
+    run_id: str | None = None,
+    data: Any = None,
+    by: str | None = None,
+    signal_id: str | None = None,
+) -> int:
     """Complete the steps waiting on ``event`` and ``key``; how many (0: kept for a later wait).
-    A redelivered message finds nothing waiting any more, and the step completed once."""
+    Without a ``signal_id`` the message's own id is the signal's: a redelivered message does nothing."""
     who = operations.Who(by or "celery")
-    return len(signal_steps(engine(), event, key, data, run_id, who).delivered)
+    signal_id = signal_id if signal_id is not None else f"celery-task:{self.request.id}"
+    return len(signal_steps(engine(), event, key, data, run_id, who, signal_id).delivered)
 
 
 @app.task(name="orchestrator.advance", acks_late=True)

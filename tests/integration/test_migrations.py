@@ -24,6 +24,7 @@ TABLES = {
     "definitions",
     "events",
     "runs",
+    "signal_receipts",
     "signals",
     "step_runs",
     "wait_events",

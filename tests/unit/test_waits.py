@@ -306,3 +306,81 @@ def test_replaying_a_timed_out_wait_waits_again(engine: Engine) -> None:
     drive(engine)
     assert state(engine, run_id)[0] == "succeeded"
     assert output(engine, run_id, "ship") == {"task": "m:ship", "paid": "late but fine"}
+
+
+def test_a_retried_approval_starts_from_no_decision(engine: Engine) -> None:
+    # Given a quorum of 2 of 3, approved by alice and rejected by bob
+    run_id = start(engine, sign_off(approvers=["alice", "bob", "carol"], required=2))
+    approval.decide(engine, run_id, "sign", ALICE, "approved")
+    approval.decide(engine, run_id, "sign", BOB, "rejected", comment="no")
+    drive(engine)
+    assert state(engine, run_id)[0] == "failed"
+    # When the run is retried, the old decisions decide nothing: carol alone is not a quorum
+    repair.retry(engine, run_id, ALICE)
+    drive(engine)
+    done = approval.decide(engine, run_id, "sign", Who("carol"), "approved")
+    assert (done.approvals, done.ended) == (1, False)
+    approval.decide(engine, run_id, "sign", BOB, "approved")  # bob may decide again
+    drive(engine)
+    assert state(engine, run_id)[0] == "succeeded"
+    assert output(engine, run_id, "sign")["by"] == ["carol", "bob"]
+
+
+def test_the_same_signal_id_twice_does_nothing_the_second_time(engine: Engine) -> None:
+    run_id = start(engine, payment(), {"order": "S1"})
+    first = signal(engine, "payment.confirmed", "S1", 1, signal_id="msg-1")
+    again = signal(engine, "payment.confirmed", "S1", 1, signal_id="msg-1")
+    drive(engine)
+    assert first.delivered == [(run_id, "pay")]
+    assert again.duplicate and not again.kept and again.delivered == []
+    with engine.repo.transaction() as tx:
+        assert tx.kept_signals() == []  # nothing left over to complete a later wait
+
+
+def test_careless_input_is_refused_before_anything_changes(engine: Engine) -> None:
+    run_id = start(engine, sign_off())
+    with pytest.raises(UsageError, match="comment"):
+        approval.decide(engine, run_id, "sign", ALICE, "approved", comment="ok\x00")
+    with pytest.raises(UsageError, match="--by"):
+        Who("x" * 201)
+    assert state(engine, run_id)[1]["sign"] == "waiting"
+    wf = WorkflowBuilder("far")
+    wf.wait("far", until="${{ inputs.when }}")
+    far = start(engine, wf, {"when": "9999-12-31T23:59:59-05:00"})
+    with engine.repo.transaction() as tx:
+        run = tx.run(far)
+        entries = tx.dead_letters(run_id=far)
+    assert run is not None and run.status == "failed" and "more than ten years away" in (run.error or "")
+    assert [e.error_type for e in entries] == ["EvaluationError"]
+
+
+def test_repairing_a_paused_run_keeps_it_paused(repo: Repository) -> None:
+    # Given a step that fails while its run is being paused (an all_done cleanup after it)
+    runs: list[str] = []
+    ran: list[str] = []
+
+    def resolve(task: str) -> Any:
+        def run(**inputs: Any) -> Any:
+            ran.append(task)
+            if task == "m:a":
+                repair.pause(engine, runs[0], ALICE)
+                raise RuntimeError("boom")
+            return task
+
+        return run
+
+    engine = Engine.create(repo, Recorder(), resolve, timing=Timing(countdown_limit=60), renew_leases=False)
+    wf = WorkflowBuilder("paused")
+    a = wf.step("a", "m:a")
+    wf.step("cleanup", "m:cleanup", needs=[a], trigger="all_done")
+    runs.append(operations.submit(engine, build_plan(wf.build(), check_tasks=False), {}).run_id)
+    drive(engine)
+    assert state(engine, runs[0]) == ("paused", {"a": "failed", "cleanup": "pending"})
+    # When a person accepts the failed step, the run stays paused: nothing runs until resume
+    repair.accept(engine, runs[0], "a", "by hand", ALICE)
+    drive(engine)
+    assert state(engine, runs[0]) == ("paused", {"a": "succeeded", "cleanup": "pending"})
+    assert ran == ["m:a"]
+    repair.resume(engine, runs[0], ALICE)
+    drive(engine)
+    assert state(engine, runs[0]) == ("succeeded", {"a": "succeeded", "cleanup": "succeeded"})

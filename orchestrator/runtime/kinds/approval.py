@@ -51,7 +51,7 @@ class ApprovalKind(StepKind):
     def wake(self, advancer: Advancer, row: StepRow, step: StepPlan) -> None:
         spec = step.step.approval
         assert spec is not None
-        decisions = advancer.tx.decisions([row.id], row.attempts)
+        decisions = advancer.tx.decisions([row.id], row.dispatch_id)
         if row.wake == "approved":
             advancer.complete(row, approval_output(decisions, advancer.at), "approved")
         elif row.wake == "rejected":

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.definition import StepPlan
-from orchestrator.definition.duration import format_duration
+from orchestrator.definition.duration import MAX_DURATION_S, format_duration
 from orchestrator.errors import EvaluationError, WaitTimeout
 from orchestrator.runtime.kinds import StepKind
 from orchestrator.store import StepRow
@@ -41,7 +41,14 @@ def parse_until(value: Any) -> datetime:
         when = datetime.fromisoformat(value.strip())
     except ValueError:
         raise EvaluationError(f"wait until gave {value!r}, which is not an ISO 8601 time") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    try:
+        when = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
+        far = abs((when - datetime.now(UTC)).total_seconds()) > MAX_DURATION_S
+    except OverflowError:
+        far = True
+    if far:
+        raise EvaluationError(f"wait until gave {value!r}, more than ten years away")
+    return when
 
 
 class WaitKind(StepKind):

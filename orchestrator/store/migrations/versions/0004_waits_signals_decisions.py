@@ -66,6 +66,13 @@ def upgrade() -> None:
     op.create_index("ix_signals_event_key_id", "signals", ["event", "key", "id"])
     op.create_index("ix_signals_expires_at", "signals", ["expires_at"])
     op.create_table(
+        "signal_receipts",
+        sa.Column("id", sa.String(length=200), nullable=False),
+        sa.Column("at", _Time, nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_signal_receipts")),
+    )
+    op.create_index("ix_signal_receipts_at", "signal_receipts", ["at"])
+    op.create_table(
         "wait_events",
         sa.Column("event", sa.String(length=200), nullable=False),
         sa.Column("first_seen", _Time, nullable=False),
@@ -76,7 +83,7 @@ def upgrade() -> None:
         sa.Column("id", _Id, autoincrement=True, nullable=False),
         sa.Column("run_id", sa.String(length=36), nullable=False),
         sa.Column("step_run_id", _Id, nullable=False),
-        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("wait_id", sa.String(length=36), nullable=False),
         sa.Column("actor", sa.String(length=200), nullable=False),
         sa.Column("decision", sa.String(length=16), nullable=False),
         sa.Column("comment", sa.Text(), nullable=True),
@@ -87,7 +94,7 @@ def upgrade() -> None:
             ["step_run_id"], ["step_runs.id"], name=op.f("fk_decisions_step_run_id_step_runs"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_decisions")),
-        sa.UniqueConstraint("step_run_id", "attempt", "actor", name=op.f("uq_decisions_step_run_id_attempt_actor")),
+        sa.UniqueConstraint("step_run_id", "wait_id", "actor", name=op.f("uq_decisions_step_run_id_wait_id_actor")),
     )
     op.create_index("ix_decisions_run_id", "decisions", ["run_id"])
 
@@ -96,6 +103,8 @@ def downgrade() -> None:
     op.drop_index("ix_decisions_run_id", table_name="decisions")
     op.drop_table("decisions")
     op.drop_table("wait_events")
+    op.drop_index("ix_signal_receipts_at", table_name="signal_receipts")
+    op.drop_table("signal_receipts")
     op.drop_index("ix_signals_expires_at", table_name="signals")
     op.drop_index("ix_signals_event_key_id", table_name="signals")
     op.drop_table("signals")
