@@ -332,8 +332,12 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
                 except OrchestratorError:
                     pass  # not paused
             self.send_signal()
-            for index in range(len(self.runs) * len(self.plan.steps)):
-                self.decide(index, "approved")
+            for run_id in self.runs:
+                for step in self.plan.steps:
+                    try:
+                        approval.decide(self.engine, run_id, step, PERSON, "approved")
+                    except OrchestratorError:
+                        pass  # not an approval, or not waiting
             self.waits_are_due()
 
         def dump(self, run_id: str) -> str:
@@ -415,8 +419,10 @@ def check_run(repo: Repository, plan: Any, run_id: str) -> None:
     for e in events:
         if e["kind"] == "run.paused":
             paused = True
-        elif e["kind"] == "run.cancelled" or (e["kind"] == "run.resumed" and "by" in (e["detail"] or {})):
-            paused = False
+        elif e["kind"] in ("run.cancelled", "run.failed", "run.succeeded") or (
+            e["kind"] == "run.resumed" and "by" in (e["detail"] or {})
+        ):
+            paused = False  # resumed by a person, or ended (a repair of an ended run starts it again)
         elif paused and e["kind"] in ("step.running", "step.waiting", "step.queued"):
             raise AssertionError(f"{where}: {e['step']} started while the run was paused: {e}")
     # Each step's success is recorded once.
