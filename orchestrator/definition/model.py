@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -206,7 +207,19 @@ class Step(_Value):
     wait: Wait | None = None
     approval: Approval | None = None
     description: str | None = None
-    needs: Annotated[tuple[StepId, ...], BeforeValidator(_one_or_many)] = ()
+    needs: Annotated[
+        tuple[StepId, ...],
+        BeforeValidator(_one_or_many),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": STEP_ID_PATTERN},
+                    {"type": "array", "items": {"type": "string", "pattern": STEP_ID_PATTERN}},
+                ],
+                "description": "the steps this one needs: a step id, or a list of them",
+            }
+        ),
+    ] = ()
     trigger: Trigger = Trigger.ALL_SUCCEEDED
     if_: bool | str | None = Field(None, alias="if")
     foreach: str | list[Any] | None = None

@@ -22,7 +22,7 @@ def orchestrator(*args: str) -> subprocess.CompletedProcess[str]:
 def test_validate_accepts_the_examples() -> None:
     result = orchestrator("validate", *EXAMPLES)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(": valid (") == len(EXAMPLES) == 4
+    assert result.stdout.count(": valid (") == len(EXAMPLES) == 5
 
 
 def test_validate_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_validate_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
     assert any(line.startswith(f"{bad}:6: step 'd': unknown breaker 'x'") for line in lines)
     assert f"{typo}:3: step 'a': unknown key 'tiemout'; did you mean 'timeout'?" in lines
     assert "Traceback" not in result.stderr
-    assert result.stdout.count(": valid (") == 4
+    assert result.stdout.count(": valid (") == len(EXAMPLES)
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,19 @@ def test_approve_and_retry_on_the_embedded_default(embedded: dict[str, str], tmp
     events = json.loads(orchestrator(embedded, tmp_path, "history", run_id, "--json").stdout)
     retry = next(e for e in events if e["kind"] == "run.retried")
     assert retry["detail"]["reason"] == "flag is back" and retry["detail"]["steps"] == ["a", "b"]
+
+
+def test_the_approval_example_with_a_signal_and_a_sign_off(embedded: dict[str, str], tmp_path: Path) -> None:
+    example = str(Path(__file__).resolve().parents[2] / "config" / "examples" / "approval.yaml")
+    run = background(embedded, tmp_path, "run", example, "-i", "order_id=A1", "--json")
+    run_id = waiting(embedded, tmp_path, "payment")
+    said = orchestrator(embedded, tmp_path, "signal", "payment.confirmed", "--key", "A1", "--data", '{"amount": 42}')
+    assert said.returncode == 0, said.stderr
+    waiting(embedded, tmp_path, "sign-off")  # after the 2-second cooling-off timer
+    wrong = orchestrator(embedded, tmp_path, "approve", run_id, "sign-off", "--keyword", "ship it")
+    assert wrong.returncode == 2 and "keyword" in wrong.stderr
+    right = orchestrator(embedded, tmp_path, "approve", run_id, "sign-off", "--keyword", "SHIP IT", "--by", "ann")
+    assert right.returncode == 0, right.stderr
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert json.loads(out)["outputs"] == {"shipped": "sent: order A1 paid 42, approved by ann"}

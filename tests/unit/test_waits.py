@@ -384,3 +384,17 @@ def test_repairing_a_paused_run_keeps_it_paused(repo: Repository) -> None:
     repair.resume(engine, runs[0], ALICE)
     drive(engine)
     assert state(engine, runs[0]) == ("succeeded", {"a": "succeeded", "cleanup": "succeeded"})
+
+
+def test_cancelling_a_paused_run_with_a_waiting_step(engine: Engine) -> None:
+    run_id = start(engine, payment(), {"order": "C1"})
+    repair.pause(engine, run_id, ALICE)
+    assert "already" in (repair.pause(engine, run_id, ALICE).note or "")
+    operations.cancel(engine, run_id, ALICE)
+    assert state(engine, run_id) == ("cancelled", {"pay": "cancelled", "ship": "cancelled"})
+    # the signal finds nothing waiting any more: kept, and the cancelled run stays cancelled
+    assert signal(engine, "payment.confirmed", "C1", 1).kept
+    drive(engine)
+    assert state(engine, run_id)[0] == "cancelled"
+    with pytest.raises(UsageError):
+        repair.resume(engine, run_id, ALICE)
