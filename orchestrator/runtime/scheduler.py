@@ -299,9 +299,10 @@ class Advancer:
         reason: str | None = None,
     ) -> None:
         """A step (not an item) reaches a terminal state here, inside the advance."""
-        self.tx.update_step(
-            row.id, status=status, output=output, error=error, reason=reason, finished_at=self.at, wake=None
-        )
+        ended = {"status": status, "output": output, "error": error, "reason": reason, "finished_at": self.at}
+        if row.wake is not None:
+            ended["wake"] = None
+        self.tx.update_step(row.id, **ended)
         row.status, row.output, row.error, row.reason = status, output, error, reason
         detail = {k: v for k, v in (("error", error), ("reason", reason)) if v is not None}
         self.event(f"step.{status}", row, detail or None)
