@@ -398,3 +398,17 @@ def test_cancelling_a_paused_run_with_a_waiting_step(engine: Engine) -> None:
     assert state(engine, run_id)[0] == "cancelled"
     with pytest.raises(UsageError):
         repair.resume(engine, run_id, ALICE)
+
+
+def test_a_signal_whose_sender_dies_after_delivering_is_completed_by_the_reconciler(engine: Engine) -> None:
+    from orchestrator.runtime.signal import _deliver
+
+    run_id = start(engine, payment(), {"order": "D1"})
+    # The sender's first transaction commits (the step is handed the data); then it dies
+    done = _deliver(engine, "payment.confirmed", "D1", {"n": 1}, None, ALICE, None)
+    assert done.delivered == [(run_id, "pay")]
+    assert state(engine, run_id)[1]["pay"] == "waiting"
+    reconcile(engine)
+    drive(engine)
+    assert state(engine, run_id) == ("succeeded", {"pay": "succeeded", "ship": "succeeded"})
+    assert output(engine, run_id, "ship") == {"task": "m:ship", "paid": {"n": 1}}
