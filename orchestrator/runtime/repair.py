@@ -124,6 +124,7 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
             done.dispatches = advancer.drain()
         else:  # it failed and was counted then: the run is revived unless another step still fails
             tx.update_step(row.id, status=status, output=output, error=None, reason=reason, finished_at=at)
+            tx.retire_items(run_id, step, reason)
             tx.add_events([event_row(row, f"step.{status}", {"reason": reason}, at)])
             done.dispatches, done.note = _revive(tx, run, advancer)
         done.status = run.status

@@ -219,6 +219,15 @@ class StepQueries:
         )
         return self.c.execute(statement).rowcount == 1
 
+    def retire_items(self, run_id: str, step: str, reason: str) -> None:
+        """The ended items of a step a person skipped or accepted keep their status, but no repair
+        reopens them any more (their step is settled)."""
+        self.c.execute(
+            t.step_runs.update()
+            .where(_s.run_id == run_id, _s.step == step, _s.item_index >= 0, _s.status == StepStatus.CANCELLED)
+            .values(reason=reason)
+        )
+
     def update_step(self, step_run_id: int, **values: Any) -> None:
         self.c.execute(t.step_runs.update().where(_s.id == step_run_id).values(**values))
 

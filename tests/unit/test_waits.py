@@ -412,3 +412,20 @@ def test_a_signal_whose_sender_dies_after_delivering_is_completed_by_the_reconci
     drive(engine)
     assert state(engine, run_id) == ("succeeded", {"pay": "succeeded", "ship": "succeeded"})
     assert output(engine, run_id, "ship") == {"task": "m:ship", "paid": {"n": 1}}
+
+
+def test_a_skipped_foreach_keeps_its_items_ended_when_the_run_revives(engine: Engine) -> None:
+    # Given a foreach whose first item failed (the second was cancelled by fail-fast) and another failed step
+    wf = WorkflowBuilder("fan")
+    fan = wf.step("fan", "m:boom", foreach=[False, True], with_={"ok": "${{ item }}"}, concurrency=1)
+    wf.step("other", "m:boom", needs=[fan], trigger="all_done")
+    run_id = start(engine, wf)
+    assert state(engine, run_id)[0] == "failed"
+    # When a person skips the foreach (the run stays failed: other failed too), then accepts the other
+    assert "other" in (repair.skip(engine, run_id, "fan", ALICE).note or "")
+    repair.accept(engine, run_id, "other", "fixed", ALICE)
+    drive(engine)
+    # Then the run ends, and none of the skipped foreach's items was reopened
+    assert state(engine, run_id) == ("succeeded", {"fan": "skipped", "other": "succeeded"})
+    with engine.repo.transaction() as tx:
+        assert [str(i.status) for i in tx.items(run_id, "fan")] == ["failed", "cancelled"]
