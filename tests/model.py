@@ -323,6 +323,11 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
                 self.dead.append(message)
             self.outcomes.next = "ok"
 
+        def ended(self, run_id: str) -> bool:
+            with self.repo.transaction() as tx:
+                run = tx.run(run_id)
+            return run is not None and run.status.terminal
+
         def people_finish(self) -> None:
             """Everything people would do for the runs to end: resume, signal, approve, time passes."""
             assert self.engine is not None
@@ -367,6 +372,7 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
             reconciler runs. Every run must then end."""
             try:
                 if self.engine is not None:
+                    idle = 0
                     for _ in range(300):
                         self.waits_end()
                         self.people_finish()
@@ -374,8 +380,13 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
                             self.leases_lapse()
                         if self.broker.messages:
                             self.execute(self.broker.messages.pop(0), "ok")
+                            idle = 0
                             continue
-                        if not reconcile(self.engine).dispatches and not self.broker.messages:
+                        if reconcile(self.engine).dispatches or self.broker.messages:
+                            idle = 0
+                            continue
+                        idle += 1  # a wait completed by people may start another: look a few times more
+                        if idle >= 3 or all(self.ended(run_id) for run_id in self.runs):
                             break
                     for run_id in self.runs:
                         with self.repo.transaction() as tx:
