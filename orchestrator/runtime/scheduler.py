@@ -399,6 +399,8 @@ class Advancer:
             self.rows[dependent.step] = dependent
             if dependent.status is StepStatus.PENDING and dependent.needs_open <= 0:
                 self.worklist.append(dependent.step)
+            elif dependent.status.terminal:  # it ran without this need (all_done, after a repair put the need back)
+                self.maybe_done = True
 
     def recount(self, step_ids: Iterable[str]) -> None:
         """Set ``needs_open`` of pending steps from their needs' statuses (after a re-scan, a repair

@@ -429,3 +429,18 @@ def test_a_skipped_foreach_keeps_its_items_ended_when_the_run_revives(engine: En
     assert state(engine, run_id) == ("succeeded", {"fan": "skipped", "other": "succeeded"})
     with engine.repo.transaction() as tx:
         assert [str(i.status) for i in tx.items(run_id, "fan")] == ["failed", "cancelled"]
+
+
+def test_a_need_put_back_by_a_repair_ends_the_run_though_its_all_done_dependent_already_ran(engine: Engine) -> None:
+    # Given s1 fails before it runs, so fail-fast cancels s0, and s2 (all_done after s0) runs anyway
+    wf = WorkflowBuilder("fix")
+    s0 = wf.step("s0", "m:s0")
+    wf.step("s1", "m:s1", with_={"value": "${{ inputs.missing.key }}"})
+    wf.step("s2", "m:s2", needs=[s0], trigger="all_done")
+    run_id = start(engine, wf)
+    assert state(engine, run_id) == ("failed", {"s0": "cancelled", "s1": "failed", "s2": "succeeded"})
+    # When a person skips s1, s0 is put back and runs; s2 has run already
+    repair.skip(engine, run_id, "s1", ALICE)
+    drive(engine)
+    # Then the run ends when s0 does, with nothing left for the reconciler to find
+    assert state(engine, run_id) == ("succeeded", {"s0": "succeeded", "s1": "skipped", "s2": "succeeded"})
