@@ -28,7 +28,7 @@ from orchestrator.runtime.engine import Engine, Timing
 from orchestrator.runtime.executor import Executor
 from orchestrator.runtime.reconciler import reconcile
 from orchestrator.runtime.scheduler import Dispatch, trigger_verdict
-from orchestrator.runtime.signal import signal
+from orchestrator.runtime.signal import _deliver, signal
 from orchestrator.runtime.waking import wake_step
 from orchestrator.status import STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import Repository, StepRow, now
@@ -269,6 +269,15 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
             assert self.engine is not None
             try:
                 signal(self.engine, EVENT, "k", {"signalled": True}, who=PERSON)
+            except OrchestratorError:
+                pass  # no workflow of this example waits on it: refused
+
+        @rule()
+        def signal_sender_dies(self) -> None:
+            """A signal hands its data over (to steps whose run it did not lock), then its sender dies."""
+            assert self.engine is not None
+            try:
+                _deliver(self.engine, EVENT, "k", {"signalled": "late"}, None, PERSON, None, inline=False)
             except OrchestratorError:
                 pass  # no workflow of this example waits on it: refused
 

@@ -1,9 +1,11 @@
 """Signals: an external event, by name and correlation key, completes the steps waiting on it.
 
-A signal is delivered in two transactions. The first, under the event-and-key lock, hands the
-data to every step waiting on it and marks each due now, or keeps the signal in the mailbox when
-none waits; the second wakes each step under its run's lock. If the sender dies between the two,
-the steps are due and the reconciler wakes them: the signal is never lost and never used twice.
+One transaction locks the runs waiting on the signal, then the event-and-key lock (which a step
+starting to wait on it takes too, so exactly one of the two sees the other), hands the data to
+every waiting step and completes each, or keeps the signal in the mailbox when none waits. A step
+that began waiting in another run meanwhile is handed the data and left due; the sender then
+completes it in a second transaction, or, if it dies first, the reconciler does. A signal is never
+lost and never used twice.
 """
 
 from __future__ import annotations
@@ -98,17 +100,30 @@ def signal(
 
 
 def _deliver(
-    engine: Engine, event: str, key: str, data: Any, run_id: str | None, who: Who, signal_id: str | None
+    engine: Engine,
+    event: str,
+    key: str,
+    data: Any,
+    run_id: str | None,
+    who: Who,
+    signal_id: str | None,
+    inline: bool = True,
 ) -> Signalled:
-    """The first transaction: hand the data to the waiting steps, or keep the signal. PostgreSQL
-    may find it in a deadlock with a run's advance that starts a wait on the same event and key
-    (each holding a lock the other wants); it is rolled back whole and tried again."""
+    """Hand the data to the waiting steps and complete them, or keep the signal, in one transaction.
+
+    Locks are taken in the order every writer takes them: the runs with a step waiting on the
+    signal (in id order), then the event-and-key lock, then step rows. A step that started waiting
+    in another run while this waited for the event-and-key lock is handed the data and left due
+    (``woken``), for the caller or the reconciler to complete. PostgreSQL may still find a deadlock
+    in that corner; the transaction is then rolled back whole and tried again."""
     done = Signalled(event, key)
+    completed: set[int] = set()
     with engine.repo.transaction() as tx:
         if run_id is not None and tx.run(run_id) is None:
             raise UsageError(f"no run {run_id} (orchestrator runs lists them)")
         if not tx.is_awaited(event):
             raise UsageError(f"no workflow waits on event '{event}': check its name (nothing was stored)")
+        runs = tx.lock_runs(tx.runs_waiting_on(event, key, run_id)) if inline else {}
         tx.lock_signal(event, key)
         at = now()
         if signal_id is not None and not tx.first_receipt(signal_id, at):
@@ -122,6 +137,12 @@ def _deliver(
             expires = at + timedelta(seconds=get_settings().signal_ttl_s)
             tx.keep_signal(event, key, run_id, data, who.by, at, expires)
             done.kept = True
+        for row in delivered:
+            run = runs.get(row.run_id)
+            if run is not None and not run.status.terminal:  # locked above: completed now
+                plan = engine.plans.get(tx, run.version)
+                done.dispatches += engine.advancer(tx, plan, run).woken(row)
+                completed.add(row.id)
     done.delivered = [(row.run_id, row.step) for row in delivered]
-    done.woken = [row.id for row in delivered]
+    done.woken = [row.id for row in delivered if row.id not in completed]
     return done

@@ -38,6 +38,18 @@ class WaitQueries:
         if self.dialect == "postgresql":
             self.c.execute(_LOCK, {"name": f"orchestrator.signal\x1f{event}\x1f{key}"})
 
+    def runs_waiting_on(self, event: str, key: str, run_id: str | None) -> list[str]:
+        """Runs with a step waiting on ``event`` and ``key`` that nothing woke yet (to lock first)."""
+        query = (
+            sa.select(_s.run_id)
+            .where(_WAITING_ROW, _s.wait_kind == "event", _s.wait_event == event, _s.wait_key == key)
+            .where(_s.wake.is_(None))
+            .distinct()
+        )
+        if run_id is not None:
+            query = query.where(_s.run_id == run_id)
+        return sorted(r[0] for r in self.c.execute(query))
+
     def deliver_signal(self, event: str, key: str, data: Any, at: datetime, run_id: str | None) -> list[StepRow]:
         """Hand ``data`` to every step waiting on ``event`` and ``key`` that nothing woke yet: each is
         due now; the caller (or, if it dies, the reconciler) completes them under their run's lock."""

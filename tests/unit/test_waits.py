@@ -404,8 +404,9 @@ def test_a_signal_whose_sender_dies_after_delivering_is_completed_by_the_reconci
     from orchestrator.runtime.signal import _deliver
 
     run_id = start(engine, payment(), {"order": "D1"})
-    # The sender's first transaction commits (the step is handed the data); then it dies
-    done = _deliver(engine, "payment.confirmed", "D1", {"n": 1}, None, ALICE, None)
+    # The step began waiting while the signal waited for its lock (so its run was not locked): the
+    # signal hands it the data and commits; then the sender dies before completing it
+    done = _deliver(engine, "payment.confirmed", "D1", {"n": 1}, None, ALICE, None, inline=False)
     assert done.delivered == [(run_id, "pay")]
     assert state(engine, run_id)[1]["pay"] == "waiting"
     reconcile(engine)
