@@ -118,10 +118,8 @@ class Executor:
             if lost is not None:
                 return lost
             at = now()
-            if run.status is RunStatus.PAUSED:  # its worker is gone: it starts again after resume
-                tx.update_step(
-                    row.id, status=StepStatus.PENDING, dispatch_id=None, lease_expires_at=None, queued_at=None
-                )
+            if run.status is RunStatus.PAUSED:  # its worker is gone: it is sent again after resume
+                tx.update_step(row.id, status=StepStatus.QUEUED, dispatch_id=None, lease_expires_at=None, not_before=at)
                 tx.add_events([event_row(row, "step.held", {"why": "the run is paused"}, at)])
                 return []
             tx.take_over(row.id, holder.id, holder.name, self.engine.timing.lease_s, at)
@@ -138,8 +136,9 @@ class Executor:
         if run is None:
             return []
         if run.status is RunStatus.PAUSED:
-            if tx.hold_back(peek.id, dispatch_id):
-                tx.add_events([event_row(peek, "step.held", {"why": "the run is paused"}, now())])
+            at = now()
+            if tx.hold_back(peek.id, dispatch_id, at):
+                tx.add_events([event_row(peek, "step.held", {"why": "the run is paused"}, at)])
             return []
         claimed = tx.claim(peek.id, dispatch_id, holder.id, holder.name, self.engine.timing.lease_s, now())
         if claimed is None:

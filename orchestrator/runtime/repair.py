@@ -15,7 +15,7 @@ from orchestrator.definition import Plan
 from orchestrator.errors import NotFound, Refused, UsageError
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who, open_run
-from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, Dispatch
+from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, Dispatch, new_dispatch_id
 from orchestrator.runtime.signal import check_payload
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now
@@ -57,10 +57,22 @@ def resume(engine: Engine, run_id: str, who: Who) -> Repaired:
         run.status = RunStatus.RUNNING
         tx.add_events([_event(run_id, "run.resumed", who.detail())])
         done = Repaired(run_id, run.status)
-        done.dispatches = engine.advancer(tx, engine.plans.get(tx, run.version), run).start()
+        plan = engine.plans.get(tx, run.version)
+        done.dispatches = engine.advancer(tx, plan, run).start() + _send_held(tx, plan, run_id)
         done.status = run.status
     engine.send(done.dispatches)
     return done
+
+
+def _send_held(tx: Tx, plan: Plan, run_id: str) -> list[Dispatch]:
+    """Steps held back while the run was paused (their messages spent, their inputs kept) go now."""
+    at, sent = now(), []
+    for row in tx.due_deferred(at, limit=1_000_000, run_id=run_id):
+        token = new_dispatch_id()
+        if tx.redispatch(row.id, None, token, at):
+            tx.add_events([event_row(row, "step.woken", {"why": "the run resumed"}, at)])
+            sent.append(Dispatch(row.id, token, timeout=plan.steps[row.step].timeout))
+    return sent
 
 
 def retry(engine: Engine, run_id: str, who: Who, step: str | None = None, from_step: str | None = None) -> Repaired:

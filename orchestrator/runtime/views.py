@@ -14,7 +14,7 @@ from orchestrator.store import Repository, RunRow, StepRow, Tx
 _EVENT_PAGE = 1000  # events read per query while catching up with a run
 _STATUSES = frozenset(s.value for s in StepStatus)
 _QUEUED_AGAIN = frozenset({"retrying", "deferred", "redispatched", "woken", "replayed"})
-_OTHER = {"held": StepStatus.PENDING.value, "accepted": StepStatus.SUCCEEDED.value}
+_OTHER = {"held": StepStatus.QUEUED.value, "accepted": StepStatus.SUCCEEDED.value}
 _KEEPS_ERROR = frozenset({StepStatus.QUEUED.value, StepStatus.FAILED.value, StepStatus.CANCELLED.value})
 _RESETS = frozenset({"step.replayed", "step.reopened"})  # a failed row put back: its error is gone
 _ENDED_BY = frozenset({StepStatus.SKIPPED.value, StepStatus.CANCELLED.value})

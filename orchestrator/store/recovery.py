@@ -96,7 +96,7 @@ class RecoveryQueries:
         )
         return self.c.execute(statement, [{"row_id": r, "token": d} for r, d in tokens]).rowcount
 
-    def due_deferred(self, at: datetime, limit: int = 500) -> list[StepRow]:
+    def due_deferred(self, at: datetime, limit: int = 500, run_id: str | None = None) -> list[StepRow]:
         """Queued steps held in the database (no message sent) whose wake-up time has come."""
         query = (
             sa.select(t.step_runs)
@@ -110,6 +110,8 @@ class RecoveryQueries:
             .order_by(_s.not_before)
             .limit(limit)
         )
+        if run_id is not None:
+            query = query.where(_s.run_id == run_id)
         return [StepRow.from_row(row) for row in self.c.execute(query)]
 
     def stuck_runs(self, limit: int = 100) -> list[str]:

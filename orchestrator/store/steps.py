@@ -209,13 +209,13 @@ class StepQueries:
         )
         return result.rowcount == 1
 
-    def hold_back(self, step_run_id: int, dispatch_id: str) -> bool:
-        """A queued step of a paused run goes back to pending, its message spent: resuming the run
-        starts it again."""
+    def hold_back(self, step_run_id: int, dispatch_id: str, at: datetime) -> bool:
+        """A queued step of a paused run keeps its inputs and its place, its message spent: it is
+        held in the store, due now, and resuming the run sends it again."""
         statement = (
             t.step_runs.update()
             .where(_s.id == step_run_id, _s.dispatch_id == dispatch_id, _s.status == StepStatus.QUEUED)
-            .values(status=StepStatus.PENDING, dispatch_id=None, queued_at=None, not_before=None)
+            .values(dispatch_id=None, not_before=at)
         )
         return self.c.execute(statement).rowcount == 1
 

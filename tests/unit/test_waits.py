@@ -232,7 +232,7 @@ def test_pause_holds_back_a_sent_message_and_resume_runs_it(engine: Engine, ledg
     repair.pause(engine, run_id, ALICE)  # the message for "first" is already in the broker
     drive(engine)
     assert ledger.calls == []
-    assert state(engine, run_id) == ("paused", {"first": "pending", "second": "pending"})
+    assert state(engine, run_id) == ("paused", {"first": "queued", "second": "pending"})
     repair.resume(engine, run_id, ALICE)
     drive(engine)
     assert ledger.calls == ["m:first", "m:second"]
