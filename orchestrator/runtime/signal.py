@@ -25,6 +25,7 @@ from orchestrator.runtime.operations import Who
 from orchestrator.runtime.scheduler import Dispatch
 from orchestrator.runtime.waking import wake_step
 from orchestrator.settings import get_settings
+from orchestrator.status import StepStatus
 from orchestrator.store import now, storable
 from orchestrator.store.rows import event_row
 
@@ -139,10 +140,13 @@ def _deliver(
             done.kept = True
         for row in delivered:
             run = runs.get(row.run_id)
-            if run is not None and not run.status.terminal:  # locked above: completed now
+            if run is None:  # its run was not locked above: completed after commit
+                continue
+            completed.add(row.id)
+            fresh = tx.step_run(row.id)  # completing an earlier step of its run may have ended it (fail-fast)
+            if fresh is not None and fresh.status is StepStatus.WAITING and fresh.wake == "signal":
                 plan = engine.plans.get(tx, run.version)
-                done.dispatches += engine.advancer(tx, plan, run).woken(row)
-                completed.add(row.id)
+                done.dispatches += engine.advancer(tx, plan, run).woken(fresh)
     done.delivered = [(row.run_id, row.step) for row in delivered]
     done.woken = [row.id for row in delivered if row.id not in completed]
     return done

@@ -445,3 +445,19 @@ def test_a_need_put_back_by_a_repair_ends_the_run_though_its_all_done_dependent_
     drive(engine)
     # Then the run ends when s0 does, with nothing left for the reconciler to find
     assert state(engine, run_id) == ("succeeded", {"s0": "succeeded", "s1": "skipped", "s2": "succeeded"})
+
+
+def test_one_signal_for_two_steps_of_a_run_whose_first_completion_fails_the_run(engine: Engine) -> None:
+    # Given two steps of one run waiting on the same signal, and the first one's dependent fails to start
+    wf = WorkflowBuilder("two")
+    first = wf.wait("first", event="payment.confirmed", key="k")
+    second = wf.wait("second", event="payment.confirmed", key="k")
+    wf.step("after", "m:after", needs=[first], with_={"value": "${{ inputs.missing.key }}"})
+    wf.step("cleanup", "m:cleanup", needs=[second], trigger="all_done")  # keeps the failing run open
+    run_id = start(engine, wf)
+    # When the signal completes the first: the run fails fast and cancels the second
+    signal(engine, "payment.confirmed", "k", 1)
+    drive(engine)
+    # Then the second stays cancelled (it is not completed on stale data) and the run ends failed
+    expected = {"first": "succeeded", "second": "cancelled", "after": "failed", "cleanup": "succeeded"}
+    assert state(engine, run_id) == ("failed", expected)
