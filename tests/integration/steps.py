@@ -81,3 +81,18 @@ def kill_own_worker() -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nap_marked(path: str, value: Any = None, seconds: float = 1.0) -> Any:
+    """Touch ``path`` (this step is running), then sleep."""
+    Path(path).touch()
+    time.sleep(seconds)
+    return value
+
+
+def fail_once_started(path: str, message: str = "boom", patience: float = 30.0) -> None:
+    """Fail, but only once ``path`` exists: the step that touches it is surely running by then."""
+    deadline = time.monotonic() + patience
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    raise ValueError(message)

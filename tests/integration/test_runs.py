@@ -121,8 +121,8 @@ def test_failure_fails_fast_but_all_done_steps_run(cluster: Cluster, tmp_path: P
         f"""
 name: failing
 steps:
-  slow: {{task: "{STEPS}:nap", with: {{value: slow, seconds: 1.0}}}}
-  broken: {{task: "{STEPS}:fail", with: {{message: card declined}}}}
+  slow: {{task: "{STEPS}:nap_marked", with: {{path: "{tmp_path / "slow-started"}", value: slow, seconds: 1.0}}}}
+  broken: {{task: "{STEPS}:fail_once_started", with: {{path: "{tmp_path / "slow-started"}", message: card declined}}}}
   after-broken: {{needs: [broken], task: "{STEPS}:echo"}}
   after-slow: {{needs: [slow], task: "{STEPS}:echo"}}
   cleanup: {{needs: [broken, slow], trigger: all_done, task: "{STEPS}:echo", with: {{value: cleaned}}}}
