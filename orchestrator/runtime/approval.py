@@ -10,16 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
-from jsonschema.validators import validator_for
-
 from orchestrator.definition.model import Approval
 from orchestrator.errors import NotFound, Refused
 from orchestrator.runtime.engine import Engine
-from orchestrator.runtime.operations import Who, open_run
+from orchestrator.runtime.operations import Who, check_payload, open_run, schema_problem
 from orchestrator.runtime.scheduler import Dispatch
-from orchestrator.runtime.signal import check_payload
 from orchestrator.status import StepStatus
 from orchestrator.store import now
 from orchestrator.store.rows import event_row
@@ -102,9 +97,6 @@ def _check(
         return
     if spec.keyword is not None and keyword != spec.keyword:
         raise Refused(f"approving '{step}' needs its keyword, quoted exactly (--keyword)")
-    if spec.inputs is not None:
-        validator = validator_for(spec.inputs, default=Draft202012Validator)(spec.inputs)
-        error = best_match(validator.iter_errors(data if data is not None else {}))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path)
-            raise Refused(f"data{'.' + where if where else ''}: {error.message[:200]} (approval inputs of '{step}')")
+    problem = None if spec.inputs is None else schema_problem(spec.inputs, {} if data is None else data, "data")
+    if problem is not None:
+        raise Refused(f"{problem} (approval inputs of '{step}')")

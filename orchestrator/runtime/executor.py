@@ -130,8 +130,9 @@ class Executor:
     def _hold_back(
         self, tx: Tx, peek: StepRow, dispatch_id: str, holder: Holder
     ) -> tuple[StepRow, Plan] | list[Dispatch]:
-        """A step of a paused run is not run: it goes back to pending until the run resumes. If the
-        run was resumed meanwhile, the claim is tried again."""
+        """A step of a paused run is not run: it is held in the store, queued with its inputs and no
+        message, and resuming the run sends it again. If the run was resumed meanwhile, the claim
+        is tried again."""
         run = tx.lock_run(peek.run_id)
         if run is None:
             return []

@@ -6,6 +6,7 @@ in one transaction, then hands its messages to the transport (and revokes what i
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 
 from orchestrator.definition import Plan, Workflow
-from orchestrator.errors import InputsError, NotFound, UsageError
+from orchestrator.errors import InputsError, NotFound, PayloadTooLarge, UsageError
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, RUN_CANCELLED, Dispatch, new_dispatch_id
+from orchestrator.settings import get_settings
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import STEP_ROW, RunRow, Tx, now, storable
 
@@ -138,8 +140,8 @@ def cancel(engine: Engine, run_id: str, who: Who | None = None) -> Cancelled:
         tx.record_ended_attempts(executing, StepStatus.CANCELLED, RUN_CANCELLED, at)
         tx.update_run(run_id, status=RunStatus.CANCELLED, finished_at=at)
         cause = {"reason": RUN_CANCELLED}
-        events = [_event(run_id, e.step, e.item_index, "step.cancelled", cause, at) for e in [*waiting, *running]]
-        events.append(_event(run_id, None, None, "run.cancelled", who.detail() if who else None, at))
+        events = [run_event(run_id, e.step, e.item_index, "step.cancelled", cause, at) for e in [*waiting, *running]]
+        events.append(run_event(run_id, None, None, "run.cancelled", who.detail() if who else None, at))
         tx.add_events(events)
     revoked = [e.dispatch_id for e in executing if e.dispatch_id]
     if revoked:
@@ -202,19 +204,20 @@ def reopen(engine: Engine, tx: Tx, runs: dict[str, RunRow], steps: Sequence[Reop
 def _reopen_events(
     steps: Sequence[Reopen], reset: Sequence[tuple[str, str, int, str]], at: Any
 ) -> list[dict[str, Any]]:
-    events = [_event(r, step, index, "step.reopened", {"status": status}, at) for r, step, index, status in reset]
+    events = [run_event(r, step, index, "step.reopened", {"status": status}, at) for r, step, index, status in reset]
     for s in steps:
-        events.append(_event(s.run_id, None, None, "run.resumed", {"step": s.step}, at))
+        events.append(run_event(s.run_id, None, None, "run.resumed", {"step": s.step}, at))
         if s.inputs is not None or s.item_index is not None:
-            events.append(_event(s.run_id, s.step, s.item_index, "step.replayed", None, at))
+            events.append(run_event(s.run_id, s.step, s.item_index, "step.replayed", None, at))
         else:
-            events.append(_event(s.run_id, s.step, None, "step.reopened", {"status": "pending"}, at))
+            events.append(run_event(s.run_id, s.step, None, "step.reopened", {"status": "pending"}, at))
     return events
 
 
-def _event(
+def run_event(
     run_id: str, step: str | None, index: int | None, kind: str, detail: dict[str, Any] | None, at: Any
 ) -> dict[str, Any]:
+    """An event row of the run's history (``index`` is the item's, or none for a step or the run)."""
     item = None if index is None or index == STEP_ROW else index
     return {"run_id": run_id, "step": step, "item_index": item, "kind": kind, "detail": detail, "at": at}
 
@@ -227,14 +230,42 @@ def check_inputs(workflow: Workflow, inputs: Any) -> None:
         storable(inputs)
     except ValueError as exc:
         raise InputsError(f"inputs are not JSON the state store can hold: {exc}") from None
+    check_payload(inputs, "the inputs")
     if workflow.inputs is None:
         return
-    validator = validator_for(workflow.inputs, default=Draft202012Validator)(workflow.inputs)
-    error = best_match(validator.iter_errors(inputs))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path)
-        message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
-        raise InputsError(f"inputs{'.' + where if where else ''}: {message} (workflow {workflow.name})")
+    problem = schema_problem(workflow.inputs, inputs, "inputs")
+    if problem is not None:
+        raise InputsError(f"{problem} (workflow {workflow.name})")
+
+
+def schema_problem(schema: dict[str, Any], data: Any, what: str) -> str | None:
+    """The first thing ``schema`` refuses in ``data``, as one line naming its path; None if none."""
+    validator = validator_for(schema, default=Draft202012Validator)(schema)
+    error = best_match(validator.iter_errors(data))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+    return f"{what}{'.' + where if where else ''}: {message}"
+
+
+def check_payload(data: Any, what: str, limit: int | None = None) -> Any:
+    """Data a person or service sends (signal data, decision data, an accepted output): JSON the
+    store can hold, no larger than ``ORCHESTRATOR_MAX_PAYLOAD``. Refused whole: nothing is stored."""
+    limit = get_settings().max_payload_bytes if limit is None else limit
+    try:
+        size = len(json.dumps(data, allow_nan=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} is not JSON the state store can hold: {exc}") from None
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{what} is {size} bytes; the limit is {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored"
+        )
+    try:
+        storable(data)
+    except ValueError as exc:
+        raise UsageError(f"{what} is not JSON the state store can hold: {exc}") from None
+    return data
 
 
 __all__ = [
@@ -245,8 +276,11 @@ __all__ = [
     "advance",
     "cancel",
     "check_inputs",
+    "check_payload",
     "open_run",
     "register",
     "reopen",
+    "run_event",
+    "schema_problem",
     "submit",
 ]

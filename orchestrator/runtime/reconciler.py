@@ -96,8 +96,8 @@ def _due_wake_ups(engine: Engine, done: Reconciled) -> None:
 def _due_waits(engine: Engine, done: Reconciled) -> None:
     """Waiting steps whose timer or deadline came while no wake-up message was due, or whose
     signal's sender died before completing them."""
-    found = wake_due(engine)
-    done.waits += len(found)
+    due, found = wake_due(engine)
+    done.waits += due
     done.dispatches += found
 
 

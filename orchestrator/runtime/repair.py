@@ -14,9 +14,8 @@ from typing import Any
 from orchestrator.definition import Plan
 from orchestrator.errors import NotFound, Refused, UsageError
 from orchestrator.runtime.engine import Engine
-from orchestrator.runtime.operations import Who, open_run
+from orchestrator.runtime.operations import Who, check_payload, open_run, run_event
 from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, Dispatch, new_dispatch_id
-from orchestrator.runtime.signal import check_payload
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now
 from orchestrator.store.rows import event_row
@@ -43,7 +42,7 @@ def pause(engine: Engine, run_id: str, who: Who) -> Repaired:
         if run.status.terminal:
             raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to pause")
         tx.update_run(run_id, status=RunStatus.PAUSED)
-        tx.add_events([_event(run_id, "run.paused", who.detail())])
+        tx.add_events([run_event(run_id, None, None, "run.paused", who.detail(), now())])
     return Repaired(run_id, RunStatus.PAUSED)
 
 
@@ -55,7 +54,7 @@ def resume(engine: Engine, run_id: str, who: Who) -> Repaired:
             raise UsageError(f"run {run_id} is {run.status}, not paused")
         tx.update_run(run_id, status=RunStatus.RUNNING)
         run.status = RunStatus.RUNNING
-        tx.add_events([_event(run_id, "run.resumed", who.detail())])
+        tx.add_events([run_event(run_id, None, None, "run.resumed", who.detail(), now())])
         done = Repaired(run_id, run.status)
         plan = engine.plans.get(tx, run.version)
         done.dispatches = engine.advancer(tx, plan, run).start() + _send_held(tx, plan, run_id)
@@ -92,7 +91,7 @@ def retry(engine: Engine, run_id: str, who: Who, step: str | None = None, from_s
         tx.update_run(run_id, status=RunStatus.RUNNING, error=None, outputs=None, finished_at=None)
         run.status, run.error = RunStatus.RUNNING, None
         detail = who.detail(steps=names, **({"from": from_step} if from_step else {}))
-        tx.add_events([_event(run_id, "run.retried", detail)])
+        tx.add_events([run_event(run_id, None, None, "run.retried", detail, now())])
         done = Repaired(run_id, run.status, steps=names)
         done.dispatches = engine.advancer(tx, plan, run).start()
         done.status = run.status
@@ -131,7 +130,6 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
         done = Repaired(run_id, run.status, steps=[step])
         advancer = engine.advancer(tx, plan, run)
         if row.status is StepStatus.WAITING:  # it never ended: it ends now, and its dependents count it
-            tx.update_step(row.id, not_before=None, wait_event=None, wait_key=None)
             advancer.settle(row, status, output=output, reason=reason if status is StepStatus.SKIPPED else None)
             done.dispatches = advancer.drain()
         else:  # it failed and was counted then: the run is revived unless another step still fails
@@ -198,7 +196,3 @@ def _downstream(plan: Plan, step: str) -> set[str]:
             found.add(current)
             todo.extend(plan.steps[current].dependents)
     return found
-
-
-def _event(run_id: str, kind: str, detail: dict[str, Any] | None) -> dict[str, Any]:
-    return {"run_id": run_id, "step": None, "item_index": None, "kind": kind, "detail": detail, "at": now()}

@@ -300,8 +300,8 @@ class Advancer:
     ) -> None:
         """A step (not an item) reaches a terminal state here, inside the advance."""
         ended = {"status": status, "output": output, "error": error, "reason": reason, "finished_at": self.at}
-        if row.wake is not None:
-            ended["wake"] = None
+        if row.status is StepStatus.WAITING:  # what it waited for, and when, no longer applies
+            ended.update(wake=None, not_before=None, wait_event=None, wait_key=None)
         self.tx.update_step(row.id, **ended)
         row.status, row.output, row.error, row.reason = status, output, error, reason
         detail = {k: v for k, v in (("error", error), ("reason", reason)) if v is not None}
@@ -367,7 +367,6 @@ class Advancer:
         output = _checked(output, "the step's output")
         self.tx.record_attempt(row, StepStatus.SUCCEEDED, None, self.at)
         self.event(f"step.{how}", row)
-        self.tx.update_step(row.id, not_before=None)
         self.settle(row, StepStatus.SUCCEEDED, output=output)
 
     def fail_waiting(self, row: StepRow, error: StepError) -> None:
@@ -386,7 +385,6 @@ class Advancer:
         failure = Failure(row, self.plan, message, type(error).__name__, None, verdict.reason, self.at)
         if self.on_failure is not None:
             self.on_failure(self.tx, failure)
-        self.tx.update_step(row.id, not_before=None)
         self.settle(row, StepStatus.FAILED, error=message)
 
     def settled(self, row: StepRow) -> None:

@@ -10,7 +10,6 @@ lost and never used twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -18,15 +17,15 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrator.definition.model import EVENT_PATTERN
-from orchestrator.errors import EvaluationError, OrchestratorError, PayloadTooLarge, StateStoreError, UsageError
+from orchestrator.errors import EvaluationError, OrchestratorError, StateStoreError, UsageError
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.kinds.wait import signal_key
-from orchestrator.runtime.operations import Who
+from orchestrator.runtime.operations import Who, check_payload
 from orchestrator.runtime.scheduler import Dispatch
 from orchestrator.runtime.waking import wake_step
 from orchestrator.settings import get_settings
 from orchestrator.status import StepStatus
-from orchestrator.store import now, storable
+from orchestrator.store import now
 from orchestrator.store.rows import event_row
 
 log = logging.getLogger(__name__)
@@ -44,21 +43,6 @@ class Signalled:
     duplicate: bool = False  # this signal id was handled before: nothing was done
     dispatches: list[Dispatch] = field(default_factory=list)
     woken: list[int] = field(default_factory=list)
-
-
-def check_payload(data: Any, what: str, limit: int | None = None) -> Any:
-    """Data a person or service sends: JSON the store can hold, no larger than the limit."""
-    limit = get_settings().max_payload_bytes if limit is None else limit
-    try:
-        size = len(json.dumps(data, allow_nan=False).encode())
-        storable(data)
-    except ValueError as exc:
-        raise UsageError(f"{what} is not JSON the state store can hold: {exc}") from None
-    if size > limit:
-        raise PayloadTooLarge(
-            f"{what} is {size} bytes; the limit is {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored"
-        )
-    return data
 
 
 def signal(

@@ -42,8 +42,9 @@ def wake_step(engine: Engine, step_run_id: int) -> list[Dispatch]:
         return engine.advancer(tx, engine.plans.get(tx, run.version), run).woken(row)
 
 
-def wake_due(engine: Engine) -> list[Dispatch]:
-    """The reconciler's sweep: every waiting step whose time has come, one run per transaction."""
+def wake_due(engine: Engine) -> tuple[int, list[Dispatch]]:
+    """The reconciler's sweep: every waiting step whose time has come, one run per transaction;
+    how many were due, and the messages their waking led to."""
     at = now()
     with engine.repo.transaction() as tx:
         due = tx.due_waits(at, DEFAULT_WAIT_SWEEP_LIMIT)
@@ -56,4 +57,4 @@ def wake_due(engine: Engine) -> list[Dispatch]:
             dispatches += wake_step(engine, row.id)
         except OrchestratorError as exc:  # one step's trouble never stops the others' wake-ups
             log.warning("waking step %s failed (%s); trying again next pass", row.id, exc.message)
-    return dispatches
+    return len(due), dispatches

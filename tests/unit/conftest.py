@@ -1,9 +1,22 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from orchestrator.store import Repository
+from orchestrator.store.database import dispose_engines
+from orchestrator.store.migrate import upgrade
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repository]:
+    """A migrated SQLite state store of this test's own."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    upgrade(url)
+    yield Repository.from_url(url)
+    dispose_engines(url)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,16 +17,6 @@ from orchestrator.runtime.engine import Engine, Recorder, Timing
 from orchestrator.runtime.executor import Executor
 from orchestrator.runtime.reconciler import reconcile
 from orchestrator.store import Repository
-from orchestrator.store.database import dispose_engines
-from orchestrator.store.migrate import upgrade
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    upgrade(url)
-    yield Repository.from_url(url)
-    dispose_engines(url)
 
 
 def one_step(name: str = "once") -> Any:

@@ -3,9 +3,7 @@ with a recording transport standing in for the broker (the integration tier runs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,18 +18,8 @@ from orchestrator.runtime.reconciler import reconcile
 from orchestrator.runtime.signal import signal
 from orchestrator.runtime.waking import wake_step
 from orchestrator.store import Repository, now
-from orchestrator.store.database import dispose_engines
-from orchestrator.store.migrate import upgrade
 
 ALICE, BOB, EVE = Who("alice"), Who("bob"), Who("eve")
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    upgrade(url)
-    yield Repository.from_url(url)
-    dispose_engines(url)
 
 
 class Ledger:
@@ -461,3 +449,12 @@ def test_one_signal_for_two_steps_of_a_run_whose_first_completion_fails_the_run(
     # Then the second stays cancelled (it is not completed on stale data) and the run ends failed
     expected = {"first": "succeeded", "second": "cancelled", "after": "failed", "cleanup": "succeeded"}
     assert state(engine, run_id) == ("failed", expected)
+
+
+def test_inputs_over_the_payload_limit_start_no_run(engine: Engine) -> None:
+    wf = WorkflowBuilder("big")
+    wf.step("a", "m:a")
+    with pytest.raises(PayloadTooLarge, match="ORCHESTRATOR_MAX_PAYLOAD"):
+        operations.submit(engine, build_plan(wf.build(), check_tasks=False), {"blob": "x" * (2 * 1024 * 1024)})
+    with engine.repo.transaction() as tx:
+        assert tx.runs(None, None, 10) == []
