@@ -156,6 +156,17 @@ class ApprovalRejected(StepError):
     retryable = False
 
 
+class ChildRunFailed(StepError):
+    """The sub-workflow's child run failed or was cancelled (a retry starts a new child run)."""
+
+
+class ChildRunRefused(StepError):
+    """The sub-workflow's child run could not start (an unknown workflow, inputs its schema
+    refuses, or nesting deeper than ORCHESTRATOR_MAX_DEPTH)."""
+
+    retryable = False
+
+
 class PayloadTooLarge(UsageError):
     """The data is larger than ORCHESTRATOR_MAX_PAYLOAD allows."""
 

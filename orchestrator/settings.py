@@ -43,6 +43,10 @@ DEFAULT_SIGNAL_TTL = "7d"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 DEFAULT_WAIT_SWEEP_LIMIT = 500
 
+# Composition
+DEFAULT_MAX_DEPTH = 10
+DEFAULT_MAX_CHAIN_DEPTH = 10
+
 
 class Settings(BaseSettings):
     """Configuration from ``ORCHESTRATOR_*`` environment variables."""
@@ -61,6 +65,8 @@ class Settings(BaseSettings):
     lease_s: float = DEFAULT_LEASE_S
     actor: str | None = None
     signal_ttl: str = DEFAULT_SIGNAL_TTL
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     max_payload: str = str(DEFAULT_MAX_PAYLOAD_BYTES)
 
     @property

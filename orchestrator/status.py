@@ -17,6 +17,11 @@ class RunStatus(StrEnum):
     def terminal(self) -> bool:
         return self in _RUN_TERMINAL
 
+    @staticmethod
+    def open_values() -> list[str]:
+        """The statuses of a run that has not ended, as stored."""
+        return [str(s) for s in RunStatus if not s.terminal]
+
 
 class StepStatus(StrEnum):
     PENDING = "pending"

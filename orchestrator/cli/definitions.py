@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
+from sqlalchemy.engine import make_url
 
-from orchestrator.definition import build_plan, load_file, workflow_json_schema
-from orchestrator.errors import InvalidDefinition, Problem, Severity
+from orchestrator.definition import Loaded, Workflow, build_plan, load_file, workflow_json_schema
+from orchestrator.errors import InvalidDefinition, OrchestratorError, Problem, Severity
+from orchestrator.runtime.operations import called_workflows
+from orchestrator.settings import get_settings
+from orchestrator.store import Repository
 
 
 @click.command()
@@ -18,10 +23,19 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
     """Check workflow files statically; exit 0 when all are valid, 2 when not."""
     problems: list[Problem] = []
     summaries = []
+    loaded_files: dict[str, Loaded | InvalidDefinition] = {}
     for path in files:
         try:
-            loaded = load_file(path)
-            plan = build_plan(loaded.workflow, loaded.source)
+            loaded_files[path] = load_file(path)
+        except InvalidDefinition as exc:
+            loaded_files[path] = exc
+    together = {f.workflow.name: f.workflow for f in loaded_files.values() if isinstance(f, Loaded)}
+    known = _known_workflows(together, problems)
+    for path, loaded in loaded_files.items():
+        try:
+            if isinstance(loaded, InvalidDefinition):
+                raise loaded
+            plan = build_plan(loaded.workflow, loaded.source, known_workflows=known)
         except InvalidDefinition as exc:
             problems.extend(exc.problems)
             summaries.append({"file": path, "valid": False})
@@ -46,6 +60,25 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
             if summary["valid"]:
                 click.echo(f"{summary['file']}: valid ({summary['steps']} steps, version {summary['version']})")
     sys.exit(2 if errors else 0)
+
+
+def _known_workflows(together: dict[str, Workflow], problems: list[Problem]) -> dict[str, Workflow]:
+    """The workflows the files may call: those given together, then those registered in the
+    configured store (when it can be read; validating never creates a store)."""
+    known = dict(together)
+    settings = get_settings()
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+        return known
+    try:
+        repo = Repository.from_url(settings.database_url)
+        with repo.transaction() as tx:
+            for workflow in together.values():
+                for name, found in called_workflows(tx, workflow).items():
+                    known.setdefault(name, found)
+    except OrchestratorError as exc:
+        problems.append(Problem(f"registered workflows not checked: {exc.message}", severity=Severity.WARNING))
+    return known
 
 
 def _problem_json(problem: Problem) -> dict[str, object]:

@@ -39,6 +39,9 @@ def _short(value: Any, size: int = 60) -> str:
 
 def run_table(view: dict[str, Any]) -> Table:
     title = f"{view['workflow']} run {view['run_id']}: {_status(view['status'])}"
+    parent = view.get("parent")
+    if parent:
+        title += f"\nchild of run {parent['run_id']}" + (f", step {parent['step']}" if parent.get("step") else "")
     table = Table(title=title, title_justify="left")
     for column in ("step", "status", "attempts", "output / error"):
         table.add_column(column)
@@ -48,6 +51,8 @@ def run_table(view: dict[str, Any]) -> Table:
             done = step["items"].get("succeeded", 0)
             status = f"{status} ({done}/{step['items']['total']})"
         detail = step["error"] or step.get("reason") or _waiting(step.get("waiting_for")) or _short(step["output"])
+        if step.get("child_run") and "waiting_for" not in step:
+            detail = f"child run {step['child_run']}: {detail}"
         table.add_row(
             name, _status(step["status"]) + status[len(step["status"]) :], str(step["attempts"]), _short(detail, 80)
         )
@@ -68,6 +73,8 @@ def _waiting(what: dict[str, Any] | None) -> str | None:
         return f"timer until {_when(what['timer'])}"
     if "retry_at" in what:
         return f"waits again at {_when(what['retry_at'])}"
+    if "child_run" in what:
+        return f"waiting for child run {what['child_run']}"
     return "waiting for approval (orchestrator approvals)"
 
 

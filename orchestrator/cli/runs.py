@@ -144,11 +144,12 @@ def status(run_id: str, as_json: bool) -> None:
 @click.command()
 @click.option("--status", "status_", type=click.Choice([s.value for s in RunStatus]), default=None)
 @click.option("--workflow", default=None)
+@click.option("--parent", default=None, metavar="RUN", help="Only the child runs of this run's steps.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True)
-def runs(status_: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+def runs(status_: str | None, workflow: str | None, parent: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
-    views = runs_view(open_repository(), status_, workflow, limit)
+    views = runs_view(open_repository(), status_, workflow, limit, parent)
     if as_json:
         click.echo(json.dumps(views, indent=2))
     else:

@@ -101,6 +101,25 @@ class WorkflowBuilder:
                 spec[key] = _plain(value)
         return self._add(step_id, spec, needs, if_, options)
 
+    def workflow(
+        self,
+        step_id: str,
+        workflow: str,
+        *,
+        needs: Iterable[StepRef | str] = (),
+        with_: Mapping[str, Any] | None = None,
+        if_: Any = None,
+        foreach: Any = None,
+        **options: Any,
+    ) -> StepRef:
+        """Add a step that runs the registered workflow ``workflow`` (NAME or NAME@VERSION) as a
+        child run with ``with_`` as its inputs; its output is the child's outputs."""
+        spec: dict[str, Any] = {"workflow": workflow}
+        for key, value in (("with", with_), ("foreach", foreach)):
+            if value is not None:
+                spec[key] = _plain(value)
+        return self._add(step_id, spec, needs, if_, options)
+
     def wait(
         self,
         step_id: str,

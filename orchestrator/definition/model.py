@@ -37,10 +37,12 @@ from orchestrator.settings import (
 NAME_PATTERN = r"^[a-z0-9_.-]+$"
 STEP_ID_PATTERN = r"^[a-z0-9_-]+$"
 TASK_PATTERN = r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$"
+WORKFLOW_REF_PATTERN = r"^[a-z0-9_.-]+(@[A-Za-z0-9_.-]+)?$"
 
 StepId = Annotated[str, Strict(), StringConstraints(pattern=STEP_ID_PATTERN)]
 WorkflowName = Annotated[str, Strict(), StringConstraints(pattern=NAME_PATTERN)]
 TaskRef = Annotated[str, Strict(), StringConstraints(pattern=TASK_PATTERN)]
+WorkflowRef = Annotated[str, Strict(), StringConstraints(pattern=WORKFLOW_REF_PATTERN, max_length=300)]
 ExceptionName = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z_][\w.]*$")]
 
 
@@ -197,13 +199,23 @@ class Approval(_Value):
         return self
 
 
-STEP_KINDS = ("task", "wait", "approval")
+STEP_KINDS = ("task", "workflow", "wait", "approval")
+_TAKES_INPUTS = ("task", "workflow")  # the kinds that take ``with`` and ``foreach``
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``name@version`` -> (name, version); ``name`` -> (name, None): the active version."""
+    name, _, version = ref.partition("@")
+    return name, version or None
 
 
 class Step(_Value):
-    """One node of the DAG: what it does (a task, a wait or an approval), and when it runs."""
+    """One node of the DAG: what it does (a task, a sub-workflow, a wait or an approval), and when it runs."""
 
     task: TaskRef | None = Field(None, description='"module:function", or a registered Celery task name')
+    workflow: WorkflowRef | None = Field(
+        None, description="a registered workflow (NAME, or NAME@VERSION) to run as a child run; with = its inputs"
+    )
     wait: Wait | None = None
     approval: Approval | None = None
     description: str | None = None
@@ -236,18 +248,20 @@ class Step(_Value):
             named = f" (it has {' and '.join(kinds)})" if kinds else ""
             raise ValueError(f"a step does exactly one of {', '.join(STEP_KINDS)}{named}")
         if self.task is None:
+            takes_inputs = kinds[0] in _TAKES_INPUTS
             extra = [
-                key
-                for key, set_ in (
-                    ("with", bool(self.with_)),
-                    ("foreach", self.foreach is not None),
-                    ("breaker", self.breaker is not None),
-                    ("timeout", self.timeout is not None),
+                (key, set_, where)
+                for key, set_, where in (
+                    ("with", bool(self.with_) and not takes_inputs, "a task or workflow step"),
+                    ("foreach", self.foreach is not None and not takes_inputs, "a task or workflow step"),
+                    ("breaker", self.breaker is not None, "a task step"),
+                    ("timeout", self.timeout is not None, "a task step"),
                 )
                 if set_
             ]
             if extra:
-                raise ValueError(f"{extra[0]} applies only to a task step, not to a {kinds[0]} step")
+                key, _, where = extra[0]
+                raise ValueError(f"{key} applies only to {where}, not to a {kinds[0]} step")
         return self
 
     @property

@@ -54,6 +54,8 @@ class StepPlan:
             return f"wait:{self.step.wait.event}" if self.step.wait.event else f"wait:{self.step.wait.form}"
         if self.step.approval is not None:
             return "approval"
+        if self.step.workflow is not None:
+            return f"workflow:{self.step.workflow}"
         return self.task
 
     @property
@@ -94,10 +96,12 @@ def build_plan(
     *,
     known_breakers: set[str] | frozenset[str] = frozenset(),
     check_tasks: bool = True,
+    known_workflows: Mapping[str, Workflow] | None = None,
 ) -> Plan:
-    """Check ``workflow`` statically and compile it; InvalidDefinition lists every error."""
+    """Check ``workflow`` statically and compile it; InvalidDefinition lists every error.
+    ``known_workflows`` (by name) lets the check follow sub-workflow calls and warn of unknown ones."""
     with _collector_paused():
-        return _build(workflow, source, known_breakers, check_tasks)
+        return _build(workflow, source, known_breakers, check_tasks, known_workflows)
 
 
 @contextmanager
@@ -118,6 +122,7 @@ def _build(
     source: Source | None,
     known_breakers: set[str] | frozenset[str],
     check_tasks: bool,
+    known_workflows: Mapping[str, Workflow] | None = None,
 ) -> Plan:
     report = check.Report(source or Source("<workflow>"))
     needs = check.known_needs(workflow, report)
@@ -136,7 +141,7 @@ def _build(
         if compiled is None:
             continue
         condition, foreach, arguments = compiled
-        spec = "with" if step.task is not None else step.kind
+        spec = _spec_key(step)
         for where, template in (("if", condition), ("foreach", foreach), (spec, arguments)):
             if template is not None and not template.is_constant:
                 loc = ("steps", step_id, where)
@@ -159,6 +164,7 @@ def _build(
             retry=_effective_retry(step, workflow, report, modules, step_id, default_retry),
             timeout=_effective_timeout(step, workflow),
         )
+    check.check_children(workflow, known_workflows, report)
     outputs = _compile_outputs(workflow, declared_inputs, report)
     if report.has_errors:
         raise InvalidDefinition(report.problems)
@@ -177,7 +183,7 @@ def _compile_step(
 ) -> tuple[Template | None, Template | None, Template] | None:
     compiled: dict[str, Template | None] = {}
     ok = True
-    spec_key = "with" if step.task is not None else step.kind
+    spec_key = _spec_key(step)
     for key, value in (("if", step.if_), ("foreach", step.foreach), ("with", _spec(step))):
         if value is None:
             compiled[key] = None
@@ -195,9 +201,14 @@ def _compile_step(
     return compiled["if"], compiled["foreach"], arguments
 
 
+def _spec_key(step: Step) -> str:
+    return "with" if step.wait is None and step.approval is None else step.kind
+
+
 def _spec(step: Step) -> Any:
     """What a step renders when it starts: a task's ``with``; a wait's event and key, or its
-    timer (the rendered values are the step's stored inputs, and what it waits for)."""
+    timer (the rendered values are the step's stored inputs, and what it waits for); a
+    sub-workflow's ``with``: its child's inputs."""
     if step.wait is not None:
         wait = step.wait
         if wait.event is not None:

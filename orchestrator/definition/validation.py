@@ -16,7 +16,7 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from orchestrator.definition.loader import Source
-from orchestrator.definition.model import Step, Trigger, Workflow
+from orchestrator.definition.model import Step, Trigger, Workflow, split_ref
 from orchestrator.errors import Problem, Severity
 
 _BUILTIN_EXCEPTIONS = {
@@ -149,6 +149,45 @@ def check_approval(step_id: str, step: Step, report: Report) -> None:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         report.error(f"approval.inputs is not a valid JSON Schema: {exc.message}", ("steps", step_id, "approval"))
+
+
+def check_children(workflow: Workflow, known: Mapping[str, Workflow] | None, report: Report) -> None:
+    """A workflow may not call itself, directly or through the workflows it calls (when their names
+    are static); with ``known`` (the files given together and the registered definitions), a child
+    found in neither is a warning: it may be registered before the run."""
+    for step_id, step in workflow.steps.items():
+        if step.workflow is None:
+            continue
+        name = split_ref(step.workflow)[0]
+        loc = ("steps", step_id, "workflow")
+        path = _call_path(name, workflow.name, known or {})
+        if path is not None:
+            through = " -> ".join([workflow.name, *path])
+            report.error(f"a workflow cannot call itself ({through}): nesting would never end", loc)
+        elif known is not None and name not in known:
+            report.warning(f"workflow '{name}' is not registered (orchestrator workflows register FILE)", loc)
+
+
+def _call_path(start: str, target: str, known: Mapping[str, Workflow]) -> list[str] | None:
+    """The chain of static calls from ``start`` back to ``target``, if there is one."""
+    parents: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        name = frontier.pop()
+        if name == target:
+            path: list[str] = []
+            at: str | None = name
+            while at is not None:
+                path.append(at)
+                at = parents[at]
+            return list(reversed(path))
+        for step in known[name].steps.values() if name in known else ():
+            if step.workflow is not None:
+                child = split_ref(step.workflow)[0]
+                if child not in parents:
+                    parents[child] = name
+                    frontier.append(child)
+    return None
 
 
 def check_breaker(step_id: str, name: str | None, known: Mapping[str, Any] | set[str], report: Report) -> None:

@@ -115,6 +115,7 @@ class Engine:
     timing: Timing = field(default_factory=Timing)
     plans: PlanCache = field(default_factory=PlanCache)
     lease: Lease | None = None
+    stopper: Callable[[Engine, list[str]], None] | None = None  # cancels child runs no step waits on
 
     def __post_init__(self) -> None:
         if self.lease is None:
@@ -133,6 +134,7 @@ class Engine:
     ) -> Engine:
         """The default assembly: task steps, the default middleware, breakers on the store."""
         from orchestrator.runtime.breaker import Breakers
+        from orchestrator.runtime.children import stop_runs
         from orchestrator.runtime.executor import resolve_function
 
         timing = timing or Timing()
@@ -144,6 +146,7 @@ class Engine:
             stack,
             timing=timing,
             lease=Lease(repo, timing.lease_s, renew=renew_leases),
+            stopper=stop_runs,
         )
 
     def advancer(self, tx: Tx, plan: Plan, run: RunRow) -> Advancer:
@@ -158,6 +161,7 @@ class Engine:
             self.stack.after_failed_for_good,
             retry=retry,
             wake_limit=self.timing.countdown_limit,
+            runtime=self,
         )
 
     def check_plan(self, plan: Plan) -> Plan:
@@ -175,5 +179,11 @@ class Engine:
         return self.plans.add(plan)
 
     def send(self, dispatches: Sequence[Dispatch]) -> None:
-        if dispatches:
-            self.transport.send(dispatches)
+        """Publish messages; cancel the child runs no step waits on any more (the reconciler's
+        sweep does it too, should this process die first)."""
+        messages = [d for d in dispatches if d.stop_run is None]
+        if messages:
+            self.transport.send(messages)
+        stops = [d.stop_run for d in dispatches if d.stop_run is not None]
+        if stops and self.stopper is not None:
+            self.stopper(self, stops)

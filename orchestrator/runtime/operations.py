@@ -17,13 +17,21 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 
-from orchestrator.definition import Plan, Workflow
+from orchestrator.definition import Plan, Workflow, build_plan
+from orchestrator.definition.model import split_ref
 from orchestrator.errors import InputsError, NotFound, PayloadTooLarge, UsageError
 from orchestrator.runtime.engine import Engine
-from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, RUN_CANCELLED, Dispatch, new_dispatch_id
+from orchestrator.runtime.scheduler import (
+    FAIL_FAST_REASON,
+    ITEMS_CANCELLED,
+    RUN_CANCELLED,
+    Dispatch,
+    new_dispatch_id,
+    stop,
+)
 from orchestrator.settings import get_settings
 from orchestrator.status import RunStatus, StepStatus
-from orchestrator.store import STEP_ROW, RunRow, Tx, now, storable
+from orchestrator.store import STEP_ROW, Ended, RunRow, Tx, now, storable
 
 
 @dataclass(frozen=True)
@@ -99,10 +107,32 @@ def registered_plan(engine: Engine, name: str) -> Plan:
 
 
 def register(engine: Engine, plan: Plan) -> bool:
+    """Store ``plan`` as the newest version of its workflow; InvalidDefinition if it would call
+    itself through the workflows registered now."""
     engine.check_plan(plan)
     with engine.repo.transaction() as tx:
+        known = called_workflows(tx, plan.workflow)
+        known.pop(plan.workflow.name, None)
+        build_plan(plan.workflow, known_workflows=known, check_tasks=False)
         tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
         return tx.register(plan.workflow.name, plan.version)
+
+
+def called_workflows(tx: Tx, workflow: Workflow) -> dict[str, Workflow]:
+    """The registered workflows ``workflow`` calls, directly or through others (by static name)."""
+    found: dict[str, Workflow] = {}
+    frontier = [workflow]
+    while frontier:
+        for step in frontier.pop().steps.values():
+            name = split_ref(step.workflow)[0] if step.workflow else None
+            if name is None or name in found:
+                continue
+            version = tx.latest_registered(name)
+            snapshot = tx.definition(version) if version else None
+            if snapshot is not None:
+                found[name] = Workflow.model_validate(snapshot)
+                frontier.append(found[name])
+    return found
 
 
 def advance(engine: Engine, run_id: str) -> list[Dispatch]:
@@ -121,32 +151,62 @@ class Cancelled:
     run_id: str
     already: bool = False
     revoked: list[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)  # child runs cancelled with it, every level
 
 
-def cancel(engine: Engine, run_id: str, who: Who | None = None) -> Cancelled:
-    """No new step starts; running steps are revoked; the run ends cancelled. Set-based: a step
-    claimed while this runs is caught by the second statement, never cancelled while it runs unseen."""
+def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RUN_CANCELLED) -> Cancelled:
+    """No new step starts; running steps are revoked; the run ends cancelled, and so do its child
+    runs, every level down, in the same transaction. Set-based: a step claimed while this runs is
+    caught by the second statement, never cancelled while it runs unseen."""
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         if run.status is RunStatus.CANCELLED:
             return Cancelled(run_id, already=True)
         if run.status.terminal:
             raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to cancel")
-        at = now()
-        idle = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
-        waiting = tx.cancel_where(run_id, idle, RUN_CANCELLED, at=at)
-        running = tx.cancel_where(run_id, (StepStatus.RUNNING,), RUN_CANCELLED, at=at)
-        executing = [e for e in running if e.worker is not None]
-        tx.record_ended_attempts(executing, StepStatus.CANCELLED, RUN_CANCELLED, at)
-        tx.update_run(run_id, status=RunStatus.CANCELLED, finished_at=at)
-        cause = {"reason": RUN_CANCELLED}
-        events = [run_event(run_id, e.step, e.item_index, "step.cancelled", cause, at) for e in [*waiting, *running]]
-        events.append(run_event(run_id, None, None, "run.cancelled", who.detail() if who else None, at))
-        tx.add_events(events)
+        family = lock_family(tx, run)
+        at, executing, dispatches = now(), [], []
+        for member in family:
+            cause = reason if member is run else f"its parent run {member.parent_run_id} was cancelled"
+            ended, sent = _cancel_locked(tx, member, at, who if member is run else None, cause)
+            executing += ended
+            dispatches += [d for d in sent if d.stop_run not in {m.id for m in family}]
     revoked = [e.dispatch_id for e in executing if e.dispatch_id]
     if revoked:
         engine.transport.revoke(revoked)
-    return Cancelled(run_id, revoked=revoked)
+    engine.send(dispatches)
+    return Cancelled(run_id, revoked=revoked, children=[m.id for m in family if m is not run])
+
+
+def lock_family(tx: Tx, run: RunRow) -> list[RunRow]:
+    """``run`` (locked by the caller) and every open run below it, locked parents first: the order
+    every writer takes run locks in, before any step row of theirs is written."""
+    family = [run]
+    for child_id in tx.open_descendants(run.id):
+        child = tx.lock_run(child_id)
+        if child is not None and not child.status.terminal:
+            family.append(child)
+    return family
+
+
+def _cancel_locked(tx: Tx, run: RunRow, at: Any, who: Who | None, reason: str) -> tuple[list[Ended], list[Dispatch]]:
+    """Cancel one locked run: its rows, its attempts in flight, its events. Returns the executing
+    rows (to revoke) and what to do after commit: wake its parent's step, stop children it waited on."""
+    idle = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
+    waiting = tx.cancel_where(run.id, idle, reason, at=at)
+    running = tx.cancel_where(run.id, (StepStatus.RUNNING,), reason, at=at)
+    executing = [e for e in running if e.worker is not None]
+    tx.record_ended_attempts(executing, StepStatus.CANCELLED, reason, at)
+    tx.update_run(run.id, status=RunStatus.CANCELLED, finished_at=at)
+    cause = {"reason": reason}
+    events = [run_event(run.id, e.step, e.item_index, "step.cancelled", cause, at) for e in [*waiting, *running]]
+    detail = who.detail() if who else ({"reason": reason} if reason != RUN_CANCELLED else None)
+    events.append(run_event(run.id, None, None, "run.cancelled", detail, at))
+    tx.add_events(events)
+    after = [stop(e.wait_key) for e in waiting if e.wait_kind == "workflow" and e.wait_key]
+    if run.parent_step_run_id is not None and tx.child_ended(run.parent_step_run_id, run.id, at):
+        after.append(Dispatch(run.parent_step_run_id, "", wake=True))
+    return executing, after
 
 
 @dataclass(frozen=True)
@@ -276,7 +336,9 @@ __all__ = [
     "advance",
     "cancel",
     "check_inputs",
+    "called_workflows",
     "check_payload",
+    "lock_family",
     "open_run",
     "register",
     "reopen",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.runtime.children import stop_orphans
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.executor import lose
 from orchestrator.runtime.scheduler import Dispatch, new_dispatch_id
@@ -33,13 +34,15 @@ class Reconciled:
     waits: int = 0
     lost: int = 0
     stuck: int = 0
+    orphans: int = 0
     dispatches: list[Dispatch] = field(default_factory=list)
 
 
 def reconcile(engine: Engine) -> Reconciled:
-    """One pass: lapsed leases, due wake-ups and waits, lost messages, stuck runs. Sends what it decided."""
+    """One pass: lapsed leases, due wake-ups and waits, lost messages, stuck runs, orphaned child
+    runs. Sends what it decided."""
     done = Reconciled()
-    for part in (_lapsed_leases, _due_wake_ups, _due_waits, _lost_messages, _stuck_runs):
+    for part in (_lapsed_leases, _due_wake_ups, _due_waits, _lost_messages, _stuck_runs, _orphans):
         try:
             part(engine, done)
         except OrchestratorError as exc:  # the store is down, a run's data is broken: the other parts go on
@@ -140,6 +143,11 @@ def _stuck_runs(engine: Engine, done: Reconciled) -> None:
             )
             done.dispatches += found
             done.stuck += 1
+
+
+def _orphans(engine: Engine, done: Reconciled) -> None:
+    """Child runs still open whose parent step no longer waits on them are cancelled."""
+    done.orphans += stop_orphans(engine)
 
 
 def _dispatch(engine: Engine, tx: Tx, row: StepRow, token: str) -> Dispatch:

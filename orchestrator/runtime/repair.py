@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator.definition import Plan
 from orchestrator.errors import NotFound, Refused, UsageError
 from orchestrator.runtime.engine import Engine
-from orchestrator.runtime.operations import Who, check_payload, open_run, run_event
+from orchestrator.runtime.operations import Who, check_payload, lock_family, open_run, run_event
 from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, Dispatch, new_dispatch_id
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now
@@ -34,30 +34,41 @@ class Repaired:
 
 def pause(engine: Engine, run_id: str, who: Who) -> Repaired:
     """No new step starts (a message already sent is held back at its claim); running steps
-    finish and are recorded; waiting steps keep waiting."""
+    finish and are recorded; waiting steps keep waiting. Its running child runs pause too."""
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         if run.status is RunStatus.PAUSED:
             return Repaired(run_id, run.status, note="already paused")
         if run.status.terminal:
             raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to pause")
-        tx.update_run(run_id, status=RunStatus.PAUSED)
-        tx.add_events([run_event(run_id, None, None, "run.paused", who.detail(), now())])
+        at = now()
+        for member in lock_family(tx, run):
+            if member.status is RunStatus.PAUSED:
+                continue
+            tx.update_run(member.id, status=RunStatus.PAUSED)
+            detail = who.detail() if member is run else {"reason": f"its parent run {member.parent_run_id} paused"}
+            tx.add_events([run_event(member.id, None, None, "run.paused", detail, at)])
     return Repaired(run_id, RunStatus.PAUSED)
 
 
 def resume(engine: Engine, run_id: str, who: Who) -> Repaired:
-    """The run goes on: whatever became ready while it was paused is dispatched now."""
+    """The run goes on: whatever became ready while it was paused is dispatched now; so do its
+    paused child runs."""
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         if run.status is not RunStatus.PAUSED:
             raise UsageError(f"run {run_id} is {run.status}, not paused")
-        tx.update_run(run_id, status=RunStatus.RUNNING)
-        run.status = RunStatus.RUNNING
-        tx.add_events([run_event(run_id, None, None, "run.resumed", who.detail(), now())])
         done = Repaired(run_id, run.status)
-        plan = engine.plans.get(tx, run.version)
-        done.dispatches = engine.advancer(tx, plan, run).start() + _send_held(tx, plan, run_id)
+        at = now()
+        for member in lock_family(tx, run):
+            if member.status is not RunStatus.PAUSED:
+                continue
+            tx.update_run(member.id, status=RunStatus.RUNNING)
+            member.status = RunStatus.RUNNING
+            detail = who.detail() if member is run else {"reason": f"its parent run {member.parent_run_id} resumed"}
+            tx.add_events([run_event(member.id, None, None, "run.resumed", detail, at)])
+            plan = engine.plans.get(tx, member.version)
+            done.dispatches += engine.advancer(tx, plan, member).start() + _send_held(tx, plan, member.id)
         done.status = run.status
     engine.send(done.dispatches)
     return done

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.definition import Plan, StepPlan, Trigger
 from orchestrator.definition.model import RetryDecision
@@ -41,6 +41,19 @@ class Dispatch:
     countdown: float = 0.0
     timeout: float | None = None
     wake: bool = False
+    stop_run: str | None = None  # not a message: a child run no step waits for any more, to cancel
+
+
+def stop(child_run_id: str) -> Dispatch:
+    return Dispatch(0, "", stop_run=child_run_id)
+
+
+class Runtime(Protocol):
+    """What a step kind that starts runs needs of the engine: plans, and advancing another run."""
+
+    plans: Any
+
+    def advancer(self, tx: Tx, plan: Plan, run: RunRow) -> Advancer: ...
 
 
 @dataclass(frozen=True)
@@ -95,8 +108,10 @@ class Advancer:
         on_failure: FailureHook | None = None,
         retry: RetryVerdict = _no_retry,
         wake_limit: float = 0.0,
+        runtime: Runtime | None = None,
     ) -> None:
         self.tx = tx
+        self.runtime = runtime
         self.retry = retry
         self.wake_limit = wake_limit
         self.plan = plan
@@ -109,6 +124,7 @@ class Advancer:
         self.dispatches: list[Dispatch] = []
         self.queued: list[tuple[int, str]] = []
         self.worklist: deque[str] = deque()
+        self.to_refill: set[str] = set()
         self.to_recount: set[str] = set()
         self.maybe_done = False
         self.failing = run.error is not None
@@ -153,7 +169,8 @@ class Advancer:
         """A waiting step is due (its timer or deadline), was woken (a signal, a decision), or is
         to start its next attempt: its kind decides what that means."""
         sp = self.plan.steps[row.step]
-        self.rows[row.step] = row
+        if not row.is_item:
+            self.rows[row.step] = row
         kind = self.kinds.of(sp)
         if row.wake == "restart":
             self.event("step.restarted", row, {"attempt": row.attempts + 1})
@@ -165,8 +182,14 @@ class Advancer:
     # The loop
 
     def drain(self) -> list[Dispatch]:
-        while self.worklist:
-            self.consider(self.worklist.popleft())
+        while self.worklist or self.to_refill:
+            while self.worklist:
+                self.consider(self.worklist.popleft())
+            if self.to_refill:
+                step = min(self.to_refill)
+                self.to_refill.discard(step)
+                self.load([step])
+                self.refill(self.plan.steps[step])
         self.flush()
         if self.to_recount:  # last, once every ended step has counted itself down
             self.recount(s for s in sorted(self.to_recount) if self.rows[s].status is StepStatus.PENDING)
@@ -242,9 +265,12 @@ class Advancer:
             room = None if limit is None else limit - self.tx.items_in_flight(self.run.id, sp.id)
             if room is None or room > 0:
                 chosen = self.tx.pending_items(self.run.id, sp.id, room)
-                for item_id, index in chosen:
-                    self.dispatch(item_id, sp.timeout)
-                    self.events.append(self.event_row("step.queued", sp.id, index))
+                if sp.kind == "task":
+                    for item_id, index in chosen:
+                        self.dispatch(item_id, sp.timeout)
+                        self.events.append(self.event_row("step.queued", sp.id, index))
+                else:  # a kind that starts in place (a child run per item)
+                    self.start_items(sp, [item_id for item_id, _ in chosen])
                 if chosen:
                     return
         else:  # the run is failing: items not yet started never will be
@@ -255,6 +281,15 @@ class Advancer:
             self.events += [self.event_row("step.cancelled", e.step, e.item_index, detail) for e in cancelled]
         if not self.tx.has_open_items(self.run.id, sp.id):
             self.close_foreach(row)
+
+    def start_items(self, sp: StepPlan, item_ids: list[int]) -> None:
+        """Start items in place, in this transaction; an item that ends at once (it could not
+        start) has its step refilled after this pass, never inside it."""
+        kind = self.kinds.of(sp)
+        for item_id in item_ids:
+            item = self.tx.step_run(item_id)
+            assert item is not None
+            kind.start(self, item, sp, item.inputs)
 
     def close_foreach(self, row: StepRow) -> None:
         results = self.tx.item_results(self.run.id, row.step)
@@ -298,17 +333,22 @@ class Advancer:
         error: str | None = None,
         reason: str | None = None,
     ) -> None:
-        """A step (not an item) reaches a terminal state here, inside the advance."""
+        """A step, or an item that waited, reaches a terminal state here, inside the advance."""
         ended = {"status": status, "output": output, "error": error, "reason": reason, "finished_at": self.at}
         if row.status is StepStatus.WAITING:  # what it waited for, and when, no longer applies
             ended.update(wake=None, not_before=None, wait_event=None, wait_key=None)
+            if row.wait_kind == "workflow" and row.wait_key:
+                self.dispatches.append(stop(row.wait_key))  # a no-op once the child has ended
         self.tx.update_step(row.id, **ended)
         row.status, row.output, row.error, row.reason = status, output, error, reason
         detail = {k: v for k, v in (("error", error), ("reason", reason)) if v is not None}
         self.event(f"step.{status}", row, detail or None)
         if status is StepStatus.FAILED:
-            self.fail_run(f"{row.step}: {error}")
-        self.settled(row)
+            self.fail_run(f"{row.step}[{row.item_index}]: {error}" if row.is_item else f"{row.step}: {error}")
+        if row.is_item:
+            self.to_refill.add(row.step)
+        else:
+            self.settled(row)
 
     def fail_unrun(self, row: StepRow, error: str, error_type: str, why: str) -> None:
         """A step fails for good before any attempt (its expressions failed): dead-lettered like any."""
@@ -352,6 +392,8 @@ class Advancer:
         detail: dict[str, Any] = {"attempt": row.attempts, "for": kind}
         if event is not None:
             detail.update(event=event, key=key)
+        elif kind == "workflow":
+            detail["child_run"] = key
         if due is not None:
             detail["until"] = due.isoformat()
             self.wake_at(row, due)
@@ -427,7 +469,8 @@ class Advancer:
         statuses = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
         cancelled = self.tx.cancel_where(self.run.id, statuses, FAIL_FAST_REASON, keep, at=self.at)
         dropped = {e.id for e in cancelled}
-        self.dispatches = [d for d in self.dispatches if d.step_run_id not in dropped]
+        self.dispatches = [d for d in self.dispatches if d.step_run_id not in dropped or d.stop_run]
+        self.dispatches += [stop(e.wait_key) for e in cancelled if e.wait_kind == "workflow" and e.wait_key]
         detail = {"reason": FAIL_FAST_REASON}
         self.events += [self.event_row("step.cancelled", e.step, e.item_index, detail) for e in cancelled]
         self.rows.update(self.tx.steps(self.run.id))
@@ -460,6 +503,9 @@ class Advancer:
         self.tx.update_run(self.run.id, status=status, outputs=outputs, finished_at=self.at)
         self.run.status = status
         self.event(f"run.{status}", detail={"error": self.run.error} if self.run.error else None)
+        parent_row = self.run.parent_step_run_id
+        if parent_row is not None and self.tx.child_ended(parent_row, self.run.id, self.at):
+            self.dispatches.append(Dispatch(parent_row, "", wake=True))  # its parent's step goes on
 
     # Data
 

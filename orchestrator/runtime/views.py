@@ -37,6 +37,8 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
         dead_letters = [(e.id, e.status) for e in tx.dead_letters(run_id=run_id)]
         waiting = [r.id for r in steps.values() if r.status is StepStatus.WAITING and r.wait_kind == "approval"]
         decisions = tx.decisions(waiting)
+        children = {c.parent_step_run_id: c.id for c in tx.children(run_id)}  # the newest per step row
+        parent_row = tx.step_run(run.parent_step_run_id) if run.parent_step_run_id is not None else None
     order = list(snapshot.get("steps", {})) or sorted(steps)
     by_step: dict[str, list[StepRow]] = {}
     for item in items:
@@ -55,12 +57,21 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
             }
         )
     view = summary(run)
+    if parent_row is not None:
+        view["parent"]["step"] = parent_row.step
+        if parent_row.is_item:
+            view["parent"]["item_index"] = parent_row.item_index
     view["dead_letters"] = [{"id": entry_id, "status": status} for entry_id, status in dead_letters]
     view["steps"] = {name: _step_view(steps[name], by_step.get(name), tries) for name in order if name in steps}
     for name, row in steps.items():
         if row.status is StepStatus.WAITING and name in view["steps"]:
             spec = snapshot.get("steps", {}).get(name, {})
             view["steps"][name]["waiting_for"] = waiting_for(row, spec.get("approval"), decisions)
+        if row.id in children and name in view["steps"]:
+            view["steps"][name]["child_run"] = children[row.id]
+        kids = {i.item_index: children[i.id] for i in by_step.get(name, []) if i.id in children}
+        if kids and name in view["steps"]:
+            view["steps"][name]["child_runs"] = {str(k): v for k, v in sorted(kids.items())}
     return view
 
 
@@ -73,6 +84,8 @@ def waiting_for(row: StepRow, approval: dict[str, Any] | None, decisions: list[d
         return {"event": row.wait_event, "key": row.wait_key, "deadline": due}
     if row.wait_kind == "timer":
         return {"timer": due}
+    if row.wait_kind == "workflow":
+        return {"child_run": row.wait_key}
     spec = approval or {}
     mine = [d for d in decisions if d["step_run_id"] == row.id and d["wait_id"] == row.dispatch_id]
     return {
@@ -88,7 +101,7 @@ def waiting_for(row: StepRow, approval: dict[str, Any] | None, decisions: list[d
 
 
 def summary(run: RunRow) -> dict[str, Any]:
-    return {
+    found = {
         "run_id": run.id,
         "workflow": run.workflow,
         "version": run.version,
@@ -100,6 +113,11 @@ def summary(run: RunRow) -> dict[str, Any]:
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
     }
+    if run.parent_run_id is not None:
+        found["parent"] = {"run_id": run.parent_run_id}
+    if run.started_by is not None:
+        found["started_by"] = run.started_by
+    return found
 
 
 def _step_view(
@@ -157,9 +175,11 @@ def approvals_view(repo: Repository) -> list[dict[str, Any]]:
     return found
 
 
-def runs_view(repo: Repository, status: str | None, workflow: str | None, limit: int) -> list[dict[str, Any]]:
+def runs_view(
+    repo: Repository, status: str | None, workflow: str | None, limit: int, parent: str | None = None
+) -> list[dict[str, Any]]:
     with repo.transaction() as tx:
-        return [summary(run) for run in tx.runs(status, workflow, limit)]
+        return [summary(run) for run in tx.runs(status, workflow, limit, parent)]
 
 
 def history_view(repo: Repository, run_id: str) -> list[dict[str, Any]]:
@@ -335,6 +355,8 @@ def _waiting_from(detail: dict[str, Any]) -> dict[str, Any]:
         return {"event": detail.get("event"), "key": detail.get("key"), "deadline": due}
     if kind == "timer":
         return {"timer": due}
+    if kind == "workflow":
+        return {"child_run": detail.get("child_run")}
     return {"approval": {"deadline": due}}
 
 

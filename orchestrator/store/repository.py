@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -80,9 +81,18 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
         return None if row is None else row[0]
 
     def insert_run(
-        self, run_id: str, workflow: str, version: str, inputs: Any, key: str | None, needs: Mapping[str, int]
+        self,
+        run_id: str,
+        workflow: str,
+        version: str,
+        inputs: Any,
+        key: str | None,
+        needs: Mapping[str, int],
+        **origin: Any,
     ) -> None:
-        """A pending run and its step rows; ``needs`` maps each step to how many needs it has."""
+        """A pending run and its step rows; ``needs`` maps each step to how many needs it has;
+        ``origin``: a child's parent_run_id, parent_step_run_id and depth, a chained run's
+        started_by and chain_depth."""
         at = now()
         self.c.execute(
             t.runs.insert().values(
@@ -93,6 +103,7 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
                 inputs=inputs,
                 idempotency_key=key,
                 created_at=at,
+                **origin,
             )
         )
         if needs:
@@ -124,13 +135,72 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
     def update_run(self, run_id: str, **values: Any) -> None:
         self.c.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
 
-    def runs(self, status: str | None, workflow: str | None, limit: int) -> list[RunRow]:
+    def runs(self, status: str | None, workflow: str | None, limit: int, parent: str | None = None) -> list[RunRow]:
         query = sa.select(t.runs).order_by(t.runs.c.created_at.desc(), t.runs.c.id).limit(limit)
         if status:
             query = query.where(t.runs.c.status == status)
         if workflow:
             query = query.where(t.runs.c.workflow == workflow)
+        if parent:
+            query = query.where(t.runs.c.parent_run_id == parent)
         return [RunRow.from_row(r) for r in self.c.execute(query)]
+
+    # Child runs
+
+    def children(self, run_id: str) -> list[RunRow]:
+        """The child runs of a run's steps (every attempt's), oldest first."""
+        query = sa.select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at, t.runs.c.id)
+        return [RunRow.from_row(r) for r in self.c.execute(query)]
+
+    def open_descendants(self, run_id: str) -> list[str]:
+        """Every run below ``run_id`` that has not ended, parents before their children."""
+        found: list[str] = []
+        frontier = [run_id]
+        while frontier:
+            query = sa.select(t.runs.c.id).where(
+                t.runs.c.parent_run_id.in_(frontier), t.runs.c.status.in_(RunStatus.open_values())
+            )
+            frontier = sorted(r[0] for r in self.c.execute(query))
+            found += frontier
+        return found
+
+    def child_ended(self, parent_step_run_id: int, child_id: str, at: datetime) -> bool:
+        """The step (or item) waiting on child run ``child_id`` is due to wake: True if it was
+        still waiting on that very child (a retried step waits on a newer one)."""
+        s = t.step_runs.c
+        statement = (
+            t.step_runs.update()
+            .where(
+                s.id == parent_step_run_id,
+                s.status == StepStatus.WAITING,
+                s.wait_kind == "workflow",
+                s.wait_key == child_id,
+            )
+            .values(wake="child", not_before=at)
+        )
+        return self.c.execute(statement).rowcount == 1
+
+    def orphaned_children(self, limit: int = 100) -> list[str]:
+        """Child runs still open whose parent step no longer waits on them (the parent was
+        cancelled or failed, the step skipped, accepted or retried): they are to be stopped."""
+        r, s = t.runs.c, t.step_runs.c
+        waited = (
+            sa.select(s.id)
+            .where(
+                s.id == r.parent_step_run_id,
+                s.status == StepStatus.WAITING,
+                s.wait_kind == "workflow",
+                s.wait_key == r.id,
+            )
+            .exists()
+        )
+        query = (
+            sa.select(r.id)
+            .where(r.parent_step_run_id.is_not(None), r.status.in_(RunStatus.open_values()), ~waited)
+            .order_by(r.created_at)
+            .limit(limit)
+        )
+        return [row[0] for row in self.c.execute(query)]
 
     def run_ids(self, statuses: Iterable[str]) -> list[str]:
         query = sa.select(t.runs.c.id).where(t.runs.c.status.in_(list(statuses)))

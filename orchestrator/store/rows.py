@@ -61,6 +61,11 @@ class RunRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    parent_run_id: str | None = None
+    parent_step_run_id: int | None = None
+    depth: int = 0
+    started_by: Any = None
+    chain_depth: int = 0
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> RunRow:

@@ -23,7 +23,7 @@ _s = t.step_runs.c
 # The partial indexes' own predicates, written as constants: a prepared statement's generic plan can
 # use a partial index only when the query's conditions prove its predicate without parameters.
 _PENDING_ITEM = sa.text("step_runs.item_index >= 0 AND step_runs.status = 'pending'")
-_ACTIVE_ITEM = sa.text("step_runs.item_index >= 0 AND step_runs.status IN ('queued', 'running')")
+_ACTIVE_ITEM = sa.text("step_runs.item_index >= 0 AND step_runs.status IN ('queued', 'running', 'waiting')")
 _OPEN_STEP_ROW = sa.text(
     "step_runs.item_index = -1 AND step_runs.status IN ('pending', 'queued', 'running', 'waiting')"
 )
@@ -84,6 +84,8 @@ class Ended:
     worker: str | None
     attempts: int
     started_at: datetime | None
+    wait_kind: str | None = None
+    wait_key: str | None = None
 
     @property
     def is_item(self) -> bool:
@@ -278,12 +280,12 @@ class StepQueries:
         )
 
     def items_in_flight(self, run_id: str, step: str) -> int:
-        """Queued and running items of a foreach step (bounded by its concurrency)."""
+        """Queued, running and waiting items of a foreach step (bounded by its concurrency)."""
         query = sa.select(sa.func.count()).where(_s.run_id == run_id, _s.step == step, _ACTIVE_ITEM)
         return int(self.c.execute(query).scalar_one())
 
     def has_open_items(self, run_id: str, step: str) -> bool:
-        """Whether any item of the step is pending, queued or running (two probes of small indexes)."""
+        """Whether any item of the step is pending, queued, running or waiting (two probes of small indexes)."""
         for state in (_PENDING_ITEM, _ACTIVE_ITEM):
             query = sa.select(_s.id).where(_s.run_id == run_id, _s.step == step, state).limit(1)
             if self.c.execute(query).first() is not None:
@@ -346,10 +348,20 @@ class StepQueries:
             t.step_runs.update()
             .where(condition)
             .values(status=StepStatus.CANCELLED, reason=reason, finished_at=at, lease_expires_at=None)
-            .returning(_s.id, _s.step, _s.item_index, _s.dispatch_id, _s.worker, _s.attempts, _s.started_at)
+            .returning(
+                _s.id,
+                _s.step,
+                _s.item_index,
+                _s.dispatch_id,
+                _s.worker,
+                _s.attempts,
+                _s.started_at,
+                _s.wait_kind,
+                _s.wait_key,
+            )
         )
         return [
-            Ended(r[0], r[1], r[2], r[3], r[4], r[5], aware(r[6]))
+            Ended(r[0], r[1], r[2], r[3], r[4], r[5], aware(r[6]), r[7], r[8])
             for r in sorted(self.c.execute(statement), key=lambda r: (r[1], r[2]))
         ]
 

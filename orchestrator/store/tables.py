@@ -25,7 +25,7 @@ Time = sa.DateTime(timezone=True)
 _OPEN = "status IN ('pending', 'queued', 'running', 'waiting')"
 _WAITING = "status = 'waiting'"
 _PENDING = "status = 'pending'"
-_ACTIVE = "status IN ('queued', 'running')"
+_ACTIVE = "status IN ('queued', 'running', 'waiting')"  # an item in flight (a waiting item holds a child run)
 
 definitions = sa.Table(
     "definitions",
@@ -60,6 +60,13 @@ runs = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("started_at", Time, nullable=True),
     sa.Column("finished_at", Time, nullable=True),
+    # A child run: the run and step row (a step or a foreach item) that wait for it, and how deep it
+    # is nested. A chained run: what started it (another run's end, an event) and the chain's length.
+    sa.Column("parent_run_id", sa.String(36), nullable=True, index=True),
+    sa.Column("parent_step_run_id", Id, nullable=True),
+    sa.Column("depth", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("started_by", Json, nullable=True),
+    sa.Column("chain_depth", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Index("ix_runs_status_created_at", "status", "created_at"),
     sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
     sa.Index("ix_runs_created_at", "created_at"),

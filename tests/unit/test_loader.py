@@ -48,7 +48,7 @@ def test_every_structural_problem_is_reported_at_once(write: Write) -> None:
     assert "step 'a': timeout: invalid duration '5 minutes'" in found
     assert "step 'b': retry.max_attempts: Input should be greater than or equal to 1" in found
     assert "step 'b': retry.delay: invalid duration '-1s'" in found
-    assert "step 'c': a step does exactly one of task, wait, approval" in found
+    assert "step 'c': a step does exactly one of task, workflow, wait, approval" in found
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 The scheduler and the store treat every kind alike: a step is pending until its needs end, then
 its kind starts it with its rendered ``with``; whatever completes it records the output and hands
-the step back to the scheduler, which settles it like any other. A kind that waits (``wait``,
-``approval``) leaves its step ``waiting``, holding no worker, and says what waking it means.
+the step back to the scheduler, which settles it like any other. A kind that waits (``workflow``,
+``wait``, ``approval``) leaves its step ``waiting``, holding no worker, and says what waking it means.
 Adding a kind is one module here and one entry in ``default_kinds``.
 """
 
@@ -55,8 +55,9 @@ def default_kinds() -> Kinds:
     from orchestrator.runtime.kinds.approval import ApprovalKind
     from orchestrator.runtime.kinds.task import TaskKind
     from orchestrator.runtime.kinds.wait import WaitKind
+    from orchestrator.runtime.kinds.workflow import WorkflowKind
 
-    return Kinds([TaskKind(), WaitKind(), ApprovalKind()])
+    return Kinds([TaskKind(), WorkflowKind(), WaitKind(), ApprovalKind()])
 
 
 __all__ = ["Kinds", "StepKind", "default_kinds"]
