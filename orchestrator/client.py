@@ -1,4 +1,5 @@
-"""The Python client for other services: submit a run of a registered workflow, signal waiting steps.
+"""The Python client for other services: submit a run of a registered workflow, signal waiting
+steps, emit events.
 
 from orchestrator.client import submit
 run_id = submit("order-pipeline", {"order_id": "A1"}, idempotency_key="order-A1")
@@ -34,3 +35,13 @@ def signal(
 
     who = operations.Who(by or get_settings().default_actor)
     return len(send_signal(open_engine(), event, key, data, run_id, who, signal_id).delivered)
+
+
+def emit(event: str, data: Any = None, emit_id: str | None = None, by: str | None = None) -> list[str]:
+    """Start a run of every workflow whose ``on`` names ``event``; the ids of the runs started.
+    An ``emit_id`` makes sending again safe: the same id a second time starts nothing."""
+    from orchestrator.runtime.emit import emit as emit_event
+    from orchestrator.settings import get_settings
+
+    who = operations.Who(by or get_settings().default_actor)
+    return [run_id for _, run_id in emit_event(open_engine(), event, data, who, emit_id).started]

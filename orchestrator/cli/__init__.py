@@ -41,6 +41,7 @@ def _register() -> None:
         control.pause,
         control.resume,
         control.signal,
+        control.emit,
         control.approvals,
         control.approve,
         control.reject,

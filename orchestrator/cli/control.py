@@ -1,4 +1,4 @@
-"""Waits, approvals and repairs: ``signal``, ``approvals``, ``approve``, ``reject``, ``pause``,
+"""Waits, events, approvals and repairs: ``signal``, ``emit``, ``approvals``, ``approve``, ``reject``, ``pause``,
 ``resume``, ``retry``, ``skip``, ``accept``. Small handlers over ``orchestrator.runtime``.
 
 Every command that changes a run takes ``--by`` (default ``ORCHESTRATOR_ACTOR``, else the OS
@@ -22,6 +22,7 @@ from orchestrator.cli.runs import check_broker
 from orchestrator.errors import UsageError
 from orchestrator.runtime import approval, repair
 from orchestrator.runtime.connect import open_repository
+from orchestrator.runtime.emit import emit as emit_event
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who
 from orchestrator.runtime.signal import signal as send_signal
@@ -126,6 +127,29 @@ def signal(
         click.echo(f"0 steps waiting on {event} (key {done.key!r}): the signal is kept for the step that waits for it")
     else:
         click.echo(f"{len(done.delivered)} step(s) completed")
+
+
+@click.command()
+@click.argument("event")
+@click.option("--data", default=None, help="The event's data: JSON, @FILE or - (stdin).")
+@click.option("--id", "emit_id", default=None, help="The emission's id: the same id sent again starts nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@who_options
+def emit(event: str, data: str | None, emit_id: str | None, as_json: bool, by: str | None, reason: str | None) -> None:
+    """Start the workflows whose ``on`` names EVENT; prints the runs started."""
+    payload = json_option(data, "--data")
+    done = act(lambda e: emit_event(e, event, payload, who(by, reason), emit_id), lambda d: [r for _, r in d.started])
+    if as_json:
+        click.echo(json.dumps(done.as_json()))
+        return
+    if done.duplicate:
+        click.echo(f"event {done.id} was emitted before: nothing new started")
+        return
+    for workflow, run_id in done.started:
+        click.echo(f"started run {run_id} of {workflow}")
+    for workflow, why in done.skipped:
+        click.echo(f"{workflow}: not started ({why})")
+    click.echo(f"{len(done.started)} run(s) started by {event}")
 
 
 @click.command()

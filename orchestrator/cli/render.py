@@ -42,6 +42,12 @@ def run_table(view: dict[str, Any]) -> Table:
     parent = view.get("parent")
     if parent:
         title += f"\nchild of run {parent['run_id']}" + (f", step {parent['step']}" if parent.get("step") else "")
+    origin = view.get("started_by") or {}
+    if "after" in origin:
+        after = origin["after"]
+        title += f"\nstarted by run {after['run_id']} of {after['workflow']} ({after['status']})"
+    elif "event" in origin:
+        title += f"\nstarted by event {origin['event']['name']} ({origin['event']['id']})"
     table = Table(title=title, title_justify="left")
     for column in ("step", "status", "attempts", "output / error"):
         table.add_column(column)

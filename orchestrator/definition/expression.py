@@ -26,7 +26,8 @@ from orchestrator.settings import (
 Context = Mapping[str, Any]
 Evaluator = Callable[[Context], Any]
 
-ROOTS = frozenset({"inputs", "steps", "item", "index"})
+ROOTS = frozenset({"inputs", "steps", "item", "index", "run", "event", "output"})
+PLACE_ROOTS = frozenset({"run", "event", "output"})  # defined only in some places: checked by the plan
 STEP_FIELDS = frozenset({"output", "status"})
 _CONSTANTS: dict[str, Any] = {
     "true": True,
@@ -87,11 +88,13 @@ class References:
     steps: set[str] = field(default_factory=set)
     inputs: set[str] = field(default_factory=set)
     uses_item: bool = False
+    places: set[str] = field(default_factory=set)  # run, event, output: the roots only some places define
 
     def merge(self, other: References) -> None:
         self.steps |= other.steps
         self.inputs |= other.inputs
         self.uses_item = self.uses_item or other.uses_item
+        self.places |= other.places
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ def _parse_path(text: str) -> Expression | None:
     elif root == "inputs":
         if keys and isinstance(keys[0], str):
             refs.inputs.add(keys[0])
+    elif root in PLACE_ROOTS:
+        refs.places.add(root)
     else:
         refs.uses_item = True
     path = tuple(keys)
@@ -245,6 +250,8 @@ def _name(node: ast.Name, refs: References, depth: int, source: str) -> Evaluato
         raise _fail(node, source, f"unknown name '{name}' (known: {known})")
     if name in ("item", "index"):
         refs.uses_item = True
+    if name in PLACE_ROOTS:
+        refs.places.add(name)
 
     def lookup(ctx: Context) -> Any:
         try:

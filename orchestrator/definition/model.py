@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -275,6 +275,29 @@ class Step(_Value):
         return self
 
 
+class On(_Value):
+    """What starts a run of this workflow by itself: another workflow's run ending, or an event."""
+
+    after: WorkflowName | None = None
+    event: EventName | None = None
+    status: tuple[Literal["succeeded", "failed", "cancelled"], ...] = Field(("succeeded",), min_length=1)
+    if_: bool | str | None = Field(None, alias="if")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> On:
+        if (self.after is None) == (self.event is None):
+            raise ValueError("an on entry names exactly one of after or event")
+        if self.event is not None and "status" in self.model_fields_set:
+            raise ValueError("status applies only to an after entry")
+        return self
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """('after', WORKFLOW) or ('event', EVENT)."""
+        return ("after", self.after) if self.after is not None else ("event", self.event or "")
+
+
 class Workflow(_Value):
     """A whole workflow definition."""
 
@@ -285,6 +308,7 @@ class Workflow(_Value):
     defaults: Defaults = Field(default_factory=Defaults)
     steps: dict[StepId, Step] = Field(min_length=1)
     breakers: dict[Annotated[str, Strict()], BreakerConfig] = Field(default_factory=dict)
+    on: tuple[On, ...] = ()
 
     def snapshot(self) -> dict[str, Any]:
         """The canonical JSON form, stored with every run; loading it gives an equal model."""
@@ -313,6 +337,9 @@ def known_keys(loc: tuple[Any, ...]) -> list[str]:
             model = Approval
         elif head == "defaults":
             model = Defaults
+        elif model is Workflow and head == "on" and path:
+            path.pop(0)
+            model = On
         else:
             model = None
     if model is None:

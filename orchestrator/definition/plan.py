@@ -17,7 +17,7 @@ from orchestrator.definition import validation as check
 from orchestrator.definition.expression import References, Template, compile_template
 from orchestrator.definition.graph import is_upstream, layer
 from orchestrator.definition.loader import Source
-from orchestrator.definition.model import RetryPolicy, Step, Trigger, Workflow
+from orchestrator.definition.model import On, RetryPolicy, Step, Trigger, Workflow
 from orchestrator.errors import ExpressionError, InvalidDefinition, Problem
 from orchestrator.settings import DEFAULT_STEP_TIMEOUT_S
 
@@ -68,6 +68,16 @@ class StepPlan:
 
 
 @dataclass(frozen=True)
+class TriggerPlan:
+    """One ``on`` entry, compiled: its ``if`` and ``inputs`` read ``run`` (after) or ``event``."""
+
+    index: int
+    on: On
+    condition: Template | None
+    inputs: Template
+
+
+@dataclass(frozen=True)
 class Plan:
     workflow: Workflow
     order: tuple[str, ...]
@@ -75,6 +85,7 @@ class Plan:
     steps: Mapping[str, StepPlan]
     outputs: Template
     warnings: tuple[Problem, ...]
+    triggers: tuple[TriggerPlan, ...] = ()
 
     @cached_property
     def version(self) -> str:
@@ -166,6 +177,7 @@ def _build(
         )
     check.check_children(workflow, known_workflows, report)
     outputs = _compile_outputs(workflow, declared_inputs, report)
+    triggers = _compile_triggers(workflow, report)
     if report.has_errors:
         raise InvalidDefinition(report.problems)
     return Plan(
@@ -175,6 +187,7 @@ def _build(
         steps={step_id: steps[step_id] for step_id in layering.order},
         outputs=outputs,
         warnings=tuple(report.problems),
+        triggers=triggers,
     )
 
 
@@ -239,6 +252,8 @@ def _check_refs(
             report.error(f"{where}: a step cannot read its own output", loc)
         elif not is_upstream(ref, step_id, needs, level_of, cache):
             report.error(f"{where}: steps.{ref} is not upstream: add '{ref}' to needs", loc)
+    for name in sorted(refs.places):
+        report.error(f"{where}: '{name}' is not defined in a step's {where}", loc)
     if refs.uses_item and (step.foreach is None or where != "with"):
         place = "a foreach step's with" if step.foreach is not None else "a foreach step"
         report.error(f"{where}: item and index are only defined inside {place}", loc)
@@ -254,8 +269,39 @@ def _compile_outputs(workflow: Workflow, declared: set[str] | None, report: chec
         report.error(f"outputs: steps.{ref} is not a step{check.hint(ref, workflow.steps)}", ("outputs",))
     if outputs.refs.uses_item:
         report.error("outputs: item and index are only defined inside a foreach step", ("outputs",))
+    for name in sorted(outputs.refs.places):
+        report.error(f"outputs: '{name}' is not defined in outputs", ("outputs",))
     check.check_input_refs(outputs.refs.inputs, declared, ("outputs",), report)
     return outputs
+
+
+def _compile_triggers(workflow: Workflow, report: check.Report) -> tuple[TriggerPlan, ...]:
+    """Each ``on`` entry's ``if`` and ``inputs``, which may read only ``run`` (an after entry) or
+    ``event`` (an event entry): the started run's inputs come from there."""
+    found = []
+    for index, on in enumerate(workflow.on):
+        kind = on.source[0]
+        allowed = "run" if kind == "after" else "event"
+        compiled: dict[str, Template | None] = {}
+        for key, value in (("if", on.if_), ("inputs", on.inputs)):
+            loc = ("on", index, key)
+            if value is None:
+                compiled[key] = None
+                continue
+            try:
+                template = compiled[key] = compile_template(value)
+            except ExpressionError as exc:
+                report.error(f"on[{index}].{key}: {exc.message}", loc)
+                continue
+            refs = template.refs
+            wrong = sorted(refs.places - {allowed}) + (["steps"] if refs.steps else [])
+            wrong += (["inputs"] if refs.inputs else []) + (["item"] if refs.uses_item else [])
+            for name in wrong:
+                report.error(f"on[{index}].{key}: '{name}' is not defined here; an {kind} entry reads {allowed}", loc)
+        inputs = compiled.get("inputs")
+        if inputs is not None:
+            found.append(TriggerPlan(index, on, compiled.get("if"), inputs))
+    return tuple(found)
 
 
 def _effective_retry(

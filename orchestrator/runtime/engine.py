@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from orchestrator.definition import Plan, Step, StepPlan, Workflow, build_plan
 from orchestrator.definition.model import RetryDecision
 from orchestrator.errors import InvalidDefinition, NotFound, Problem
+from orchestrator.runtime.chaining import after_run
 from orchestrator.runtime.kinds import Kinds, default_kinds
 from orchestrator.runtime.lease import Lease
 from orchestrator.runtime.middleware import Call, Stack, default_stack
@@ -163,6 +164,11 @@ class Engine:
             wake_limit=self.timing.countdown_limit,
             runtime=self,
         )
+
+    def after_run(self, tx: Tx, run: RunRow) -> tuple[list[Dispatch], list[dict[str, Any]]]:
+        """A run just ended (its lock held): start what its end triggers (``on: after``)."""
+        chained = after_run(self, tx, run)
+        return chained.dispatches, chained.events(run.id)
 
     def check_plan(self, plan: Plan) -> Plan:
         """Refuse a definition that sets a step option no middleware of this engine handles."""

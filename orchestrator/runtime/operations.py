@@ -6,20 +6,17 @@ in one transaction, then hands its messages to the transport (and revokes what i
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
-from jsonschema.validators import validator_for
 
 from orchestrator.definition import Plan, Workflow, build_plan
 from orchestrator.definition.model import split_ref
-from orchestrator.errors import InputsError, NotFound, PayloadTooLarge, UsageError
+from orchestrator.errors import NotFound, UsageError
+from orchestrator.runtime.checks import check_inputs, check_payload, schema_problem
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.scheduler import (
     FAIL_FAST_REASON,
@@ -29,9 +26,8 @@ from orchestrator.runtime.scheduler import (
     new_dispatch_id,
     stop,
 )
-from orchestrator.settings import get_settings
 from orchestrator.status import RunStatus, StepStatus
-from orchestrator.store import STEP_ROW, Ended, RunRow, Tx, now, storable
+from orchestrator.store import STEP_ROW, Ended, RunRow, Tx, now
 
 
 @dataclass(frozen=True)
@@ -115,7 +111,11 @@ def register(engine: Engine, plan: Plan) -> bool:
         known.pop(plan.workflow.name, None)
         build_plan(plan.workflow, known_workflows=known, check_tasks=False)
         tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
-        return tx.register(plan.workflow.name, plan.version)
+        created = tx.register(plan.workflow.name, plan.version)
+        if created:  # the newest version is the active one: its on entries are what start runs
+            entries = [(t.index, *t.on.source) for t in plan.triggers]
+            tx.subscribe(plan.workflow.name, plan.version, entries)
+        return created
 
 
 def called_workflows(tx: Tx, workflow: Workflow) -> dict[str, Workflow]:
@@ -168,7 +168,7 @@ def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RU
         at, executing, dispatches = now(), [], []
         for member in family:
             cause = reason if member is run else f"its parent run {member.parent_run_id} was cancelled"
-            ended, sent = _cancel_locked(tx, member, at, who if member is run else None, cause)
+            ended, sent = _cancel_locked(engine, tx, member, at, who if member is run else None, cause)
             executing += ended
             dispatches += [d for d in sent if d.stop_run not in {m.id for m in family}]
     revoked = [e.dispatch_id for e in executing if e.dispatch_id]
@@ -189,9 +189,12 @@ def lock_family(tx: Tx, run: RunRow) -> list[RunRow]:
     return family
 
 
-def _cancel_locked(tx: Tx, run: RunRow, at: Any, who: Who | None, reason: str) -> tuple[list[Ended], list[Dispatch]]:
-    """Cancel one locked run: its rows, its attempts in flight, its events. Returns the executing
-    rows (to revoke) and what to do after commit: wake its parent's step, stop children it waited on."""
+def _cancel_locked(
+    engine: Engine, tx: Tx, run: RunRow, at: Any, who: Who | None, reason: str
+) -> tuple[list[Ended], list[Dispatch]]:
+    """Cancel one locked run: its rows, its attempts in flight, its events, the runs its end
+    starts. Returns the executing rows (to revoke) and what to do after commit: wake its parent's
+    step, stop children it waited on, send the started runs' messages."""
     idle = (StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING)
     waiting = tx.cancel_where(run.id, idle, reason, at=at)
     running = tx.cancel_where(run.id, (StepStatus.RUNNING,), reason, at=at)
@@ -202,11 +205,13 @@ def _cancel_locked(tx: Tx, run: RunRow, at: Any, who: Who | None, reason: str) -
     events = [run_event(run.id, e.step, e.item_index, "step.cancelled", cause, at) for e in [*waiting, *running]]
     detail = who.detail() if who else ({"reason": reason} if reason != RUN_CANCELLED else None)
     events.append(run_event(run.id, None, None, "run.cancelled", detail, at))
-    tx.add_events(events)
     after = [stop(e.wait_key) for e in waiting if e.wait_kind == "workflow" and e.wait_key]
     if run.parent_step_run_id is not None and tx.child_ended(run.parent_step_run_id, run.id, at):
         after.append(Dispatch(run.parent_step_run_id, "", wake=True))
-    return executing, after
+    run.status = RunStatus.CANCELLED
+    chained, chain_events = engine.after_run(tx, run)
+    tx.add_events(events + chain_events)
+    return executing, after + chained
 
 
 @dataclass(frozen=True)
@@ -280,52 +285,6 @@ def run_event(
     """An event row of the run's history (``index`` is the item's, or none for a step or the run)."""
     item = None if index is None or index == STEP_ROW else index
     return {"run_id": run_id, "step": step, "item_index": item, "kind": kind, "detail": detail, "at": at}
-
-
-def check_inputs(workflow: Workflow, inputs: Any) -> None:
-    """Inputs must be a JSON object that the workflow's inputs schema accepts (exit 2 if not)."""
-    if not isinstance(inputs, dict):
-        raise InputsError(f"inputs must be an object, not {type(inputs).__name__}")
-    try:
-        storable(inputs)
-    except ValueError as exc:
-        raise InputsError(f"inputs are not JSON the state store can hold: {exc}") from None
-    check_payload(inputs, "the inputs")
-    if workflow.inputs is None:
-        return
-    problem = schema_problem(workflow.inputs, inputs, "inputs")
-    if problem is not None:
-        raise InputsError(f"{problem} (workflow {workflow.name})")
-
-
-def schema_problem(schema: dict[str, Any], data: Any, what: str) -> str | None:
-    """The first thing ``schema`` refuses in ``data``, as one line naming its path; None if none."""
-    validator = validator_for(schema, default=Draft202012Validator)(schema)
-    error = best_match(validator.iter_errors(data))
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path)
-    message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
-    return f"{what}{'.' + where if where else ''}: {message}"
-
-
-def check_payload(data: Any, what: str, limit: int | None = None) -> Any:
-    """Data a person or service sends (signal data, decision data, an accepted output): JSON the
-    store can hold, no larger than ``ORCHESTRATOR_MAX_PAYLOAD``. Refused whole: nothing is stored."""
-    limit = get_settings().max_payload_bytes if limit is None else limit
-    try:
-        size = len(json.dumps(data, allow_nan=False).encode())
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{what} is not JSON the state store can hold: {exc}") from None
-    if size > limit:
-        raise PayloadTooLarge(
-            f"{what} is {size} bytes; the limit is {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored"
-        )
-    try:
-        storable(data)
-    except ValueError as exc:
-        raise UsageError(f"{what} is not JSON the state store can hold: {exc}") from None
-    return data
 
 
 __all__ = [

@@ -55,6 +55,10 @@ class Runtime(Protocol):
 
     def advancer(self, tx: Tx, plan: Plan, run: RunRow) -> Advancer: ...
 
+    def after_run(self, tx: Tx, run: RunRow) -> tuple[list[Dispatch], list[dict[str, Any]]]:
+        """A run just ended: the messages of the runs it started, and the events saying so."""
+        ...
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -506,6 +510,11 @@ class Advancer:
         parent_row = self.run.parent_step_run_id
         if parent_row is not None and self.tx.child_ended(parent_row, self.run.id, self.at):
             self.dispatches.append(Dispatch(parent_row, "", wake=True))  # its parent's step goes on
+        if self.runtime is not None:
+            self.run.outputs = outputs
+            dispatches, events = self.runtime.after_run(self.tx, self.run)
+            self.dispatches += dispatches
+            self.events += events
 
     # Data
 

@@ -67,6 +67,28 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
         row = self.c.execute(query).first()
         return None if row is None else row[0]
 
+    def subscribe(self, workflow: str, version: str, entries: Sequence[tuple[int, str, str]]) -> None:
+        """``version`` of ``workflow`` is active: its ``on`` entries (index, kind, source) replace
+        the previous version's."""
+        sub = t.subscriptions.c
+        self.c.execute(t.subscriptions.delete().where(sub.workflow == workflow))
+        if entries:
+            rows = [
+                {"workflow": workflow, "entry": i, "version": version, "kind": kind, "source": source}
+                for i, kind, source in entries
+            ]
+            self.c.execute(t.subscriptions.insert(), rows)
+
+    def subscribers(self, kind: str, source: str) -> list[tuple[str, str, int]]:
+        """(workflow, version, entry) of every active ``on`` entry waiting for ``kind``/``source``."""
+        sub = t.subscriptions.c
+        query = (
+            sa.select(sub.workflow, sub.version, sub.entry)
+            .where(sub.kind == kind, sub.source == source)
+            .order_by(sub.workflow, sub.entry)
+        )
+        return [(r[0], r[1], r[2]) for r in self.c.execute(query)]
+
     def registrations(self, name: str | None = None) -> list[dict[str, Any]]:
         w = t.workflows.c
         query = sa.select(w.name, w.version, w.registered_at).order_by(w.name, w.registered_at.desc(), w.id.desc())

@@ -142,6 +142,19 @@ step_runs = sa.Table(
     ),
 )
 
+# What starts runs by itself: the active version's ``on`` entries, one row each ("after" a workflow's
+# runs end, or an "event"), replaced when another version of the workflow is registered.
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("workflow", sa.String(200), primary_key=True),
+    sa.Column("entry", sa.Integer, primary_key=True),
+    sa.Column("version", sa.String(64), sa.ForeignKey("definitions.version"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Index("ix_subscriptions_kind_source", "kind", "source"),
+)
+
 attempts = sa.Table(
     "attempts",
     metadata,

@@ -1,4 +1,4 @@
-"""The Celery tasks: execute one step, submit a run, signal waiting steps, wake a due one,
+"""The Celery tasks: execute one step, submit a run, signal waiting steps, emit an event, wake a due one,
 advance a run, reconcile.
 
 Each is a thin shell over ``orchestrator.runtime``: the state store decides, and the engine's
@@ -17,6 +17,7 @@ from celery import Task, signals
 from orchestrator.errors import StateStoreError, TaskNotFound
 from orchestrator.runtime import operations
 from orchestrator.runtime.breaker import Breakers
+from orchestrator.runtime.emit import emit as emit_event
 from orchestrator.runtime.engine import Engine, Timing
 from orchestrator.runtime.executor import Executor, resolve_function
 from orchestrator.runtime.reconciler import reconcile as reconcile_once
@@ -118,6 +119,15 @@ def signal(
     who = operations.Who(by or "celery")
     signal_id = signal_id if signal_id is not None else f"celery-task:{self.request.id}"
     return len(signal_steps(engine(), event, key, data, run_id, who, signal_id).delivered)
+
+
+@app.task(name="orchestrator.emit", bind=True, acks_late=True, ignore_result=False)
+def emit(self: Task, event: str, data: Any = None, by: str | None = None, emit_id: str | None = None) -> list[str]:
+    """Start the workflows whose ``on`` names ``event``; the ids of the runs started. Without an
+    ``emit_id`` the message's own id is the emission's: a redelivered message starts nothing new."""
+    emit_id = emit_id if emit_id is not None else f"celery-task:{self.request.id}"
+    done = emit_event(engine(), event, data, operations.Who(by or "celery"), emit_id)
+    return [run_id for _, run_id in done.started]
 
 
 @app.task(name="orchestrator.advance", acks_late=True)

@@ -45,7 +45,8 @@ steps:
   total:
     needs: each
     task: "tests.integration.steps:total"
-    with: {values: ["${{ steps.each.output[0].sum }}", "${{ steps.each.output[1].sum }}", "${{ steps.each.output[2].sum }}"]}
+    with:
+      values: ["${{ steps.each.output[0].sum }}", "${{ steps.each.output[1].sum }}", "${{ steps.each.output[2].sum }}"]
 outputs: {total: "${{ steps.total.output }}"}
 """
 
@@ -86,9 +87,7 @@ def test_three_levels_inside_a_foreach_hand_their_outputs_back_up(cluster: Clust
     }
 
 
-def test_a_failing_child_fails_its_parent_and_lands_in_the_dlq_with_its_error(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+def test_a_failing_child_fails_its_parent_and_lands_in_the_dlq_with_its_error(cluster: Cluster, tmp_path: Path) -> None:
     broken = f"name: broken\nsteps:\n  charge: {{task: '{STEPS}:fail', with: {{message: card declined}}}}\n"
     ok(cluster.cli("workflows", "register", str(write(tmp_path, broken, "broken.yaml"))))
     cluster.start_worker()

@@ -43,6 +43,19 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("started_by", _Json, nullable=True))
         batch_op.add_column(sa.Column("chain_depth", sa.Integer(), server_default="0", nullable=False))
     op.create_index("ix_runs_parent_run_id", "runs", ["parent_run_id"])
+    op.create_table(
+        "subscriptions",
+        sa.Column("workflow", sa.String(length=200), nullable=False),
+        sa.Column("entry", sa.Integer(), nullable=False),
+        sa.Column("version", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.String(length=200), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["version"], ["definitions.version"], name=op.f("fk_subscriptions_version_definitions")
+        ),
+        sa.PrimaryKeyConstraint("workflow", "entry", name=op.f("pk_subscriptions")),
+    )
+    op.create_index("ix_subscriptions_kind_source", "subscriptions", ["kind", "source"])
     op.drop_index("ix_step_runs_active_items", table_name="step_runs")
     _active_items("'queued', 'running', 'waiting'")
 
@@ -50,6 +63,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_step_runs_active_items", table_name="step_runs")
     _active_items("'queued', 'running'")
+    op.drop_index("ix_subscriptions_kind_source", table_name="subscriptions")
+    op.drop_table("subscriptions")
     op.drop_index("ix_runs_parent_run_id", table_name="runs")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_column("chain_depth")
