@@ -125,3 +125,86 @@ def test_cancelling_a_parent_cancels_two_levels_of_children(cluster: Cluster, tm
     for member in (run_id, child, grandchild):
         assert cluster.wait(member)["status"] == "cancelled"
     assert status(cluster, grandchild)["steps"]["hold"]["status"] == "cancelled"
+
+
+UPSTREAM = f"""
+name: upstream
+steps:
+  a: {{task: "{STEPS}:nap", with: {{value: "${{{{ inputs.n }}}}", seconds: 0.05}}}}
+  b: {{task: "{STEPS}:nap", with: {{value: "${{{{ inputs.n }}}}", seconds: 0.05}}}}
+outputs: {{n: "${{{{ steps.a.output }}}}"}}
+"""
+DOWNSTREAM = f"""
+name: downstream
+on:
+  - after: upstream
+    inputs: {{n: "${{{{ run.outputs.n }}}}"}}
+steps:
+  echo: {{task: "{STEPS}:echo", with: {{value: "${{{{ inputs.n }}}}"}}}}
+"""
+
+
+def test_a_chain_fires_exactly_once_per_upstream_run_with_two_workers(cluster: Cluster, tmp_path: Path) -> None:
+    for name, text in (("upstream", UPSTREAM), ("downstream", DOWNSTREAM)):
+        ok(cluster.cli("workflows", "register", str(write(tmp_path, text, f"{name}.yaml"))))
+    cluster.start_worker(name="w1")
+    cluster.start_worker(name="w2")
+
+    upstream = [cluster.start("upstream", n=n) for n in range(8)]
+    for run_id in upstream:
+        assert cluster.wait(run_id)["status"] == "succeeded"
+
+    # Then: one downstream run per upstream run, started by it, with its outputs as inputs
+    deadline = time.monotonic() + 60
+    while True:
+        found = json.loads(ok(cluster.cli("runs", "--workflow", "downstream", "--limit", "100", "--json")))
+        if len(found) >= 8 and all(r["status"] == "succeeded" for r in found):
+            break
+        assert time.monotonic() < deadline, found
+        time.sleep(0.3)
+    # (a chained run is created in the transaction that ends its upstream run: none can come later)
+    found = json.loads(ok(cluster.cli("runs", "--workflow", "downstream", "--limit", "100", "--json")))
+    assert sorted(r["started_by"]["after"]["run_id"] for r in found) == sorted(upstream)
+    assert sorted(r["inputs"]["n"] for r in found) == list(range(8))
+    first = next(r["run_id"] for r in found if r["started_by"]["after"]["run_id"] == upstream[0])
+    assert status(cluster, first)["started_by"]["after"] == {
+        "run_id": upstream[0],
+        "workflow": "upstream",
+        "status": "succeeded",
+    }
+
+
+def test_an_emitted_event_starts_two_subscribed_workflows_once_each(cluster: Cluster, tmp_path: Path) -> None:
+    for name in ("thumbnail", "indexer"):
+        text = (
+            f"name: {name}\non:\n  - event: invoice.uploaded\n    inputs: {{url: '${{{{ event.data.url }}}}'}}\n"
+            f"steps:\n  work: {{task: '{STEPS}:echo', with: {{value: '${{{{ inputs.url }}}}'}}}}\n"
+            f"outputs: {{url: '${{{{ steps.work.output }}}}'}}\n"
+        )
+        ok(cluster.cli("workflows", "register", str(write(tmp_path, text, f"{name}.yaml"))))
+    cluster.start_worker()
+
+    # By the CLI, by the Celery task (sent twice with one id: a redelivery), by the client
+    by_cli = json.loads(ok(cluster.cli("emit", "invoice.uploaded", "--data", '{"url": "s3://a"}', "--json")))
+    sent = cluster.python(
+        "from orchestrator.worker.app import app\n"
+        "for _ in range(2):\n"
+        "    app.send_task('orchestrator.emit', kwargs={'event': 'invoice.uploaded', 'data': {'url': 's3://b'},"
+        " 'emit_id': 'upload-b'})\n"
+    )
+    assert sent.returncode == 0, sent.stderr
+    said = cluster.python(
+        "from orchestrator.client import emit\nprint(len(emit('invoice.uploaded', {'url': 's3://c'})))"
+    )
+    assert said.stdout.strip() == "2", said.stderr
+
+    assert sorted(s["workflow"] for s in by_cli["started"]) == ["indexer", "thumbnail"]
+    deadline = time.monotonic() + 60
+    while cluster.log("w0").count("Task orchestrator.emit[") < 4:  # each message: received, succeeded
+        assert time.monotonic() < deadline, cluster.log("w0")
+        time.sleep(0.3)
+    for workflow in ("thumbnail", "indexer"):
+        found = json.loads(ok(cluster.cli("runs", "--workflow", workflow, "--json")))
+        assert sorted(r["inputs"]["url"] for r in found) == ["s3://a", "s3://b", "s3://c"]
+        for run in found:
+            assert cluster.wait(run["run_id"])["outputs"] == {"url": run["inputs"]["url"]}
