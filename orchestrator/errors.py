@@ -167,6 +167,16 @@ class ChildRunRefused(StepError):
     retryable = False
 
 
+class GateNotMet(StepError):
+    """The state's exit criteria are not met (an artifact it names does not exist)."""
+
+
+class NoTransition(StepError):
+    """No transition of the state applies, or the run passed its max_transitions."""
+
+    retryable = False
+
+
 class PayloadTooLarge(UsageError):
     """The data is larger than ORCHESTRATOR_MAX_PAYLOAD allows."""
 

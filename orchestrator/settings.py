@@ -46,6 +46,7 @@ DEFAULT_WAIT_SWEEP_LIMIT = 500
 # Composition
 DEFAULT_MAX_DEPTH = 10
 DEFAULT_MAX_CHAIN_DEPTH = 10
+DEFAULT_MAX_TRANSITIONS = 100
 
 
 class Settings(BaseSettings):
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     actor: str | None = None
     signal_ttl: str = DEFAULT_SIGNAL_TTL
     max_depth: int = DEFAULT_MAX_DEPTH
+    artifact_root: str = ""  # where gate artifacts are looked up; empty: the working directory
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     max_payload: str = str(DEFAULT_MAX_PAYLOAD_BYTES)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 _CATALOGUE = {"apple": 120, "pear": 95, "plum": 40, "fig": 0}
@@ -46,3 +48,18 @@ def classify(amount: float, threshold: float) -> str:
 
 def review(amount: float, reviewer: str) -> dict[str, Any]:
     return {"amount": amount, "reviewer": reviewer, "approved": True}
+
+
+def write_draft(feature: str, feedback: str | None = None) -> dict[str, Any]:
+    """Write (or rewrite, after feedback) the feature's document under ORCHESTRATOR_ARTIFACT_ROOT."""
+    root = Path(os.environ.get("ORCHESTRATOR_ARTIFACT_ROOT") or ".")
+    path = root / "docs" / f"{feature}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    revision = path.read_text().count("## Revision") + 1 if path.exists() else 1
+    with path.open("a") as handle:
+        handle.write(f"## Revision {revision}\n{feedback or 'first draft'}\n")
+    return {"path": f"docs/{feature}.md", "revision": revision}
+
+
+def publish(feature: str, revision: int) -> dict[str, Any]:
+    return {"published": f"docs/{feature}.md", "revision": revision}

@@ -41,7 +41,7 @@ class Source:
         return None
 
     def problem(self, message: str, loc: Loc = (), step: str | None = None) -> Problem:
-        if step is None and len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], str):
+        if step is None and len(loc) >= 2 and loc[0] in ("steps", "states") and isinstance(loc[1], str):
             step = loc[1]
         return Problem(message, self.name, self.line_of(loc), step)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -30,6 +30,7 @@ from orchestrator.settings import (
     DEFAULT_BREAKER_FAIL_MAX,
     DEFAULT_BREAKER_RESET_TIMEOUT_S,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_TRANSITIONS,
     DEFAULT_RETRY_DELAY_S,
     DEFAULT_RETRY_MAX_DELAY_S,
 )
@@ -244,6 +245,8 @@ class Step(_Value):
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
         kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
+        if not kinds and getattr(self, "end", None) is not None:
+            return self  # an end state may do nothing but end the run
         if len(kinds) != 1:
             named = f" (it has {' and '.join(kinds)})" if kinds else ""
             raise ValueError(f"a step does exactly one of {', '.join(STEP_KINDS)}{named}")
@@ -266,12 +269,59 @@ class Step(_Value):
 
     @property
     def kind(self) -> str:
-        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+        """task, workflow, wait or approval; ``end`` for an end state that does no work."""
+        return next((k for k in STEP_KINDS if getattr(self, k) is not None), "end")
 
     @model_validator(mode="after")
     def _concurrency_needs_foreach(self) -> Step:
         if self.concurrency is not None and self.foreach is None:
             raise ValueError("concurrency applies only to a foreach step")
+        return self
+
+
+class EndStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Transition(_Value):
+    """Where a state goes next: ``to``, when its ``if`` holds (none: the default)."""
+
+    to: StepId
+    if_: bool | str | None = Field(None, alias="if")
+
+
+class Gate(_Value):
+    """Exit criteria checked when a state's work has succeeded: these files must exist."""
+
+    artifacts: tuple[Annotated[str, Strict(), StringConstraints(min_length=1, max_length=1000)], ...] = Field(
+        min_length=1
+    )
+
+
+_NOT_IN_STATES = ("needs", "trigger", "if", "foreach", "concurrency")
+
+
+class State(Step):
+    """A state of a state machine: a step (any kind, or none for an end state) that chooses the
+    next state with ``next`` or ``transitions``, or ends the run with ``end``."""
+
+    next: StepId | None = None
+    transitions: tuple[Transition, ...] = ()
+    end: EndStatus | None = None
+    gate: Gate | None = None
+
+    @model_validator(mode="after")
+    def _a_state(self) -> State:
+        for key in _NOT_IN_STATES:
+            field = "if_" if key == "if" else key
+            if field in self.model_fields_set:
+                raise ValueError(f"{key} does not apply to a state: states follow their transitions")
+        ways = [k for k, v in (("next", self.next), ("transitions", self.transitions), ("end", self.end)) if v]
+        if len(ways) > 1:
+            raise ValueError(f"a state names one of next, transitions or end (it names {' and '.join(ways)})")
+        if self.gate is not None and self.kind == "end":
+            raise ValueError("gate applies to a state that does work (task, workflow, wait or approval)")
         return self
 
 
@@ -306,9 +356,30 @@ class Workflow(_Value):
     inputs: dict[str, Any] | None = Field(None, description="JSON Schema of the run's inputs")
     outputs: dict[str, Any] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
-    steps: dict[StepId, Step] = Field(min_length=1)
+    steps: dict[StepId, Step] = Field(default_factory=dict)
+    states: dict[StepId, State] = Field(default_factory=dict)
+    initial: StepId | None = None
+    max_transitions: int = Field(DEFAULT_MAX_TRANSITIONS, ge=1)
     breakers: dict[Annotated[str, Strict()], BreakerConfig] = Field(default_factory=dict)
     on: tuple[On, ...] = ()
+
+    @model_validator(mode="after")
+    def _steps_or_states(self) -> Workflow:
+        if bool(self.steps) == bool(self.states):
+            both = " (it has both)" if self.steps else ""
+            raise ValueError(f"a workflow has steps (a DAG) or states (a state machine), one of them{both}")
+        if not self.states and ({"initial", "max_transitions"} & self.model_fields_set):
+            raise ValueError("initial and max_transitions apply only to a workflow with states")
+        return self
+
+    @property
+    def is_machine(self) -> bool:
+        return bool(self.states)
+
+    @property
+    def nodes(self) -> Mapping[str, Step]:
+        """Its steps, or its states."""
+        return self.states or self.steps
 
     def snapshot(self) -> dict[str, Any]:
         """The canonical JSON form, stored with every run; loading it gives an equal model."""
@@ -326,15 +397,21 @@ def known_keys(loc: tuple[Any, ...]) -> list[str]:
     path = list(loc)
     while path and model is not None:
         head = path.pop(0)
-        if model is Workflow and head in ("steps", "breakers") and path:
+        if model is Workflow and head in ("steps", "states", "breakers") and path:
             path.pop(0)
-            model = Step if head == "steps" else BreakerConfig
+            kinds: dict[str, type[BaseModel]] = {"steps": Step, "states": State, "breakers": BreakerConfig}
+            model = kinds[head]
         elif head in ("retry",):
             model = RetryPolicy
         elif head == "wait":
             model = Wait
         elif head == "approval":
             model = Approval
+        elif head == "gate":
+            model = Gate
+        elif model is State and head == "transitions" and path:
+            path.pop(0)
+            model = Transition
         elif head == "defaults":
             model = Defaults
         elif model is Workflow and head == "on" and path:

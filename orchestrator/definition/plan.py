@@ -17,6 +17,7 @@ from orchestrator.definition import validation as check
 from orchestrator.definition.expression import References, Template, compile_template
 from orchestrator.definition.graph import is_upstream, layer
 from orchestrator.definition.loader import Source
+from orchestrator.definition.machine import MachinePlan, VisitSteps, build_machine
 from orchestrator.definition.model import On, RetryPolicy, Step, Trigger, Workflow
 from orchestrator.errors import ExpressionError, InvalidDefinition, Problem
 from orchestrator.settings import DEFAULT_STEP_TIMEOUT_S
@@ -86,6 +87,14 @@ class Plan:
     outputs: Template
     warnings: tuple[Problem, ...]
     triggers: tuple[TriggerPlan, ...] = ()
+    machine: MachinePlan | None = None
+
+    def first_rows(self) -> dict[str, int]:
+        """The step rows a new run starts with, and how many needs each waits for: every step of
+        a DAG; a state machine's initial state (each visit of a state adds its own row)."""
+        if self.machine is not None:
+            return {self.machine.initial: 0}
+        return {s: len(self.steps[s].needs) for s in self.order}
 
     @cached_property
     def version(self) -> str:
@@ -136,7 +145,8 @@ def _build(
     known_workflows: Mapping[str, Workflow] | None = None,
 ) -> Plan:
     report = check.Report(source or Source("<workflow>"))
-    needs = check.known_needs(workflow, report)
+    machine_like = workflow.is_machine
+    needs = {s: () for s in workflow.states} if machine_like else check.known_needs(workflow, report)
     layering = layer(needs)
     check.report_cycles(layering.cycles, report)
     declared_inputs = check.check_inputs_schema(workflow, report)
@@ -147,7 +157,7 @@ def _build(
     default_retry = _effective_retry(None, workflow, report, modules)
     upstream_cache: dict[str, frozenset[str]] = {}
     steps: dict[str, StepPlan] = {}
-    for step_id, step in workflow.steps.items():
+    for step_id, step in workflow.nodes.items():
         compiled = _compile_step(step_id, step, report)
         if compiled is None:
             continue
@@ -155,8 +165,11 @@ def _build(
         spec = _spec_key(step)
         for where, template in (("if", condition), ("foreach", foreach), (spec, arguments)):
             if template is not None and not template.is_constant:
-                loc = ("steps", step_id, where)
-                _check_refs(step_id, where, template.refs, step, needs, layering.level_of, upstream_cache, report)
+                loc = ("states" if machine_like else "steps", step_id, where)
+                if machine_like:  # states loop: any state's latest output may be read
+                    _check_state_refs(step_id, where, template.refs, workflow, report)
+                else:
+                    _check_refs(step_id, where, template.refs, step, needs, layering.level_of, upstream_cache, report)
                 check.check_input_refs(template.refs.inputs, declared_inputs, loc, report)
         check.check_trigger(step_id, step, report)
         check.check_breaker(step_id, step.breaker, breakers, report)
@@ -178,16 +191,19 @@ def _build(
     check.check_children(workflow, known_workflows, report)
     outputs = _compile_outputs(workflow, declared_inputs, report)
     triggers = _compile_triggers(workflow, report)
+    machine = build_machine(workflow, declared_inputs, report) if machine_like else None
     if report.has_errors:
         raise InvalidDefinition(report.problems)
+    ordered = {step_id: steps[step_id] for step_id in layering.order}
     return Plan(
         workflow=workflow,
         order=layering.order,
         levels=layering.levels,
-        steps={step_id: steps[step_id] for step_id in layering.order},
+        steps=VisitSteps(ordered) if machine_like else ordered,
         outputs=outputs,
         warnings=tuple(report.problems),
         triggers=triggers,
+        machine=machine,
     )
 
 
@@ -259,14 +275,22 @@ def _check_refs(
         report.error(f"{where}: item and index are only defined inside {place}", loc)
 
 
+def _check_state_refs(state: str, where: str, refs: References, workflow: Workflow, report: check.Report) -> None:
+    loc = ("states", state, where)
+    for ref in sorted(refs.steps - workflow.states.keys()):
+        report.error(f"{where}: steps.{ref} is not a state{check.hint(ref, workflow.states)}", loc)
+    for name in sorted(refs.places):
+        report.error(f"{where}: '{name}' is not defined in a state's {where}", loc)
+
+
 def _compile_outputs(workflow: Workflow, declared: set[str] | None, report: check.Report) -> Template:
     try:
         outputs = compile_template(workflow.outputs)
     except ExpressionError as exc:
         report.error(f"outputs: {exc.message}", ("outputs",))
         return compile_template({})
-    for ref in sorted(outputs.refs.steps - workflow.steps.keys()):
-        report.error(f"outputs: steps.{ref} is not a step{check.hint(ref, workflow.steps)}", ("outputs",))
+    for ref in sorted(outputs.refs.steps - workflow.nodes.keys()):
+        report.error(f"outputs: steps.{ref} is not a step{check.hint(ref, workflow.nodes)}", ("outputs",))
     if outputs.refs.uses_item:
         report.error("outputs: item and index are only defined inside a foreach step", ("outputs",))
     for name in sorted(outputs.refs.places):

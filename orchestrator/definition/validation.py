@@ -155,7 +155,7 @@ def check_children(workflow: Workflow, known: Mapping[str, Workflow] | None, rep
     """A workflow may not call itself, directly or through the workflows it calls (when their names
     are static); with ``known`` (the files given together and the registered definitions), a child
     found in neither is a warning: it may be registered before the run."""
-    for step_id, step in workflow.steps.items():
+    for step_id, step in workflow.nodes.items():
         if step.workflow is None:
             continue
         name = split_ref(step.workflow)[0]
@@ -181,7 +181,7 @@ def _call_path(start: str, target: str, known: Mapping[str, Workflow]) -> list[s
                 path.append(at)
                 at = parents[at]
             return list(reversed(path))
-        for step in known[name].steps.values() if name in known else ():
+        for step in known[name].nodes.values() if name in known else ():
             if step.workflow is not None:
                 child = split_ref(step.workflow)[0]
                 if child not in parents:

@@ -53,15 +53,15 @@ def decide(
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         plan = engine.plans.get(tx, run.version)
-        sp = plan.steps.get(step)
+        sp = plan.steps[step] if step in plan.steps else None
         if sp is None:
             raise NotFound(f"run {run_id} has no step '{step}'")
         spec = sp.step.approval
         if spec is None:
             raise Refused(f"step '{step}' is a {sp.kind} step, not an approval")
-        row = tx.steps(run_id, [step])[step]
-        if row.status is not StepStatus.WAITING or row.wake is not None:
-            raise Refused(f"step '{step}' is not waiting for a decision (it is {row.status})")
+        row = tx.current_row(run_id, step)
+        if row is None or row.status is not StepStatus.WAITING or row.wake is not None:
+            raise Refused(f"step '{step}' is not waiting for a decision (it is {row.status if row else 'not started'})")
         prior = tx.decisions([row.id], row.dispatch_id)
         _check(spec, step, who.by, decision, keyword, data, prior)
         at = now()

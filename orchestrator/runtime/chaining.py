@@ -96,7 +96,7 @@ def start_subscribers(
             done.skipped.append((workflow, "its if was false"))
             continue
         run_id = str(uuid.uuid4())
-        needs = {s: len(plan.steps[s].needs) for s in plan.order}
+        needs = plan.first_rows()
         tx.insert_run(
             run_id,
             workflow,

@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from orchestrator.definition import Plan, Step, StepPlan, Workflow, build_plan
-from orchestrator.definition.model import RetryDecision
+from orchestrator.definition import Plan, StepPlan, Workflow, build_plan
+from orchestrator.definition.model import RetryDecision, State
 from orchestrator.errors import InvalidDefinition, NotFound, Problem
 from orchestrator.runtime.chaining import after_run
 from orchestrator.runtime.kinds import Kinds, default_kinds
 from orchestrator.runtime.lease import Lease
+from orchestrator.runtime.machine import MachineAdvancer
 from orchestrator.runtime.middleware import Call, Stack, default_stack
 from orchestrator.runtime.scheduler import Advancer, Dispatch
 from orchestrator.settings import (
@@ -154,7 +155,8 @@ class Engine:
         def retry(row: StepRow, sp: StepPlan, error: Exception) -> RetryDecision:
             return self.stack.retry_verdict(Call(row, plan, sp, {}), error)
 
-        return Advancer(
+        cls = MachineAdvancer if plan.machine is not None else Advancer
+        return cls(
             tx,
             plan,
             run,
@@ -175,7 +177,7 @@ class Engine:
         if self.plans.cached(plan.version) is plan:
             return plan
         problems = []
-        fields = Step.model_fields
+        fields = State.model_fields  # a step's keys, and a state's
         for step_id, sp in plan.steps.items():
             used = {fields[f].alias or f for f in sp.step.model_fields_set}
             for option in sorted(used - self.stack.options):

@@ -20,7 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.definition import Plan
+from orchestrator.definition.machine import state_of
 from orchestrator.errors import (
+    GateNotMet,
     OutputNotSerialisable,
     OutputNotStorable,
     StateStoreError,
@@ -30,6 +32,7 @@ from orchestrator.errors import (
 )
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.lease import Holder
+from orchestrator.runtime.machine import gate_problem
 from orchestrator.runtime.middleware import Call, Defer
 from orchestrator.runtime.scheduler import Dispatch, Failure, new_dispatch_id
 from orchestrator.status import RunStatus, StepStatus
@@ -187,6 +190,10 @@ class Executor:
                 delay = min(delay * 2, 5.0)
 
     def _write(self, row: StepRow, plan: Plan, owner: str, outcome: Outcome) -> list[Dispatch]:
+        if isinstance(outcome, Succeeded) and plan.machine is not None:
+            unmet = self._gate(row, plan, outcome.output)
+            if unmet is not None:  # the state's work is done but its exit criteria are not met
+                outcome = Failed(GateNotMet(unmet), "")
         if isinstance(outcome, Succeeded):
             return self._succeeded(row, plan, owner, outcome.output)
         if isinstance(outcome, Deferred):
@@ -203,6 +210,13 @@ class Executor:
             advancer = self.engine.advancer(tx, plan, run)
             advancer.event("step.succeeded", done)
             return advancer.step_finished(done)
+
+    def _gate(self, row: StepRow, plan: Plan, output: Any) -> str | None:
+        with self.engine.repo.transaction() as tx:
+            run = tx.run(row.run_id)
+            if run is None:
+                return None
+            return gate_problem(self.engine.advancer(tx, plan, run), state_of(row.step), output)
 
     def _deferred(self, row: StepRow, plan: Plan, owner: str, outcome: Deferred) -> list[Dispatch]:
         """Put the step back, due at ``retry_at``, giving back the attempt: a breaker burns no retry."""

@@ -77,7 +77,7 @@ def submit(engine: Engine, plan: Plan, inputs: Any, idempotency_key: str | None 
                     return Submitted(existing, False, [])
             run_id = str(uuid.uuid4())
             tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
-            needs = {s: len(plan.steps[s].needs) for s in plan.order}
+            needs = plan.first_rows()
             tx.insert_run(run_id, plan.workflow.name, plan.version, inputs, idempotency_key, needs)
             run = tx.lock_run(run_id)
             assert run is not None
@@ -123,7 +123,7 @@ def called_workflows(tx: Tx, workflow: Workflow) -> dict[str, Workflow]:
     found: dict[str, Workflow] = {}
     frontier = [workflow]
     while frontier:
-        for step in frontier.pop().steps.values():
+        for step in frontier.pop().nodes.values():
             name = split_ref(step.workflow)[0] if step.workflow else None
             if name is None or name in found:
                 continue

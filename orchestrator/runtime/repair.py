@@ -130,9 +130,11 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
             raise NotFound(f"run {run_id} has no step '{step}'")
         if run.status is RunStatus.CANCELLED:
             raise Refused(f"run {run_id} was cancelled; retry it to run it again")
-        row = tx.steps(run_id, [step])[step]
-        if row.status not in (StepStatus.FAILED, StepStatus.WAITING):
-            raise Refused(f"step '{step}' is {row.status}; only a failed or waiting step can be {verb}")
+        found = tx.current_row(run_id, step)
+        if found is None or found.status not in (StepStatus.FAILED, StepStatus.WAITING):
+            state = found.status if found else "not started"
+            raise Refused(f"step '{step}' is {state}; only a failed or waiting step can be {verb}")
+        row, step = found, found.step
         at = now()
         tx.resolve_dead_letters_of(run_id, [step], at)
         action = "operator.skip" if status is StepStatus.SKIPPED else "operator.accept"

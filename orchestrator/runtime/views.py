@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from orchestrator.definition.machine import state_of
 from orchestrator.errors import NotFound
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import Repository, RunRow, StepRow, Tx
@@ -39,7 +40,8 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
         decisions = tx.decisions(waiting)
         children = {c.parent_step_run_id: c.id for c in tx.children(run_id)}  # the newest per step row
         parent_row = tx.step_run(run.parent_step_run_id) if run.parent_step_run_id is not None else None
-    order = list(snapshot.get("steps", {})) or sorted(steps)
+        moves = [e for e in tx.history(run_id) if e["kind"] == "state.transition"] if "states" in snapshot else []
+    order = list(snapshot.get("steps", {})) or sorted(steps, key=lambda name: steps[name].id)
     by_step: dict[str, list[StepRow]] = {}
     for item in items:
         by_step.setdefault(item.step, []).append(item)
@@ -61,11 +63,23 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
         view["parent"]["step"] = parent_row.step
         if parent_row.is_item:
             view["parent"]["item_index"] = parent_row.item_index
+    if "states" in snapshot:
+        latest = max(steps.values(), key=lambda row: row.id, default=None)
+        view["state"] = state_of(latest.step) if latest is not None else None
+        view["transitions"] = [
+            {
+                "from": state_of(e["detail"]["from"]),
+                "to": state_of(e["detail"]["to"]),
+                "reason": e["detail"]["reason"],
+                "at": iso(e["at"]),
+            }
+            for e in moves
+        ]
     view["dead_letters"] = [{"id": entry_id, "status": status} for entry_id, status in dead_letters]
     view["steps"] = {name: _step_view(steps[name], by_step.get(name), tries) for name in order if name in steps}
     for name, row in steps.items():
         if row.status is StepStatus.WAITING and name in view["steps"]:
-            spec = snapshot.get("steps", {}).get(name, {})
+            spec = (snapshot.get("steps") or snapshot.get("states") or {}).get(state_of(name), {})
             view["steps"][name]["waiting_for"] = waiting_for(row, spec.get("approval"), decisions)
         if row.id in children and name in view["steps"]:
             view["steps"][name]["child_run"] = children[row.id]
@@ -163,7 +177,8 @@ def approvals_view(repo: Repository) -> list[dict[str, Any]]:
         snapshots = {version: tx.definition(version) or {} for version in {v for _, _, v in waiting}}
     found = []
     for row, workflow, version in waiting:
-        spec = snapshots[version].get("steps", {}).get(row.step, {}).get("approval", {})
+        nodes = snapshots[version].get("steps") or snapshots[version].get("states") or {}
+        spec = nodes.get(state_of(row.step), {}).get("approval", {})
         found.append(
             {
                 "run_id": row.run_id,

@@ -253,7 +253,7 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
 
 
 def _wait_events(snapshot: dict[str, Any]) -> set[str]:
-    steps = snapshot.get("steps") or {}
+    steps = {**(snapshot.get("steps") or {}), **(snapshot.get("states") or {})}
     found = set()
     for step in steps.values():
         wait = step.get("wait") if isinstance(step, dict) else None

@@ -261,6 +261,35 @@ class StepQueries:
             statement = t.step_runs.update().where(_s.id == sa.bindparam("row_id")).values(needs_open=sa.bindparam("n"))
             self.c.execute(statement, [{"row_id": k, "n": v} for k, v in counts.items()])
 
+    # State machine visits
+
+    def insert_visit(self, run_id: str, step: str) -> StepRow:
+        """A new pending row for one visit of a state (its name says which: ``review#2``)."""
+        values = {"run_id": run_id, "step": step, "item_index": STEP_ROW, "status": StepStatus.PENDING, "attempts": 0}
+        row = self.c.execute(t.step_runs.insert().values(**values).returning(*t.step_runs.c)).one()
+        return StepRow.from_row(row)
+
+    def current_row(self, run_id: str, step: str) -> StepRow | None:
+        """The step's row; for a state of a state machine, its latest visit (``review``, ``review#2``...)."""
+        pattern = step.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%"
+        query = (
+            sa.select(t.step_runs)
+            .where(
+                _s.run_id == run_id,
+                _s.item_index == STEP_ROW,
+                sa.or_(_s.step == step, _s.step.like(pattern, escape="\\")),
+            )
+            .order_by(_s.id.desc())
+            .limit(1)
+        )
+        row = self.c.execute(query).first()
+        return None if row is None else StepRow.from_row(row)
+
+    def visits(self, run_id: str) -> list[StepRow]:
+        """Every visit row of a state machine run, in the order they were made."""
+        query = sa.select(t.step_runs).where(_s.run_id == run_id, _s.item_index == STEP_ROW).order_by(_s.id)
+        return [StepRow.from_row(r) for r in self.c.execute(query)]
+
     # Foreach items
 
     def insert_items(self, run_id: str, step: str, inputs: Sequence[Any]) -> None:

@@ -65,7 +65,7 @@ def test_every_structural_problem_is_reported_at_once(write: Write) -> None:
         (b"name: x\nsteps:\n  a: {task: m:f}\n  a: {task: m:g}\n", "duplicate key 'a' (first at line 3)"),
         (b"name: x\nsteps:\n  1: {task: m:f}\n", "step id 1 must be a string"),
         (b"name: x\nsteps:\n  Fetch: {task: m:f}\n", "step id 'Fetch' must be a string of a-z"),
-        (b"name: x\nsteps: {}\n", "steps: Dictionary should have at least 1 item"),
+        (b"name: x\nsteps: {}\n", "a workflow has steps (a DAG) or states (a state machine), one of them"),
         (b"name: x\nsteps: " + b"[" * 1000 + b"]" * 1000, "nested more than"),
     ],
 )

@@ -23,7 +23,7 @@ def errors_of(text: str, **options: object) -> list[str]:
 def test_examples_are_valid_without_warnings(path: Path) -> None:
     plan = plan_file(str(path))
     assert plan.warnings == ()
-    assert len(plan.order) == len(plan.workflow.steps)
+    assert len(plan.order) == len(plan.workflow.nodes)
 
 
 def test_a_cycle_is_printed_in_run_order() -> None:

@@ -54,6 +54,11 @@ class ApprovalKind(StepKind):
         decisions = advancer.tx.decisions([row.id], row.dispatch_id)
         if row.wake == "approved":
             advancer.complete(row, approval_output(decisions, advancer.at), "approved")
+        elif advancer.plan.machine is not None and row.wake == "rejected":
+            # in a state machine a rejection is an outcome the transitions choose on, not a failure
+            rejection = next(d for d in reversed(decisions) if d["decision"] == "rejected")
+            output = {"decision": "rejected", "by": [rejection["actor"]], "comment": rejection["comment"]}
+            advancer.complete(row, {**output, "data": {}, "at": advancer.at.isoformat()}, "rejected")
         elif row.wake == "rejected":
             rejection = next(d for d in reversed(decisions) if d["decision"] == "rejected")
             comment = f": {rejection['comment']}" if rejection["comment"] else ""

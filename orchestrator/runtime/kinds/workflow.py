@@ -37,7 +37,7 @@ class WorkflowKind(StepKind):
             advancer.fail_waiting(row, exc)
             return
         tx, parent = advancer.tx, advancer.run
-        needs = {s: len(plan.steps[s].needs) for s in plan.order}
+        needs = plan.first_rows()
         origin = {
             "parent_run_id": parent.id,
             "parent_step_run_id": row.id,

@@ -31,7 +31,9 @@ from orchestrator.store import StepRow, Tx
 log = logging.getLogger(__name__)
 
 # Step keys the scheduler itself reads: ordering, conditions and fan-out.
-SCHEDULER_OPTIONS = frozenset({"description", "needs", "trigger", "if", "foreach", "concurrency"})
+SCHEDULER_OPTIONS = frozenset(
+    {"description", "needs", "trigger", "if", "foreach", "concurrency", "next", "transitions", "end", "gate"}
+)
 
 
 @dataclass
