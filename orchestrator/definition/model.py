@@ -200,6 +200,16 @@ class Approval(_Value):
         return self
 
 
+class Compensate(_Value):
+    """What undoes a step when its run fails after it succeeded; ``output`` in ``with`` is the
+    compensated step's output."""
+
+    task: TaskRef
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    retry: RetryPolicy | None = None
+    timeout: Duration | None = Field(None, gt=0)
+
+
 STEP_KINDS = ("task", "workflow", "wait", "approval")
 _TAKES_INPUTS = ("task", "workflow")  # the kinds that take ``with`` and ``foreach``
 
@@ -241,6 +251,7 @@ class Step(_Value):
     retry: RetryPolicy | None = None
     timeout: Duration | None = Field(None, gt=0)
     breaker: str | None = None
+    compensate: Compensate | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -299,7 +310,7 @@ class Gate(_Value):
     )
 
 
-_NOT_IN_STATES = ("needs", "trigger", "if", "foreach", "concurrency")
+_NOT_IN_STATES = ("needs", "trigger", "if", "foreach", "concurrency", "compensate")
 
 
 class State(Step):
@@ -362,6 +373,7 @@ class Workflow(_Value):
     max_transitions: int = Field(DEFAULT_MAX_TRANSITIONS, ge=1)
     breakers: dict[Annotated[str, Strict()], BreakerConfig] = Field(default_factory=dict)
     on: tuple[On, ...] = ()
+    compensate_on_cancel: bool = False
 
     @model_validator(mode="after")
     def _steps_or_states(self) -> Workflow:
@@ -409,6 +421,8 @@ def known_keys(loc: tuple[Any, ...]) -> list[str]:
             model = Approval
         elif head == "gate":
             model = Gate
+        elif head == "compensate":
+            model = Compensate
         elif model is State and head == "transitions" and path:
             path.pop(0)
             model = Transition

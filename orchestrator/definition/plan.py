@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -88,6 +88,7 @@ class Plan:
     warnings: tuple[Problem, ...]
     triggers: tuple[TriggerPlan, ...] = ()
     machine: MachinePlan | None = None
+    compensations: Mapping[str, StepPlan] = field(default_factory=dict)  # by compensated step
 
     def first_rows(self) -> dict[str, int]:
         """The step rows a new run starts with, and how many needs each waits for: every step of
@@ -192,9 +193,11 @@ def _build(
     outputs = _compile_outputs(workflow, declared_inputs, report)
     triggers = _compile_triggers(workflow, report)
     machine = build_machine(workflow, declared_inputs, report) if machine_like else None
+    compensations = _compile_compensations(workflow, declared_inputs, default_retry, report, modules, check_tasks)
     if report.has_errors:
         raise InvalidDefinition(report.problems)
     ordered = {step_id: steps[step_id] for step_id in layering.order}
+    ordered.update({sp.id: sp for sp in compensations.values()})
     return Plan(
         workflow=workflow,
         order=layering.order,
@@ -204,6 +207,7 @@ def _build(
         warnings=tuple(report.problems),
         triggers=triggers,
         machine=machine,
+        compensations=compensations,
     )
 
 
@@ -326,6 +330,45 @@ def _compile_triggers(workflow: Workflow, report: check.Report) -> tuple[Trigger
         if inputs is not None:
             found.append(TriggerPlan(index, on, compiled.get("if"), inputs))
     return tuple(found)
+
+
+COMPENSATE_PREFIX = "compensate:"
+
+
+def _compile_compensations(
+    workflow: Workflow,
+    declared: set[str] | None,
+    default_retry: RetryPolicy,
+    report: check.Report,
+    modules: dict[str, Any],
+    check_tasks: bool,
+) -> dict[str, StepPlan]:
+    """Each ``compensate`` as a task step of its own, named ``compensate:<step>``; its ``with``
+    reads ``output`` (the compensated step's), ``inputs`` and any step."""
+    found: dict[str, StepPlan] = {}
+    for step_id, step in workflow.steps.items():
+        spec = step.compensate
+        if spec is None:
+            continue
+        loc = ("steps", step_id, "compensate")
+        try:
+            arguments = compile_template(spec.with_)
+        except ExpressionError as exc:
+            report.error(f"compensate: {exc.message}", loc)
+            continue
+        for ref in sorted(arguments.refs.steps - workflow.steps.keys()):
+            report.error(f"compensate: steps.{ref} is not a step{check.hint(ref, workflow.steps)}", loc)
+        for name in sorted(arguments.refs.places - {"output"}):
+            report.error(f"compensate: '{name}' is not defined here", loc)
+        check.check_input_refs(arguments.refs.inputs, declared, loc, report)
+        if check_tasks:
+            check.check_task(step_id, spec.task, report, modules)
+        as_step = Step.model_validate({"task": spec.task, "with": spec.with_})
+        retry = default_retry if spec.retry is None else spec.retry.merged_over(default_retry)
+        timeout = spec.timeout if spec.timeout is not None else _effective_timeout(as_step, workflow)
+        name = COMPENSATE_PREFIX + step_id
+        found[step_id] = StepPlan(name, as_step, (), (), -1, None, None, arguments, retry, timeout)
+    return found
 
 
 def _effective_retry(

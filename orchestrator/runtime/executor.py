@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator.definition import Plan
 from orchestrator.definition.machine import state_of
+from orchestrator.definition.plan import COMPENSATE_PREFIX
 from orchestrator.errors import (
     GateNotMet,
     OutputNotSerialisable,
@@ -240,7 +241,8 @@ class Executor:
             at = now()
             if run is None:
                 return []
-            if verdict.retry and run.status in (RunStatus.RUNNING, RunStatus.PAUSED) and run.error is None:
+            undoing = row.step.startswith(COMPENSATE_PREFIX)  # a compensation retries in a failed run
+            if verdict.retry and run.status in (RunStatus.RUNNING, RunStatus.PAUSED) and (run.error is None or undoing):
                 wake = at + timedelta(seconds=verdict.delay)
                 detail = {"attempt": row.attempts, "error": message, "delay_s": round(verdict.delay, 3)}
                 queued = queue_again(self.engine, tx, plan, row, owner, wake, "step.retrying", detail, error=message)

@@ -200,18 +200,31 @@ def _cancel_locked(
     running = tx.cancel_where(run.id, (StepStatus.RUNNING,), reason, at=at)
     executing = [e for e in running if e.worker is not None]
     tx.record_ended_attempts(executing, StepStatus.CANCELLED, reason, at)
-    tx.update_run(run.id, status=RunStatus.CANCELLED, finished_at=at)
     cause = {"reason": reason}
     events = [run_event(run.id, e.step, e.item_index, "step.cancelled", cause, at) for e in [*waiting, *running]]
     detail = who.detail() if who else ({"reason": reason} if reason != RUN_CANCELLED else None)
     events.append(run_event(run.id, None, None, "run.cancelled", detail, at))
     after = [stop(e.wait_key) for e in waiting if e.wait_kind == "workflow" and e.wait_key]
+    plan = engine.plans.get(tx, run.version)
+    if _undoes_on_cancel(tx, plan, run):  # it ends cancelled once its compensations have run
+        run.status, run.error, run.compensation = RunStatus.RUNNING, reason, {"on": "cancel"}
+        tx.update_run(run.id, status=run.status, error=reason, compensation=run.compensation)
+        tx.add_events(events)
+        return executing, after + engine.advancer(tx, plan, run).start()
+    tx.update_run(run.id, status=RunStatus.CANCELLED, finished_at=at)
     if run.parent_step_run_id is not None and tx.child_ended(run.parent_step_run_id, run.id, at):
         after.append(Dispatch(run.parent_step_run_id, "", wake=True))
     run.status = RunStatus.CANCELLED
     chained, chain_events = engine.after_run(tx, run)
     tx.add_events(events + chain_events)
     return executing, after + chained
+
+
+def _undoes_on_cancel(tx: Tx, plan: Plan, run: RunRow) -> bool:
+    if not plan.workflow.compensate_on_cancel or not plan.compensations:
+        return False
+    statuses = tx.step_statuses(run.id)
+    return any(statuses.get(step) is StepStatus.SUCCEEDED for step in plan.compensations)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.definition import Plan, StepPlan, Trigger
 from orchestrator.definition.model import RetryDecision
+from orchestrator.definition.plan import COMPENSATE_PREFIX
 from orchestrator.errors import EvaluationError, StepError
 from orchestrator.status import STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import STEP_ROW, RunRow, StepRow, Tx, now, storable
@@ -435,6 +436,9 @@ class Advancer:
 
     def settled(self, row: StepRow) -> None:
         """Count the ended step down in each dependent; a dependent with no need left is judged."""
+        if row.step.startswith(COMPENSATE_PREFIX):
+            self.maybe_done = True  # the next compensation, or the run's end
+            return
         dependents = self.plan.steps[row.step].dependents
         if not dependents:
             self.maybe_done = True  # a leaf ended: the run may be over (checked once, in drain)
@@ -491,7 +495,10 @@ class Advancer:
                 self.tx.update_run(self.run.id, error=self.run.error)
                 self.failing = True
         if self.failing:
-            self.close_run(RunStatus.FAILED)
+            if self.compensate():
+                return
+            cancelled = isinstance(self.run.compensation, dict) and self.run.compensation.get("on") == "cancel"
+            self.close_run(RunStatus.CANCELLED if cancelled else RunStatus.FAILED)
             return
         self.load(self.plan.outputs.refs.steps)
         try:
@@ -502,6 +509,50 @@ class Advancer:
             self.close_run(RunStatus.FAILED)
             return
         self.close_run(RunStatus.SUCCEEDED, outputs)
+
+    def compensate(self) -> bool:
+        """The run failed and nothing else runs: undo its succeeded steps one at a time, the last
+        to succeed first. True while a compensation is under way; False once there is none left
+        (or one failed for good), with how it went recorded on the run."""
+        if not self.plan.compensations:
+            return False
+        rows = self.tx.steps(self.run.id)
+        undone = {n.removeprefix(COMPENSATE_PREFIX): r for n, r in rows.items() if n.startswith(COMPENSATE_PREFIX)}
+        broken = next((r for r in undone.values() if r.status is not StepStatus.SUCCEEDED), None)
+        if broken is not None:
+            self.record_compensation(False, undone, broken)
+            return False
+        todo = [
+            r
+            for s, r in rows.items()
+            if s in self.plan.compensations and r.status is StepStatus.SUCCEEDED and s not in undone
+        ]
+        if not todo:
+            if undone:
+                self.record_compensation(True, undone)
+            return False
+        target = max(todo, key=lambda r: (r.finished_at or self.at, r.id))
+        sp = self.plan.compensations[target.step]
+        row = self.tx.insert_visit(self.run.id, sp.id)
+        self.event("step.compensating", row, {"compensates": target.step})
+        self.load(sp.arguments.refs.steps)
+        try:
+            context = {**self.context_for(sp.arguments.refs.steps), "output": target.output}
+            inputs = _checked(sp.arguments.render(context), "with")
+        except EvaluationError as exc:
+            self.fail_unrun(row, f"EvaluationError: {exc.message}", "EvaluationError", "an expression failed")
+            return self.compensate()
+        self.kinds.of(sp).start(self, row, sp, inputs)
+        return True
+
+    def record_compensation(self, ok: bool, undone: dict[str, StepRow], broken: StepRow | None = None) -> None:
+        order = [r.step.removeprefix(COMPENSATE_PREFIX) for r in sorted(undone.values(), key=lambda r: r.id)]
+        found = {**(self.run.compensation or {}), "compensated": ok, "steps": order}
+        if broken is not None:
+            found.update(failed=broken.step, error=broken.error or broken.reason)
+        self.run.compensation = found
+        self.tx.update_run(self.run.id, compensation=found)
+        self.event("run.compensated", detail=found)
 
     def close_run(self, status: RunStatus, outputs: Any = None) -> None:
         self.tx.update_run(self.run.id, status=status, outputs=outputs, finished_at=self.at)

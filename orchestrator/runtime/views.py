@@ -42,6 +42,7 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
         parent_row = tx.step_run(run.parent_step_run_id) if run.parent_step_run_id is not None else None
         moves = [e for e in tx.history(run_id) if e["kind"] == "state.transition"] if "states" in snapshot else []
     order = list(snapshot.get("steps", {})) or sorted(steps, key=lambda name: steps[name].id)
+    order += sorted((n for n in steps if n not in order), key=lambda name: steps[name].id)  # compensations
     by_step: dict[str, list[StepRow]] = {}
     for item in items:
         by_step.setdefault(item.step, []).append(item)
@@ -131,6 +132,9 @@ def summary(run: RunRow) -> dict[str, Any]:
         found["parent"] = {"run_id": run.parent_run_id}
     if run.started_by is not None:
         found["started_by"] = run.started_by
+    if isinstance(run.compensation, dict) and "compensated" in run.compensation:
+        found["compensated"] = run.compensation["compensated"]
+        found["compensation"] = {k: v for k, v in run.compensation.items() if k != "compensated"}
     return found
 
 

@@ -66,6 +66,7 @@ class RunRow:
     depth: int = 0
     started_by: Any = None
     chain_depth: int = 0
+    compensation: Any = None
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> RunRow:

@@ -67,6 +67,7 @@ runs = sa.Table(
     sa.Column("depth", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("started_by", Json, nullable=True),
     sa.Column("chain_depth", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("compensation", Json, nullable=True),  # how undoing a failed run's steps went
     sa.Index("ix_runs_status_created_at", "status", "created_at"),
     sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
     sa.Index("ix_runs_created_at", "created_at"),

@@ -32,7 +32,19 @@ log = logging.getLogger(__name__)
 
 # Step keys the scheduler itself reads: ordering, conditions and fan-out.
 SCHEDULER_OPTIONS = frozenset(
-    {"description", "needs", "trigger", "if", "foreach", "concurrency", "next", "transitions", "end", "gate"}
+    {
+        "description",
+        "needs",
+        "trigger",
+        "if",
+        "foreach",
+        "concurrency",
+        "next",
+        "transitions",
+        "end",
+        "gate",
+        "compensate",
+    }
 )
 
 

@@ -1,4 +1,4 @@
-"""child runs and chained runs
+"""child runs, chained runs, compensation
 
 Revision ID: 0005
 Revises: 0004
@@ -42,6 +42,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("depth", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("started_by", _Json, nullable=True))
         batch_op.add_column(sa.Column("chain_depth", sa.Integer(), server_default="0", nullable=False))
+        batch_op.add_column(sa.Column("compensation", _Json, nullable=True))
     op.create_index("ix_runs_parent_run_id", "runs", ["parent_run_id"])
     op.create_table(
         "subscriptions",
@@ -67,6 +68,7 @@ def downgrade() -> None:
     op.drop_table("subscriptions")
     op.drop_index("ix_runs_parent_run_id", table_name="runs")
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_column("compensation")
         batch_op.drop_column("chain_depth")
         batch_op.drop_column("started_by")
         batch_op.drop_column("depth")
