@@ -208,3 +208,32 @@ def test_an_emitted_event_starts_two_subscribed_workflows_once_each(cluster: Clu
         assert sorted(r["inputs"]["url"] for r in found) == ["s3://a", "s3://b", "s3://c"]
         for run in found:
             assert cluster.wait(run["run_id"])["outputs"] == {"url": run["inputs"]["url"]}
+
+
+def test_a_failed_run_is_compensated_in_reverse_order_on_real_workers(cluster: Cluster, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    mark = "tests.integration.wait_steps:mark"
+    text = f"""
+name: saga
+steps:
+  reserve:
+    task: {mark}
+    with: {{path: "{ledger}", name: reserve}}
+    compensate: {{task: {mark}, with: {{path: "{ledger}", name: "undo-${{{{ output }}}}"}}}}
+  charge:
+    needs: reserve
+    task: {mark}
+    with: {{path: "{ledger}", name: charge}}
+    compensate: {{task: {mark}, with: {{path: "{ledger}", name: "undo-${{{{ output }}}}"}}}}
+  ship:
+    needs: charge
+    task: {STEPS}:fail
+    with: {{message: no courier}}
+"""
+    cluster.start_worker()
+    view = cluster.wait(cluster.start(write(tmp_path, text)))
+
+    assert view["status"] == "failed" and view["error"] == "ship: ValueError: no courier"
+    assert view["compensated"] is True
+    starts = [line.split()[1] for line in ledger.read_text().splitlines() if line.startswith("start")]
+    assert starts == ["reserve", "charge", "undo-charge", "undo-reserve"]
