@@ -174,3 +174,27 @@ def print_dead_letters(entries: list[dict[str, Any]]) -> None:
             _short(e["error"], 60),
         )
     console.print(table)
+
+
+def print_dry_run(found: dict[str, Any]) -> None:
+    """The path a dry run took, then its steps and outputs, then what changed from a recorded run."""
+    path = Table(title=f"dry run of {found['workflow']}: {_status(found['status'])}", title_justify="left")
+    for column in ("#", "step", "status", "why"):
+        path.add_column(column)
+    for number, entry in enumerate(found["path"], 1):
+        if "transition" in entry:
+            move = entry["transition"]
+            path.add_row(str(number), f"{move['from']} -> {move['to']}", "transition", _short(move["reason"], 60))
+            continue
+        step = entry["step"] if "item" not in entry else f"{entry['step']}[{entry['item']}]"
+        path.add_row(str(number), step, _status(entry["status"]), _short(entry.get("why"), 60))
+    console.print(path)
+    console.print(
+        f"outputs: {_short(found.get('outputs'), 200)}" if not found.get("error") else f"[red]{found['error']}[/]"
+    )
+    if found.get("differences") is not None:
+        if not found["differences"]:
+            console.print("no difference from the recorded run")
+        for change in found["differences"]:
+            where = "outputs" if change.get("outputs") else f"step {change['step']}"
+            console.print(f"{where}: recorded {_short(change['recorded'], 70)} -> now {_short(change['now'], 70)}")

@@ -33,6 +33,12 @@ from orchestrator.worker.connect import open_engine
 @click.option("--json", "as_json", is_flag=True, help="Print only the finished run as JSON.")
 @click.option("--detach", is_flag=True, help="Print the run id and return at once.")
 @click.option("--idempotency-key", default=None, help="The same key gives back the same run.")
+@click.option("--dry-run", is_flag=True, help="Run no step and store nothing: show the path the run takes.")
+@click.option("--mock", "mock_pairs", multiple=True, metavar="STEP=JSON", help="A step's output in a dry run.")
+@click.option("--mocks", "mocks_file", type=click.Path(exists=True, dir_okay=False), help="STEP: output, JSON or YAML.")
+@click.option(
+    "--mocks-from", metavar="RUN", default=None, help="A recorded run's outputs as the mocks; show the changes."
+)
 def run(
     target: str,
     pairs: tuple[str, ...],
@@ -40,10 +46,21 @@ def run(
     as_json: bool,
     detach: bool,
     idempotency_key: str | None,
+    dry_run: bool,
+    mock_pairs: tuple[str, ...],
+    mocks_file: str | None,
+    mocks_from: str | None,
 ) -> None:
     """Start a run of a workflow file or registered workflow, and follow it to the end."""
     settings = get_settings()
     inputs = parse_inputs(pairs, inputs_file)
+    if dry_run or mock_pairs or mocks_file or mocks_from:
+        if not dry_run:
+            raise UsageError("--mock, --mocks and --mocks-from apply only with --dry-run")
+        from orchestrator.cli.dry_run import dry_run_command
+
+        dry_run_command(target, inputs, mock_pairs, mocks_file, mocks_from, as_json)
+        return
     if detach and settings.embedded:
         raise UsageError("--detach needs workers to hand the run to: set ORCHESTRATOR_BROKER_URL")
     plan = plan_file(target) if _is_file(target) else None

@@ -270,7 +270,7 @@ class Advancer:
             room = None if limit is None else limit - self.tx.items_in_flight(self.run.id, sp.id)
             if room is None or room > 0:
                 chosen = self.tx.pending_items(self.run.id, sp.id, room)
-                if sp.kind == "task":
+                if self.kinds.of(sp).queues:
                     for item_id, index in chosen:
                         self.dispatch(item_id, sp.timeout)
                         self.events.append(self.event_row("step.queued", sp.id, index))

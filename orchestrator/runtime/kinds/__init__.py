@@ -24,6 +24,7 @@ class StepKind:
 
     name: ClassVar[str]
     options: ClassVar[frozenset[str]] = frozenset()
+    queues: ClassVar[bool] = False  # True: its foreach items go to workers as messages
 
     def start(self, advancer: Advancer, row: StepRow, step: StepPlan, inputs: Any) -> None:
         """Begin the step (its needs are met, its ``if`` held, ``inputs`` are rendered)."""

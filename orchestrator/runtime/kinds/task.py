@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 class TaskKind(StepKind):
     name: ClassVar[str] = "task"
     options: ClassVar[frozenset[str]] = frozenset({"with"})
+    queues: ClassVar[bool] = True
 
     def start(self, advancer: Advancer, row: StepRow, step: StepPlan, inputs: Any) -> None:
         advancer.queue(row, inputs)
