@@ -13,8 +13,8 @@ import json
 import sys
 import time
 
-CASES = ["compile", "store", "runs", "dlq"]
-NEEDS_SERVICES = {"store", "runs", "dlq"}
+CASES = ["compile", "store", "runs", "dlq", "compose"]
+NEEDS_SERVICES = {"store", "runs", "dlq", "compose"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,14 @@ Celery transport in production, a recording one in tests).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from orchestrator.definition import Plan, StepPlan, Workflow, build_plan
 from orchestrator.definition.model import RetryDecision, State
-from orchestrator.errors import InvalidDefinition, NotFound, Problem
+from orchestrator.errors import InvalidDefinition, NotFound, OrchestratorError, Problem
 from orchestrator.runtime.chaining import after_run
 from orchestrator.runtime.kinds import Kinds, default_kinds
 from orchestrator.runtime.lease import Lease
@@ -30,6 +31,7 @@ from orchestrator.settings import (
 from orchestrator.store import Repository, RunRow, StepRow, Tx
 
 Resolver = Callable[[str], Callable[..., Any]]
+log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -118,6 +120,7 @@ class Engine:
     plans: PlanCache = field(default_factory=PlanCache)
     lease: Lease | None = None
     stopper: Callable[[Engine, list[str]], None] | None = None  # cancels child runs no step waits on
+    waker: Callable[[Engine, int], list[Dispatch]] | None = None  # wakes a due waiting step in-process
 
     def __post_init__(self) -> None:
         if self.lease is None:
@@ -138,6 +141,7 @@ class Engine:
         from orchestrator.runtime.breaker import Breakers
         from orchestrator.runtime.children import stop_runs
         from orchestrator.runtime.executor import resolve_function
+        from orchestrator.runtime.waking import wake_step
 
         timing = timing or Timing()
         stack = default_stack(poison_limit=timing.poison_limit, breakers=breakers or Breakers(repo, None))
@@ -149,6 +153,7 @@ class Engine:
             timing=timing,
             lease=Lease(repo, timing.lease_s, renew=renew_leases),
             stopper=stop_runs,
+            waker=wake_step,
         )
 
     def advancer(self, tx: Tx, plan: Plan, run: RunRow) -> Advancer:
@@ -189,7 +194,14 @@ class Engine:
     def send(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish messages; cancel the child runs no step waits on any more (the reconciler's
         sweep does it too, should this process die first)."""
-        messages = [d for d in dispatches if d.stop_run is None]
+        local = [d for d in dispatches if d.local and self.waker is not None]
+        messages = [d for d in dispatches if d.stop_run is None and d not in local]
+        for wake in local:  # a child run ended here: its parent's step goes on here, with no broker hop
+            try:
+                self.send(self.waker(self, wake.step_run_id))  # type: ignore[misc]
+            except OrchestratorError as exc:  # the message does it instead (and the reconciler, at worst)
+                log.warning("waking step %s in-process failed (%s); sending it", wake.step_run_id, exc.message)
+                messages.append(wake)
         if messages:
             self.transport.send(messages)
         stops = [d.stop_run for d in dispatches if d.stop_run is not None]

@@ -213,7 +213,7 @@ def _cancel_locked(
         return executing, after + engine.advancer(tx, plan, run).start()
     tx.update_run(run.id, status=RunStatus.CANCELLED, finished_at=at)
     if run.parent_step_run_id is not None and tx.child_ended(run.parent_step_run_id, run.id, at):
-        after.append(Dispatch(run.parent_step_run_id, "", wake=True))
+        after.append(Dispatch(run.parent_step_run_id, "", wake=True, local=True))
     run.status = RunStatus.CANCELLED
     chained, chain_events = engine.after_run(tx, run)
     tx.add_events(events + chain_events)

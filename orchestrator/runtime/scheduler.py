@@ -43,6 +43,7 @@ class Dispatch:
     timeout: float | None = None
     wake: bool = False
     stop_run: str | None = None  # not a message: a child run no step waits for any more, to cancel
+    local: bool = False  # a wake the sender may do itself, in-process, once its transaction committed
 
 
 def stop(child_run_id: str) -> Dispatch:
@@ -560,7 +561,7 @@ class Advancer:
         self.event(f"run.{status}", detail={"error": self.run.error} if self.run.error else None)
         parent_row = self.run.parent_step_run_id
         if parent_row is not None and self.tx.child_ended(parent_row, self.run.id, self.at):
-            self.dispatches.append(Dispatch(parent_row, "", wake=True))  # its parent's step goes on
+            self.dispatches.append(Dispatch(parent_row, "", wake=True, local=True))  # its parent's step goes on
         if self.runtime is not None:
             self.run.outputs = outputs
             dispatches, events = self.runtime.after_run(self.tx, self.run)
