@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from orchestrator.definition.plan import COMPENSATE_PREFIX
 from orchestrator.errors import DeadLetterError, NotFound
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Reopen, reopen
@@ -130,8 +131,13 @@ def _replay_batch(
     good = []
     for entry in entries:
         run = runs.get(entry.run_id)
-        if run is None or run.status is RunStatus.CANCELLED:
-            result.refused.append(entry.id)
+        undone = run is not None and isinstance(run.compensation, dict) and "compensated" in run.compensation
+        if (
+            run is None
+            or run.status is RunStatus.CANCELLED
+            or (undone and not entry.step.startswith(COMPENSATE_PREFIX))
+        ):
+            result.refused.append(entry.id)  # a cancelled run, or a step of a run whose steps were undone
         else:
             good.append(entry)
     if not good or (inputs is not None and result.refused):

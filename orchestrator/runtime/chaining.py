@@ -10,6 +10,7 @@ loops back on itself stops.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,8 @@ def start_subscribers(
             )
             continue
         key = f"on:{workflow}:{entry}:{upstream_key}"
+        if len(key) > 200:  # the key column's width: a long name or id is hashed, still one key per upstream
+            key = "on#" + hashlib.sha256(key.encode()).hexdigest()
         if tx.run_for_key(key) is not None:
             done.already += 1  # this upstream already started it
             continue

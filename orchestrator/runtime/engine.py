@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from orchestrator.definition import Plan, StepPlan, Workflow, build_plan
 from orchestrator.definition.model import RetryDecision, State
-from orchestrator.errors import InvalidDefinition, NotFound, OrchestratorError, Problem
+from orchestrator.errors import InvalidDefinition, NotFound, Problem
 from orchestrator.runtime.chaining import after_run
 from orchestrator.runtime.kinds import Kinds, default_kinds
 from orchestrator.runtime.lease import Lease
@@ -196,14 +196,14 @@ class Engine:
         sweep does it too, should this process die first)."""
         local = [d for d in dispatches if d.local and self.waker is not None]
         messages = [d for d in dispatches if d.stop_run is None and d not in local]
-        for wake in local:  # a child run ended here: its parent's step goes on here, with no broker hop
-            try:
-                self.send(self.waker(self, wake.step_run_id))  # type: ignore[misc]
-            except OrchestratorError as exc:  # the message does it instead (and the reconciler, at worst)
-                log.warning("waking step %s in-process failed (%s); sending it", wake.step_run_id, exc.message)
-                messages.append(wake)
         if messages:
             self.transport.send(messages)
         stops = [d.stop_run for d in dispatches if d.stop_run is not None]
         if stops and self.stopper is not None:
             self.stopper(self, stops)
+        for wake in local:  # a child run ended here: its parent's step goes on here, with no broker hop
+            try:
+                self.send(self.waker(self, wake.step_run_id))  # type: ignore[misc]
+            except Exception as exc:  # the message does it instead (and the reconciler, at worst)
+                log.warning("waking step %s in-process failed (%s); sending a message", wake.step_run_id, exc)
+                self.transport.send([wake])

@@ -160,13 +160,15 @@ def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RU
     caught by the second statement, never cancelled while it runs unseen."""
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
-        if run.status is RunStatus.CANCELLED:
+        if run.status is RunStatus.CANCELLED or undoing_a_cancel(run):
             return Cancelled(run_id, already=True)
         if run.status.terminal:
             raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to cancel")
         family = lock_family(tx, run)
         at, executing, dispatches = now(), [], []
         for member in family:
+            if undoing_a_cancel(member):
+                continue  # cancelled already: it ends once its compensations ran
             cause = reason if member is run else f"its parent run {member.parent_run_id} was cancelled"
             ended, sent = _cancel_locked(engine, tx, member, at, who if member is run else None, cause)
             executing += ended
@@ -176,6 +178,12 @@ def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RU
         engine.transport.revoke(revoked)
     engine.send(dispatches)
     return Cancelled(run_id, revoked=revoked, children=[m.id for m in family if m is not run])
+
+
+def undoing_a_cancel(run: RunRow) -> bool:
+    """A run that was cancelled and runs its compensations before it ends cancelled."""
+    undo = run.compensation
+    return isinstance(undo, dict) and undo.get("on") == "cancel" and not run.status.terminal
 
 
 def lock_family(tx: Tx, run: RunRow) -> list[RunRow]:
@@ -246,8 +254,15 @@ def reopen(engine: Engine, tx: Tx, runs: dict[str, RunRow], steps: Sequence[Reop
     at = now()
     run_ids = sorted({s.run_id for s in steps})
     reset = tx.reopen_steps_of(run_ids, [FAIL_FAST_REASON], ITEMS_CANCELLED)
-    queued = [(s, new_dispatch_id()) for s in steps if s.inputs is not None or s.item_index is not None]
-    again = [s for s in steps if s.inputs is None and s.item_index is None]
+
+    def in_place(s: Reopen) -> bool:  # an item its step's kind starts itself (a child run): back to pending
+        sp = engine.plans.get(tx, runs[s.run_id].version).steps[s.step]
+        return s.item_index is not None and s.inputs is None and not engine.kinds.of(sp).queues
+
+    queued = [
+        (s, new_dispatch_id()) for s in steps if (s.inputs is not None or s.item_index is not None) and not in_place(s)
+    ]
+    again = [s for s in steps if (s.inputs is None and s.item_index is None) or in_place(s)]
     requeued = tx.requeue_many([(s.step_run_id, s.inputs, token) for s, token in queued], at)
     reevaluated = tx.reopen_failed([s.step_run_id for s in again])
     missing = [s for s in steps if s.step_run_id not in requeued | reevaluated]
@@ -311,6 +326,7 @@ __all__ = [
     "called_workflows",
     "check_payload",
     "lock_family",
+    "undoing_a_cancel",
     "open_run",
     "register",
     "reopen",

@@ -69,6 +69,9 @@ def resume(engine: Engine, run_id: str, who: Who) -> Repaired:
             tx.add_events([run_event(member.id, None, None, "run.resumed", detail, at)])
             plan = engine.plans.get(tx, member.version)
             done.dispatches += engine.advancer(tx, plan, member).start() + _send_held(tx, plan, member.id)
+            for row in tx.due_waits(now(), limit=1_000_000, run_id=member.id):  # restarts held while paused
+                if row.wake == "restart":
+                    done.dispatches += engine.advancer(tx, plan, member).woken(row)
         done.status = run.status
     engine.send(done.dispatches)
     return done
@@ -95,6 +98,7 @@ def retry(engine: Engine, run_id: str, who: Who, step: str | None = None, from_s
         run = open_run(tx, run_id)
         plan = engine.plans.get(tx, run.version)
         _check_ended(run, allow_succeeded=from_step is not None)
+        _check_retryable(tx, run, plan, step or from_step)
         rows = tx.steps(run_id)
         names = _to_retry(plan, rows, step, from_step)
         tx.reset_steps(run_id, names, whole=from_step is not None)
@@ -146,6 +150,7 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
             advancer.settle(row, status, output=output, reason=reason if status is StepStatus.SKIPPED else None)
             done.dispatches = advancer.drain()
         else:  # it failed and was counted then: the run is revived unless another step still fails
+            _check_retryable(tx, run, plan, None)
             tx.update_step(row.id, status=status, output=output, error=None, reason=reason, finished_at=at)
             tx.retire_items(run_id, step, reason)
             tx.add_events([event_row(row, f"step.{status}", {"reason": reason}, at)])
@@ -168,6 +173,25 @@ def _revive(tx: Tx, run: RunRow, advancer: Any) -> tuple[list[Dispatch], str | N
     advancer.failing = False
     advancer.event("run.resumed", detail={"why": "its failed step was resolved"})
     return advancer.start(), None
+
+
+def _check_retryable(tx: Tx, run: RunRow, plan: Plan, step: str | None) -> None:
+    """What a retry cannot mend: a run whose steps were undone, a child run its parent's step
+    gave up on, a state machine's visit named by --step or --from."""
+    if isinstance(run.compensation, dict) and "compensated" in run.compensation:
+        raise Refused(
+            f"run {run.id} was compensated (its succeeded steps were undone): start a new run, or replay a "
+            "failed compensation (orchestrator dlq replay)"
+        )
+    if run.parent_step_run_id is not None:
+        waiter = tx.step_run(run.parent_step_run_id)
+        if waiter is None or waiter.status is not StepStatus.WAITING or waiter.wait_key != run.id:
+            raise Refused(
+                f"run {run.id} is a child run its parent's step no longer waits on: retry the parent run "
+                f"{run.parent_run_id} instead"
+            )
+    if plan.machine is not None and step is not None:
+        raise Refused("--step and --from do not apply to a state machine: retry RUN runs its failed visit again")
 
 
 def _check_ended(run: RunRow, allow_succeeded: bool) -> None:

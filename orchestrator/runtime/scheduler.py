@@ -179,6 +179,8 @@ class Advancer:
             self.rows[row.step] = row
         kind = self.kinds.of(sp)
         if row.wake == "restart":
+            if self.run.status is RunStatus.PAUSED:
+                return []  # its next attempt starts once the run is resumed
             self.event("step.restarted", row, {"attempt": row.attempts + 1})
             kind.start(self, row, sp, row.inputs)
         else:
@@ -343,8 +345,8 @@ class Advancer:
         ended = {"status": status, "output": output, "error": error, "reason": reason, "finished_at": self.at}
         if row.status is StepStatus.WAITING:  # what it waited for, and when, no longer applies
             ended.update(wake=None, not_before=None, wait_event=None, wait_key=None)
-            if row.wait_kind == "workflow" and row.wait_key:
-                self.dispatches.append(stop(row.wait_key))  # a no-op once the child has ended
+            if row.wait_kind == "workflow" and row.wait_key and row.wake != "child":
+                self.dispatches.append(stop(row.wait_key))  # the child no step waits on any more
         self.tx.update_step(row.id, **ended)
         row.status, row.output, row.error, row.reason = status, output, error, reason
         detail = {k: v for k, v in (("error", error), ("reason", reason)) if v is not None}

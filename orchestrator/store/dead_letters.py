@@ -93,6 +93,16 @@ class DeadLetterQueries:
             .values(status=status, resolved_at=at)
         )
 
+    def resolve_dead_letters_of_run(self, run_id: str, at: datetime) -> int:
+        """Every open entry of a run is resolved (a child run whose parent's step took over)."""
+        d = t.dead_letters.c
+        statement = (
+            t.dead_letters.update()
+            .where(d.run_id == run_id, d.status == "open")
+            .values(status="resolved", resolved_at=at)
+        )
+        return self.c.execute(statement).rowcount
+
     def resolve_dead_letters_of(self, run_id: str, steps: Sequence[str], at: datetime) -> int:
         """Open entries of these steps (and their items) of a run are resolved: a person retried,
         skipped or accepted the step."""

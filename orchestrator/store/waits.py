@@ -112,9 +112,11 @@ class WaitQueries:
 
     # Waiting steps
 
-    def due_waits(self, at: datetime, limit: int = 500) -> list[StepRow]:
+    def due_waits(self, at: datetime, limit: int = 500, run_id: str | None = None) -> list[StepRow]:
         """Waiting steps whose timer, deadline or next attempt is due, or that something woke."""
         query = sa.select(t.step_runs).where(_WAITING_ROW, _s.not_before <= at).order_by(_s.not_before).limit(limit)
+        if run_id is not None:
+            query = query.where(_s.run_id == run_id)
         return [StepRow.from_row(r) for r in self.c.execute(query)]
 
     def waiting_approvals(self, limit: int = 1000) -> list[tuple[StepRow, str, str]]:

@@ -22,7 +22,7 @@ def orchestrator(*args: str) -> subprocess.CompletedProcess[str]:
 def test_validate_accepts_the_examples() -> None:
     result = orchestrator("validate", *EXAMPLES)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(": valid (") == len(EXAMPLES) == 5
+    assert result.stdout.count(": valid (") == len(EXAMPLES) == 6
 
 
 def test_validate_reports_every_problem_and_exits_2(tmp_path: Path) -> None:

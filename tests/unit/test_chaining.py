@@ -198,3 +198,15 @@ def test_the_on_key_reads_as_on_in_yaml_not_as_true() -> None:
     builder = WorkflowBuilder("b")
     builder.step("s", "m:s")
     assert builder.build().on == ()
+
+
+def test_a_long_workflow_name_and_emission_id_still_make_one_key_the_store_can_hold(engine: Engine) -> None:
+    name = "a-workflow-with-a-rather-long-name-" + "x" * 60
+    register(engine, f"name: {name}\non:\n  - event: go\nsteps:\n  s: {{task: 'm:s'}}\n")
+    long_id = "i" * 150
+    first = emit(engine, "go", None, OPS, emit_id=long_id)
+    again = emit(engine, "go", None, OPS, emit_id=long_id)
+    assert len(first.started) == 1 and again.duplicate
+    with engine.repo.transaction() as tx:
+        run = tx.run(first.started[0][1])
+    assert run is not None and run.idempotency_key is not None and len(run.idempotency_key) <= 200

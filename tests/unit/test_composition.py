@@ -269,3 +269,98 @@ def test_a_workflow_that_calls_itself_is_a_validation_error() -> None:
     assert [(p.step, p.message) for p in plan.warnings] == [
         ("to-c", "workflow 'c' is not registered (orchestrator workflows register FILE)")
     ]
+
+
+# The reviewer's findings, each a regression test
+
+
+def test_a_child_undoing_its_cancel_is_not_cancelled_again_by_the_sweep(engine: Engine, ledger: Ledger) -> None:
+    booked = WorkflowBuilder("booked")
+    booked._data["compensate_on_cancel"] = True
+    book = booked.step("book", "m:book", compensate={"task": "m:unbook"})
+    booked.wait("hold", event="never", needs=[book])
+    register(engine, booked)
+    top = WorkflowBuilder("top")
+    top.workflow("child", "booked")
+    run_id = submit(engine, top)
+    child = runs_view(engine.repo, None, None, 10, parent=run_id)[0]["run_id"]
+
+    operations.cancel(engine, run_id, OPS)
+    reconcile(engine)  # sees the child: still open, its parent's step cancelled
+    operations.cancel(engine, child, OPS)  # and someone cancels it again
+    drive(engine)
+
+    assert state(engine, child)[0] == "cancelled"
+    assert view(engine, child)["compensated"] is True
+    assert ledger.calls == ["m:book", "m:unbook"]
+
+
+def test_a_failed_item_of_a_workflow_foreach_replays_as_a_new_child(engine: Engine, ledger: Ledger) -> None:
+    from dlq import replay
+
+    flaky = WorkflowBuilder("flaky", inputs={"type": "object"})
+    flaky.step("work", "m:boom", with_={"ok": "${{ inputs.ok }}"})
+    register(engine, flaky)
+    top = WorkflowBuilder("top")
+    top.workflow("each", "flaky", foreach=[True, False], with_={"ok": "${{ item }}"})
+    run_id = submit(engine, top)
+    assert state(engine, run_id)[0] == "failed"
+    with engine.repo.transaction() as tx:
+        entries = tx.dead_letters(run_id=None)
+    mine = [e for e in entries if e.status == "open"]
+    assert [(e.run_id, e.step, e.item_index) for e in mine] == [(run_id, "each", 1)], (
+        "the child's own entry is resolved"
+    )
+
+    register(engine, _fixed())  # the child workflow is mended
+    replay(engine, [mine[0].id])
+    drive(engine)
+
+    assert state(engine, run_id)[0] == "succeeded"
+    assert len(runs_view(engine.repo, None, "flaky", 10)) == 3, "the replayed item started a new child run"
+
+
+def _fixed() -> WorkflowBuilder:
+    wf = WorkflowBuilder("flaky", inputs={"type": "object"})
+    wf.step("work", "m:fine")
+    return wf
+
+
+def test_a_paused_parent_starts_no_new_child_until_it_is_resumed(engine: Engine) -> None:
+    broken = WorkflowBuilder("broken")
+    broken.step("explode", "m:boom")
+    register(engine, broken)
+    parent = WorkflowBuilder("parent")
+    parent.workflow("call", "broken", retry={"max_attempts": 2, "delay": "1s", "jitter": False})
+    run_id = submit(engine, parent)
+    repair.pause(engine, run_id, OPS)
+    with engine.repo.transaction() as tx:
+        tx.update_step(tx.steps(run_id)["call"].id, not_before=now())  # its retry is due
+    _wake_retries(engine, run_id)
+    assert len(runs_view(engine.repo, None, "broken", 10)) == 1, "nothing starts in a paused run"
+
+    repair.resume(engine, run_id, OPS)
+    drive(engine)
+    assert len(runs_view(engine.repo, None, "broken", 10)) == 2
+    assert state(engine, run_id)[0] == "failed"
+
+
+def test_a_compensated_run_and_a_given_up_child_refuse_a_retry(engine: Engine) -> None:
+    from orchestrator.errors import Refused
+
+    saga = WorkflowBuilder("saga")
+    first = saga.step("reserve", "m:reserve", compensate={"task": "m:release"})
+    saga.step("ship", "m:boom", needs=[first])
+    run_id = submit(engine, saga)
+    with pytest.raises(Refused, match="was compensated"):
+        repair.retry(engine, run_id, OPS)
+
+    broken = WorkflowBuilder("broken")
+    broken.step("explode", "m:boom")
+    register(engine, broken)
+    parent = WorkflowBuilder("parent")
+    parent.workflow("call", "broken")
+    parent_id = submit(engine, parent)
+    child = runs_view(engine.repo, None, None, 10, parent=parent_id)[0]["run_id"]
+    with pytest.raises(Refused, match=f"retry the parent run {parent_id} instead"):
+        repair.retry(engine, child, OPS)

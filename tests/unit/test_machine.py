@@ -193,3 +193,14 @@ def test_the_static_checks_of_a_state_machine(text: str, expected: str) -> None:
     with pytest.raises(InvalidDefinition) as caught:
         build_plan(load_text("name: m\n" + text).workflow, check_tasks=False)
     assert expected in "\n".join(str(p) for p in caught.value.problems)
+
+
+def test_retry_of_a_state_machine_takes_no_step_or_from(engine: Engine) -> None:
+    from orchestrator.errors import Refused
+    from orchestrator.runtime import repair
+
+    text = "name: f\ninitial: a\nstates:\n  a: {task: m:boom, next: z}\n  z: {end: succeeded}\n"
+    run_id = submit(engine, text)
+    assert run_view(engine.repo, run_id)["status"] == "failed"
+    with pytest.raises(Refused, match="do not apply to a state machine"):
+        repair.retry(engine, run_id, ALICE, from_step="a")

@@ -60,6 +60,9 @@ class WorkflowKind(StepKind):
         else:
             cause = f": {child.error}" if child.error else ""
             error = ChildRunFailed(f"child run {child.id} ({child.workflow}) {child.status}{cause}")
+            # the step's retry starts a new child, or its own dead-letter entry stands for the
+            # child's failure: the old child's entries are not to be replayed on their own
+            advancer.tx.resolve_dead_letters_of_run(child.id, advancer.at)
         advancer.fail_waiting(row, error)
 
     def _child_plan(self, advancer: Advancer, step: StepPlan, inputs: Any) -> Plan:
