@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.runtime.engine import Engine, Recorder, Timing
 from orchestrator.store import Repository
 from orchestrator.store.database import dispose_engines
 from orchestrator.store.migrate import upgrade
+from tests.unit.harness import Ledger
 
 
 @pytest.fixture
@@ -17,6 +19,17 @@ def repo(tmp_path: Path) -> Iterator[Repository]:
     upgrade(url)
     yield Repository.from_url(url)
     dispose_engines(url)
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger()
+
+
+@pytest.fixture
+def engine(repo: Repository, ledger: Ledger) -> Engine:
+    """An engine on this test's store whose step functions write the ledger, with a recording transport."""
+    return Engine.create(repo, Recorder(), ledger.resolve, timing=Timing(countdown_limit=60), renew_leases=False)
 
 
 @pytest.fixture

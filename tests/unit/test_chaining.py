@@ -12,24 +12,13 @@ from orchestrator.errors import InvalidDefinition, UsageError
 from orchestrator.runtime import operations
 from orchestrator.runtime.chaining import after_run
 from orchestrator.runtime.emit import emit
-from orchestrator.runtime.engine import Engine, Recorder, Timing
+from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who
 from orchestrator.runtime.views import history_view, run_view, runs_view
 from orchestrator.settings import get_settings
-from orchestrator.store import Repository
-from tests.unit.test_waits import Ledger, drive
+from tests.unit.harness import Ledger, drive
 
 OPS = Who("ops")
-
-
-@pytest.fixture
-def ledger() -> Ledger:
-    return Ledger()
-
-
-@pytest.fixture
-def engine(repo: Repository, ledger: Ledger) -> Engine:
-    return Engine.create(repo, Recorder(), ledger.resolve, timing=Timing(countdown_limit=60), renew_leases=False)
 
 
 def register(engine: Engine, text: str) -> None:

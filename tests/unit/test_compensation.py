@@ -3,25 +3,12 @@ succeed first, each compensation retried and dead-lettered like any step."""
 
 from __future__ import annotations
 
-import pytest
-
 from orchestrator.definition import build_plan, load_text
 from orchestrator.runtime import operations
-from orchestrator.runtime.engine import Engine, Recorder, Timing
+from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who
 from orchestrator.runtime.views import run_view
-from orchestrator.store import Repository
-from tests.unit.test_waits import Ledger, drive
-
-
-@pytest.fixture
-def ledger() -> Ledger:
-    return Ledger()
-
-
-@pytest.fixture
-def engine(repo: Repository, ledger: Ledger) -> Engine:
-    return Engine.create(repo, Recorder(), ledger.resolve, timing=Timing(countdown_limit=60), renew_leases=False)
+from tests.unit.harness import Ledger, drive
 
 
 def submit(engine: Engine, text: str) -> str:

@@ -11,25 +11,15 @@ import pytest
 from orchestrator.definition import WorkflowBuilder, build_plan
 from orchestrator.errors import InvalidDefinition
 from orchestrator.runtime import operations, repair
-from orchestrator.runtime.engine import Engine, Recorder, Timing
+from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who
 from orchestrator.runtime.reconciler import reconcile
 from orchestrator.runtime.views import run_view, runs_view
 from orchestrator.settings import get_settings
-from orchestrator.store import Repository, now
-from tests.unit.test_waits import Ledger, drive, state
+from orchestrator.store import now
+from tests.unit.harness import Ledger, drive, state
 
 OPS = Who("ops")
-
-
-@pytest.fixture
-def ledger() -> Ledger:
-    return Ledger()
-
-
-@pytest.fixture
-def engine(repo: Repository, ledger: Ledger) -> Engine:
-    return Engine.create(repo, Recorder(), ledger.resolve, timing=Timing(countdown_limit=60), renew_leases=False)
 
 
 def register(engine: Engine, wf: WorkflowBuilder) -> None:

@@ -11,25 +11,14 @@ import pytest
 from orchestrator.definition import build_plan, load_text
 from orchestrator.errors import InvalidDefinition
 from orchestrator.runtime import approval, operations
-from orchestrator.runtime.engine import Engine, Recorder, Timing
+from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who
 from orchestrator.runtime.views import history_view, run_view
 from orchestrator.settings import get_settings
-from orchestrator.store import Repository
-from tests.unit.test_waits import Ledger, drive
+from tests.unit.harness import Ledger, drive
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = Who("alice")
-
-
-@pytest.fixture
-def ledger() -> Ledger:
-    return Ledger()
-
-
-@pytest.fixture
-def engine(repo: Repository, ledger: Ledger) -> Engine:
-    return Engine.create(repo, Recorder(), ledger.resolve, timing=Timing(countdown_limit=60), renew_leases=False)
 
 
 def submit(engine: Engine, text: str, inputs: dict[str, Any] | None = None) -> str:

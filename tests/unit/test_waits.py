@@ -12,67 +12,20 @@ from orchestrator.definition import WorkflowBuilder, build_plan
 from orchestrator.errors import NotFound, PayloadTooLarge, Refused, UsageError
 from orchestrator.runtime import approval, operations, repair
 from orchestrator.runtime.engine import Engine, Recorder, Timing
-from orchestrator.runtime.executor import Executor
 from orchestrator.runtime.operations import Who
 from orchestrator.runtime.reconciler import reconcile
 from orchestrator.runtime.signal import signal
 from orchestrator.runtime.waking import wake_step
 from orchestrator.store import Repository, now
+from tests.unit.harness import Ledger, drive, state
 
 ALICE, BOB, EVE = Who("alice"), Who("bob"), Who("eve")
-
-
-class Ledger:
-    """Every step function call, in order: what ran, and how often."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def resolve(self, task: str) -> Any:
-        def run(**inputs: Any) -> Any:
-            self.calls.append(task)
-            if task.endswith(":boom") and not inputs.get("ok"):
-                raise RuntimeError("boom")
-            return {"task": task, **inputs}
-
-        return run
-
-
-@pytest.fixture
-def ledger() -> Ledger:
-    return Ledger()
-
-
-@pytest.fixture
-def engine(repo: Repository, ledger: Ledger) -> Engine:
-    return Engine.create(repo, Recorder(), ledger.resolve, timing=Timing(countdown_limit=60), renew_leases=False)
-
-
-def drive(engine: Engine) -> None:
-    """Deliver every step message the transport holds, as workers would, until none is left."""
-    recorder = engine.transport
-    assert isinstance(recorder, Recorder)
-    while recorder.sent:
-        batch, recorder.sent = recorder.sent, []
-        for d in batch:
-            if d.wake:
-                engine.send(wake_step(engine, d.step_run_id))
-            else:
-                engine.send(Executor(engine).execute(d.step_run_id, d.dispatch_id))
 
 
 def start(engine: Engine, wf: WorkflowBuilder, inputs: dict[str, Any] | None = None) -> str:
     run_id = operations.submit(engine, build_plan(wf.build(), check_tasks=False), inputs or {}).run_id
     drive(engine)
     return run_id
-
-
-def state(engine: Engine, run_id: str) -> tuple[str, dict[str, str]]:
-    with engine.repo.transaction() as tx:
-        run = tx.run(run_id)
-        steps = {s: str(r.status) for s, r in tx.steps(run_id).items()}
-    assert run is not None
-    return str(run.status), steps
 
 
 def output(engine: Engine, run_id: str, step: str) -> Any:
