@@ -52,8 +52,12 @@ def test_embedded_run_status_runs_history(embedded: dict[str, str], tmp_path: Pa
     assert table.returncode == 0 and "charge" in table.stdout and "succeeded" in table.stdout
 
 
-# approval.yaml waits for a signal and a person: tests/e2e/test_cli_waits.py runs it with both
-@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml") if p.name != "approval.yaml"))
+# These wait for people: tests/e2e/test_cli_waits.py runs approval.yaml with a signal and a sign-off,
+# tests/e2e/test_cli_composition.py runs feature-flow.yaml through a rejection and an approval
+HUMAN_EXAMPLES = {"approval.yaml", "feature-flow.yaml"}
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml") if p.name not in HUMAN_EXAMPLES))
 def test_every_example_runs_embedded(embedded: dict[str, str], tmp_path: Path, example: str) -> None:
     inputs = {
         "linear.yaml": ["x=1", "y=2"],

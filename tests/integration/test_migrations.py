@@ -27,6 +27,7 @@ TABLES = {
     "signal_receipts",
     "signals",
     "step_runs",
+    "subscriptions",
     "wait_events",
     "workers",
     "workflows",
