@@ -46,7 +46,7 @@ def _plan(target: str) -> Plan:
         loaded = load_file(target)
         return build_plan(loaded.workflow, loaded.source, check_tasks=False)
     with _store().transaction() as tx:  # a registered workflow, read without writing
-        version = tx.latest_registered(target)
+        version = tx.active_version(target)
         snapshot = tx.definition(version) if version else None
     if snapshot is None:
         raise NotFound(f"no workflow named '{target}' is registered, and no file of that name")

@@ -60,7 +60,7 @@ def list_(as_json: bool) -> None:
 def show(name: str, as_json: bool) -> None:
     """The latest registered definition of NAME."""
     with open_repository().transaction() as tx:
-        version = tx.latest_registered(name)
+        version = tx.active_version(name)
         snapshot = tx.definition(version) if version else None
     if snapshot is None:
         raise NotFound(f"no workflow named '{name}' is registered")

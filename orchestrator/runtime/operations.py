@@ -96,7 +96,7 @@ def submit(engine: Engine, plan: Plan, inputs: Any, idempotency_key: str | None 
 
 def registered_plan(engine: Engine, name: str) -> Plan:
     with engine.repo.transaction() as tx:
-        version = tx.latest_registered(name)
+        version = tx.active_version(name)
         if version is None:
             raise NotFound(f"no workflow named '{name}' is registered (orchestrator workflows list)")
         return engine.plans.get(tx, version)
@@ -112,10 +112,16 @@ def register(engine: Engine, plan: Plan) -> bool:
         build_plan(plan.workflow, known_workflows=known, check_tasks=False)
         tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
         created = tx.register(plan.workflow.name, plan.version)
-        if created:  # the newest version is the active one: its on entries are what start runs
-            entries = [(t.index, *t.on.source) for t in plan.triggers]
-            tx.subscribe(plan.workflow.name, plan.version, entries)
+        if created:  # the newest version is the active one
+            activated(tx, plan)
         return created
+
+
+def activated(tx: Tx, plan: Plan) -> None:
+    """``plan`` became its workflow's active version: what starts runs by itself (its ``on``
+    entries, its schedules) is now this version's, replacing the previous one's."""
+    entries = [(t.index, *t.on.source) for t in plan.triggers]
+    tx.subscribe(plan.workflow.name, plan.version, entries)
 
 
 def called_workflows(tx: Tx, workflow: Workflow) -> dict[str, Workflow]:
@@ -127,7 +133,7 @@ def called_workflows(tx: Tx, workflow: Workflow) -> dict[str, Workflow]:
             name = split_ref(step.workflow)[0] if step.workflow else None
             if name is None or name in found:
                 continue
-            version = tx.latest_registered(name)
+            version = tx.active_version(name)
             snapshot = tx.definition(version) if version else None
             if snapshot is not None:
                 found[name] = Workflow.model_validate(snapshot)

@@ -61,7 +61,8 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
         """Register ``version`` under ``name``; False when it already was."""
         return insert_if_absent(self.c, t.workflows, {"name": name, "version": version, "registered_at": now()})
 
-    def latest_registered(self, name: str) -> str | None:
+    def active_version(self, name: str) -> str | None:
+        """The version runs of ``name`` start on (by name, a schedule, a chain, the submit task)."""
         w = t.workflows.c
         query = sa.select(w.version).where(w.name == name).order_by(w.registered_at.desc(), w.id.desc()).limit(1)
         row = self.c.execute(query).first()

@@ -39,7 +39,7 @@ def check(url: str) -> None:
     upgrade(url)
     engine = get_engine(url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES
-    assert current(url) == "0005"
+    assert current(url) == "0008"
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
     step_indexes = {i["name"] for i in sa.inspect(engine).get_indexes("step_runs")}

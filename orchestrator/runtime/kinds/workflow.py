@@ -75,7 +75,7 @@ class WorkflowKind(StepKind):
             raise ChildRunRefused(
                 f"workflow {name} would be nested {depth} levels deep; ORCHESTRATOR_MAX_DEPTH allows {limit}"
             )
-        found = version or advancer.tx.latest_registered(name)
+        found = version or advancer.tx.active_version(name)
         if found is None:
             raise ChildRunRefused(f"no workflow named '{name}' is registered (orchestrator workflows register FILE)")
         try:
