@@ -177,6 +177,12 @@ class NoTransition(StepError):
     retryable = False
 
 
+class ValidationError(StepError):
+    """A step's check failed: its inputs or output against a schema or its annotations, or an assert."""
+
+    retryable = False
+
+
 class PayloadTooLarge(UsageError):
     """The data is larger than ORCHESTRATOR_MAX_PAYLOAD allows."""
 

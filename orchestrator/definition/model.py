@@ -210,7 +210,22 @@ class Compensate(_Value):
     timeout: Duration | None = Field(None, gt=0)
 
 
+SCHEMA_REF_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+SchemaRef = Annotated[str, Strict(), StringConstraints(pattern=SCHEMA_REF_PATTERN)]
+Schema = dict[str, Any] | SchemaRef  # a JSON Schema, or "module:PydanticModel"
+
+
+class Cache(_Value):
+    """A task step's output kept in the state store and reused while its key and ``ttl`` hold."""
+
+    key: Annotated[str, Strict()] | None = Field(
+        None, description="an expression; default: the task, its rendered inputs and a hash of its source"
+    )
+    ttl: Duration | None = Field(None, gt=0, description="how long an entry is reused; default: no expiry")
+
+
 STEP_KINDS = ("task", "workflow", "wait", "approval")
+_TASK_ONLY = ("input_schema", "output_schema", "assert", "cache")  # checks and caching wrap a task's call
 _TAKES_INPUTS = ("task", "workflow")  # the kinds that take ``with`` and ``foreach``
 
 
@@ -252,6 +267,12 @@ class Step(_Value):
     timeout: Duration | None = Field(None, gt=0)
     breaker: str | None = None
     compensate: Compensate | None = None
+    input_schema: Schema | None = Field(None, description='JSON Schema of the rendered with, or "module:Model"')
+    output_schema: Schema | None = Field(None, description='JSON Schema of the output, or "module:Model"')
+    assert_: Annotated[tuple[Annotated[str, Strict()], ...], BeforeValidator(_one_or_many)] = Field(
+        (), alias="assert", description="expressions over output, inputs and upstream steps that must all hold"
+    )
+    cache: Cache | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -273,10 +294,15 @@ class Step(_Value):
                 )
                 if set_
             ]
+            extra += [(key, True, "a task step") for key in _TASK_ONLY if key in self.model_fields_set_by_alias()]
             if extra:
                 key, _, where = extra[0]
                 raise ValueError(f"{key} applies only to {where}, not to a {kinds[0]} step")
         return self
+
+    def model_fields_set_by_alias(self) -> set[str]:
+        fields = type(self).model_fields
+        return {fields[name].alias or name for name in self.model_fields_set}
 
     @property
     def kind(self) -> str:
@@ -423,6 +449,8 @@ def known_keys(loc: tuple[Any, ...]) -> list[str]:
             model = Gate
         elif head == "compensate":
             model = Compensate
+        elif head == "cache":
+            model = Cache
         elif model is State and head == "transitions" and path:
             path.pop(0)
             model = Transition

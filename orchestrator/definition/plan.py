@@ -39,6 +39,8 @@ class StepPlan:
     arguments: Template
     retry: RetryPolicy
     timeout: float | None
+    asserts: tuple[Template, ...] = ()  # each must hold over output, inputs and upstream steps
+    cache_key: Template | None = None  # the step's own cache key, when it gives one
 
     @property
     def task(self) -> str:
@@ -177,6 +179,14 @@ def _build(
         if check_tasks and step.task is not None:
             check.check_task(step_id, step.task, report, modules)
         check.check_approval(step_id, step, report)
+        check.check_schemas(step_id, step, report, modules, check_tasks)
+        asserts, cache_key = _compile_checks(step_id, step, workflow, needs, layering.level_of, upstream_cache, report)
+        check.check_input_refs(
+            set().union(*(t.refs.inputs for t in (*asserts, cache_key) if t is not None)),
+            declared_inputs,
+            ("states" if machine_like else "steps", step_id, "assert"),
+            report,
+        )
         steps[step_id] = StepPlan(
             id=step_id,
             step=step,
@@ -188,6 +198,8 @@ def _build(
             arguments=arguments,
             retry=_effective_retry(step, workflow, report, modules, step_id, default_retry),
             timeout=_effective_timeout(step, workflow),
+            asserts=asserts,
+            cache_key=cache_key,
         )
     check.check_children(workflow, known_workflows, report)
     outputs = _compile_outputs(workflow, declared_inputs, report)
@@ -234,6 +246,45 @@ def _compile_step(
     return compiled["if"], compiled["foreach"], arguments
 
 
+def _compile_checks(
+    step_id: str,
+    step: Step,
+    workflow: Workflow,
+    needs: Mapping[str, tuple[str, ...]],
+    level_of: Mapping[str, int],
+    upstream_cache: dict[str, frozenset[str]],
+    report: check.Report,
+) -> tuple[tuple[Template, ...], Template | None]:
+    """A step's ``assert`` expressions (they read ``output`` too) and its cache key expression,
+    with the references each may make checked like the step's ``with``."""
+    asserts: list[Template] = []
+    sources = [("assert", text) for text in step.assert_]
+    if step.cache is not None and step.cache.key is not None:
+        sources.append(("cache.key", step.cache.key))
+    cache_key = None
+    for where, text in sources:
+        loc = ("states" if workflow.is_machine else "steps", step_id, where.split(".")[0])
+        try:
+            template = compile_template(text)
+        except ExpressionError as exc:
+            report.error(f"{where}: {exc.message}", loc)
+            continue
+        if template.is_constant:
+            report.error(f"{where}: {text!r} is not an expression: write it as ${{{{ ... }}}}", loc)
+            continue
+        refs = References(set(template.refs.steps), set(template.refs.inputs), template.refs.uses_item)
+        refs.places = template.refs.places - ({"output"} if where == "assert" else set())
+        if workflow.is_machine:
+            _check_state_refs(step_id, where, refs, workflow, report)
+        else:
+            _check_refs(step_id, where, refs, step, needs, level_of, upstream_cache, report, item_ok=True)
+        if where == "assert":
+            asserts.append(template)
+        else:
+            cache_key = template
+    return tuple(asserts), cache_key
+
+
 def _spec_key(step: Step) -> str:
     return "with" if step.wait is None and step.approval is None else step.kind
 
@@ -263,8 +314,9 @@ def _check_refs(
     level_of: Mapping[str, int],
     cache: dict[str, frozenset[str]],
     report: check.Report,
+    item_ok: bool = False,
 ) -> None:
-    loc = ("steps", step_id, where)
+    loc = ("steps", step_id, where.split(".")[0])
     for ref in sorted(refs.steps):
         if ref not in needs:
             report.error(f"{where}: steps.{ref} is not a step{check.hint(ref, needs)}", loc)
@@ -274,7 +326,7 @@ def _check_refs(
             report.error(f"{where}: steps.{ref} is not upstream: add '{ref}' to needs", loc)
     for name in sorted(refs.places):
         report.error(f"{where}: '{name}' is not defined in a step's {where}", loc)
-    if refs.uses_item and (step.foreach is None or where != "with"):
+    if refs.uses_item and (step.foreach is None or (where != "with" and not item_ok)):
         place = "a foreach step's with" if step.foreach is not None else "a foreach step"
         report.error(f"{where}: item and index are only defined inside {place}", loc)
 

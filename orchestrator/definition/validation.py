@@ -140,6 +140,41 @@ def check_task(step_id: str, task: str, report: Report, modules: dict[str, Any])
         report.error(f"task '{task}' is not callable", loc)
 
 
+def check_schemas(step_id: str, step: Step, report: Report, modules: dict[str, Any], import_ok: bool) -> None:
+    """``input_schema`` and ``output_schema`` must be valid JSON Schemas, or name a pydantic model
+    (one that cannot be imported here is only a warning: the workers may have it)."""
+    for key, schema in (("input_schema", step.input_schema), ("output_schema", step.output_schema)):
+        loc = ("steps", step_id, key)
+        if isinstance(schema, dict):
+            try:
+                validator_for(schema).check_schema(schema)
+            except SchemaError as exc:
+                report.error(f"{key} is not a valid JSON Schema: {exc.message}", loc)
+        elif isinstance(schema, str) and import_ok:
+            problem, fatal = model_problem(schema, modules)
+            if problem is not None:
+                (report.error if fatal else report.warning)(f"{key} {problem}", loc)
+
+
+def model_problem(ref: str, modules: dict[str, Any]) -> tuple[str | None, bool]:
+    """Why ``module:Model`` is not a pydantic model here, and whether that is an error (it is
+    importable and not a model) or only a warning (it cannot be imported here)."""
+    from pydantic import BaseModel
+
+    module_name, _, attr = ref.partition(":")
+    module = _import(module_name, modules)
+    if isinstance(module, Exception):
+        return f"'{ref}' not checked: {_import_failure(module_name, module)}", False
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+    if target is None:
+        return f"'{ref}': module '{module_name}' has no '{attr}'", True
+    if not (isinstance(target, type) and issubclass(target, BaseModel)):
+        return f"'{ref}' is not a pydantic model (it is {type(target).__name__})", True
+    return None, False
+
+
 def check_approval(step_id: str, step: Step, report: Report) -> None:
     """An approval's inputs schema must itself be a valid JSON Schema."""
     if step.approval is None or step.approval.inputs is None:

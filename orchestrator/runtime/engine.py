@@ -144,7 +144,7 @@ class Engine:
         from orchestrator.runtime.waking import wake_step
 
         timing = timing or Timing()
-        stack = default_stack(poison_limit=timing.poison_limit, breakers=breakers or Breakers(repo, None))
+        stack = default_stack(poison_limit=timing.poison_limit, breakers=breakers or Breakers(repo, None), repo=repo)
         return cls(
             repo,
             transport or Recorder(),

@@ -36,6 +36,7 @@ from orchestrator.runtime.lease import Holder
 from orchestrator.runtime.machine import gate_problem
 from orchestrator.runtime.middleware import Call, Defer
 from orchestrator.runtime.scheduler import Dispatch, Failure, new_dispatch_id
+from orchestrator.runtime.typed import to_data
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now, storable
 from orchestrator.store.rows import event_row
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Succeeded:
     output: Any
+    call: Call | None = None
 
 
 @dataclass(frozen=True)
@@ -155,17 +157,35 @@ class Executor:
 
     def _run(self, row: StepRow, plan: Plan) -> Outcome:
         sp = plan.steps[row.step]
-        call = Call(row, plan, sp, dict(row.inputs or {}))
+        call = Call(row, plan, sp, dict(row.inputs or {}), load_context=lambda: self._context(row, plan))
         try:
-            function = self.engine.resolve(sp.task)
+            call.function = function = self.engine.resolve(sp.task)
             result = self.engine.stack.call(call, lambda: function(**call.inputs))
-            output = to_json(result)
+            output = to_json(to_data(result))
         except Defer as exc:
             return Deferred(exc.retry_at, exc.message)
         except Exception as exc:  # any exception of a user's step fails the attempt; it is recorded
             return Failed(self.engine.stack.after_error(call, exc), tb.format_exc())
         self.engine.stack.after_success(call, output)
-        return Succeeded(output)
+        return Succeeded(output, call)
+
+    def _context(self, row: StepRow, plan: Plan) -> dict[str, Any]:
+        """What the step's checks and cache key read: the run's inputs, its upstream outputs, and
+        a foreach item's ``item`` and ``index``."""
+        with self.engine.repo.transaction() as tx:
+            run = tx.run(row.run_id)
+            if run is None:
+                return {"inputs": {}, "steps": {}}
+            sp = plan.steps[row.step]
+            advancer = self.engine.advancer(tx, plan, run)
+            refs = set().union(*(t.refs.steps for t in (*sp.asserts, sp.cache_key, sp.foreach) if t is not None))
+            advancer.load(refs)
+            context = advancer.context_for(refs)
+        if row.is_item and sp.foreach is not None:
+            items = sp.foreach.render(context)
+            item = items[row.item_index] if isinstance(items, list) and row.item_index < len(items) else None
+            context = {**context, "item": item, "index": row.item_index}
+        return context
 
     # Recording
 
@@ -196,19 +216,30 @@ class Executor:
             if unmet is not None:  # the state's work is done but its exit criteria are not met
                 outcome = Failed(GateNotMet(unmet), "")
         if isinstance(outcome, Succeeded):
-            return self._succeeded(row, plan, owner, outcome.output)
+            return self._succeeded(row, plan, owner, outcome.output, outcome.call)
         if isinstance(outcome, Deferred):
             return self._deferred(row, plan, owner, outcome)
         return self._failed(row, plan, owner, outcome)
 
-    def _succeeded(self, row: StepRow, plan: Plan, owner: str, output: Any) -> list[Dispatch]:
+    def _succeeded(self, row: StepRow, plan: Plan, owner: str, output: Any, call: Call | None) -> list[Dispatch]:
+        hit = call.cached if call is not None else None
         with self.engine.repo.transaction() as tx:
             run = tx.lock_run(row.run_id)
             at = now()
-            if run is None or not tx.finish(row, owner, StepStatus.SUCCEEDED, at, output=output):
+            if run is None:
                 return []
+            if hit is not None:
+                if not tx.finish_cached(row, owner, at, output):
+                    return []
+            elif not tx.finish(row, owner, StepStatus.SUCCEEDED, at, output=output):
+                return []
+            if call is not None:
+                self.engine.stack.after_succeeded(tx, call, output)
             done = StepRow(**{**row.__dict__, "status": StepStatus.SUCCEEDED, "output": output})
             advancer = self.engine.advancer(tx, plan, run)
+            if hit is not None:
+                done.attempts, done.cached = row.attempts - 1, True
+                advancer.event("step.cached", done, {"from_run": hit.run_id})
             advancer.event("step.succeeded", done)
             return advancer.step_finished(done)
 

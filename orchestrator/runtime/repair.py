@@ -8,17 +8,21 @@ or accepted are resolved: the failure was dealt with.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.definition import Plan
-from orchestrator.errors import NotFound, Refused, UsageError
+from orchestrator.definition import Plan, Step
+from orchestrator.errors import NotFound, Refused, UsageError, ValidationError
+from orchestrator.runtime import typed
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who, check_payload, lock_family, open_run, run_event
 from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, Dispatch, new_dispatch_id
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now
 from orchestrator.store.rows import event_row
+
+log = logging.getLogger(__name__)
 
 _REDO = frozenset({StepStatus.FAILED, StepStatus.CANCELLED})
 
@@ -125,6 +129,24 @@ def accept(engine: Engine, run_id: str, step: str, output: Any, who: Who) -> Rep
     return _force(engine, run_id, step, who, StepStatus.SUCCEEDED, output)
 
 
+def _accepted_output(step: Step, output: Any) -> Any:
+    """An accepted output obeys the step's ``output_schema`` as a returned one would (a model
+    that cannot be imported in this process is not checked here)."""
+    schema = step.output_schema
+    if schema is None or step.foreach is not None:
+        return output
+    if isinstance(schema, str):
+        try:
+            typed.resolve_model(schema, "output_schema")
+        except ValidationError as exc:
+            log.warning("--output not checked against %s: %s", schema, exc.message)
+            return output
+    try:
+        return typed.check(schema, output, "output_schema")
+    except ValidationError as exc:
+        raise UsageError(f"--output refused: {exc.message}") from None
+
+
 def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus, output: Any) -> Repaired:
     verb = "skipped" if status is StepStatus.SKIPPED else "accepted"
     with engine.repo.transaction() as tx:
@@ -132,6 +154,8 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
         plan = engine.plans.get(tx, run.version)
         if step not in plan.steps:
             raise NotFound(f"run {run_id} has no step '{step}'")
+        if status is StepStatus.SUCCEEDED:
+            output = _accepted_output(plan.steps[step].step, output)
         if run.status is RunStatus.CANCELLED:
             raise Refused(f"run {run_id} was cancelled; retry it to run it again")
         found = tx.current_row(run_id, step)

@@ -150,9 +150,14 @@ def _step_view(
         "started_at": iso(row.started_at),
         "finished_at": iso(row.finished_at),
     }
+    if row.cached:
+        view["cached"] = True
     if items is not None:
         counts = Counter(str(i.status) for i in items)
         view["items"] = {"total": len(items), **dict(sorted(counts.items()))}
+        cached = sum(1 for i in items if i.cached)
+        if cached:
+            view["items"]["cached"] = cached
     if tries is not None:
         log = list(tries.get(row.id, []))
         if row.status.value == "running" and items is None:

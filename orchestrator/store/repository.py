@@ -18,6 +18,7 @@ from orchestrator.errors import StateStoreError, StoreRefused
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import tables as t
 from orchestrator.store.breaker_state import BreakerStateQueries
+from orchestrator.store.cache import CacheQueries
 from orchestrator.store.database import check_reachable, get_engine, redact
 from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.leases import LeaseQueries
@@ -31,7 +32,7 @@ _RUN = sa.select(t.runs).where(t.runs.c.id == sa.bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
 
 
-class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQueries, BreakerStateQueries):
+class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQueries, BreakerStateQueries, CacheQueries):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
     signals, leases, dead letters, breaker state and recovery (reconciling, replaying) in their own
     modules."""

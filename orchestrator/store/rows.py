@@ -104,6 +104,7 @@ class StepRow:
     wait_event: str | None = None
     wait_key: str | None = None
     wake: str | None = None
+    cached: bool | None = None
 
     @classmethod
     def from_row(cls, row: sa.Row[Any] | dict[str, Any]) -> StepRow:

@@ -197,6 +197,20 @@ class StepQueries:
         self.record_attempt(row, status, error, at)
         return True
 
+    def finish_cached(self, row: StepRow, owner: str, at: datetime, output: Any) -> bool:
+        """End a running step with an output from the cache: it succeeded with no attempt (the
+        claim's is given back) and no attempt record."""
+        return self.finish_step_if(
+            row,
+            owner,
+            status=StepStatus.SUCCEEDED,
+            output=output,
+            finished_at=at,
+            lease_expires_at=None,
+            attempts=row.attempts - 1,
+            cached=True,
+        )
+
     def finish_step_if(self, row: StepRow, owner: str, **values: Any) -> bool:
         """Change a running step only if this delivery (dispatch id) and attempt still hold it."""
         result = self.c.execute(

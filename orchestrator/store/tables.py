@@ -101,6 +101,7 @@ step_runs = sa.Table(
     sa.Column("wait_event", sa.String(200), nullable=True),
     sa.Column("wait_key", sa.String(400), nullable=True),
     sa.Column("wake", sa.String(16), nullable=True),
+    sa.Column("cached", sa.Boolean, nullable=True),  # true: its output came from the cache, with no attempt
     sa.Column("not_before", Time, nullable=True),
     sa.Column("queued_at", Time, nullable=True),
     sa.Column("started_at", Time, nullable=True),
@@ -274,4 +275,23 @@ breakers = sa.Table(
     sa.Column("opened_at", Time, nullable=True),
     sa.Column("next_trial_at", Time, nullable=True),
     sa.Column("trial_until", Time, nullable=True),
+)
+
+# Cached step outputs (``cache: {key, ttl}``): one entry per key, written in the transaction that
+# records the success that produced it; shared by every worker.
+cache_entries = sa.Table(
+    "cache_entries",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("task", sa.String(400), nullable=False),
+    sa.Column("output", Json, nullable=True),
+    sa.Column("run_id", sa.String(36), nullable=True),  # the run that produced it (kept when that run is gone)
+    sa.Column("step_run_id", Id, nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=True),
+    sa.Column("hits", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("last_hit_at", Time, nullable=True),
+    sa.Index("ix_cache_entries_workflow_step", "workflow", "step"),
 )

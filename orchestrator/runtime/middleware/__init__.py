@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -48,18 +48,39 @@ SCHEDULER_OPTIONS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class CacheHit:
+    """The output came from the cache: the entry's key and the run that produced it."""
+
+    key: str
+    run_id: str | None
+
+
 @dataclass
 class Call:
-    """One attempt of one task step, as the middleware sees it."""
+    """One attempt of one task step, as the middleware sees it. ``inputs`` are the keyword
+    arguments the function gets (a middleware may convert them); ``row.inputs`` stay the JSON."""
 
     row: StepRow
     plan: Plan
     step: StepPlan
     inputs: dict[str, Any]
+    function: Callable[..., Any] | None = None
+    load_context: Callable[[], dict[str, Any]] | None = None  # run inputs and upstream outputs
+    cached: CacheHit | None = None  # set by the cache on a hit: no function was called
+    cache_key: str | None = None  # set by the cache on a miss: where a success is kept
+    _context: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def attempt(self) -> int:
         return self.row.attempts
+
+    def context(self) -> dict[str, Any]:
+        """What the step's expressions read (``inputs``, ``steps``, and ``item``/``index`` for a
+        foreach item), read from the store once and only when a middleware asks."""
+        if self._context is None:
+            self._context = self.load_context() if self.load_context is not None else {"inputs": {}, "steps": {}}
+        return self._context
 
 
 class Defer(OrchestratorError):
@@ -91,6 +112,10 @@ class Middleware:
         return None
 
     def after_failed_for_good(self, tx: Tx, failure: Failure) -> None:
+        return None
+
+    def after_succeeded(self, tx: Tx, call: Call, output: Any) -> None:
+        """The step's success is being recorded in ``tx``: write what belongs with it."""
         return None
 
 
@@ -154,6 +179,10 @@ class Stack:
         for m in self.middleware:
             m.after_failed_for_good(tx, failure)
 
+    def after_succeeded(self, tx: Tx, call: Call, output: Any) -> None:
+        for m in self.middleware:
+            m.after_succeeded(tx, call, output)
+
 
 def _bind(m: Middleware, call: Call, call_next: Callable[[], Any]) -> Callable[[], Any]:
     return lambda: m.around_call(call, call_next)
@@ -163,9 +192,12 @@ def _step_options() -> set[str]:
     return {info.alias or name for name, info in Step.model_fields.items()}
 
 
-def default_stack(*, poison_limit: int, breakers: Any) -> Stack:
-    """Retries, breakers, timeouts, the poison limit and the dead-letter queue, in that order."""
+def default_stack(*, poison_limit: int, breakers: Any, repo: Any) -> Stack:
+    """Timeouts, retries, checks, the cache, breakers, the poison limit and the dead-letter
+    queue, in that order: checks see a cached output too, and a cache hit makes no breaker call."""
     from orchestrator.runtime.middleware.breaker import BreakerMiddleware
+    from orchestrator.runtime.middleware.cache import CacheMiddleware
+    from orchestrator.runtime.middleware.checks import ChecksMiddleware
     from orchestrator.runtime.middleware.dead_letter import DeadLetterMiddleware
     from orchestrator.runtime.middleware.poison import PoisonMiddleware
     from orchestrator.runtime.middleware.retry import RetryMiddleware
@@ -175,6 +207,8 @@ def default_stack(*, poison_limit: int, breakers: Any) -> Stack:
         [
             TimeoutMiddleware(),
             RetryMiddleware(),
+            ChecksMiddleware(),
+            CacheMiddleware(repo),
             BreakerMiddleware(breakers),
             PoisonMiddleware(poison_limit),
             DeadLetterMiddleware(),
@@ -182,4 +216,4 @@ def default_stack(*, poison_limit: int, breakers: Any) -> Stack:
     )
 
 
-__all__ = ["Call", "Defer", "Middleware", "Stack", "default_stack"]
+__all__ = ["CacheHit", "Call", "Defer", "Middleware", "Stack", "default_stack"]

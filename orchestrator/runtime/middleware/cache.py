@@ -1,0 +1,100 @@
+"""Caching a task's output: ``cache: {key, ttl}``. A hit makes no call and spends no attempt; a
+success is kept in the state store, shared by every worker, in the transaction that records it.
+
+The default key covers the task, its rendered inputs and a hash of the function's source code, so
+editing the function invalidates its entries. A key the step gives is scoped to its workflow and
+step; the source is not part of it (put a version in the key to invalidate it by hand). No lock is
+held across the call: two workers that miss the same key at once both run, and one entry results.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from orchestrator.errors import EvaluationError
+from orchestrator.runtime.middleware import CacheHit, Call, Middleware
+from orchestrator.store import Repository, Tx, now
+
+log = logging.getLogger(__name__)
+
+
+class CacheMiddleware(Middleware):
+    options: ClassVar[frozenset[str]] = frozenset({"cache"})
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    def around_call(self, call: Call, call_next: Callable[[], Any]) -> Any:
+        if call.step.step.cache is None:
+            return call_next()
+        key = cache_key(call)
+        with self.repo.transaction() as tx:
+            entry = tx.cache_entry(key, now())
+        if entry is not None:
+            call.cached = CacheHit(key, entry.run_id)
+            return entry.output
+        call.cache_key = key
+        return call_next()
+
+    def after_succeeded(self, tx: Tx, call: Call, output: Any) -> None:
+        at = now()
+        if call.cached is not None:
+            tx.cache_hit(call.cached.key, at)
+            return
+        if call.cache_key is None:
+            return
+        ttl = call.step.step.cache.ttl if call.step.step.cache is not None else None
+        tx.keep_in_cache(
+            {
+                "key": call.cache_key,
+                "workflow": call.plan.workflow.name,
+                "step": call.row.step,
+                "task": call.step.task,
+                "output": output,
+                "run_id": call.row.run_id,
+                "step_run_id": call.row.id,
+                "created_at": at,
+                "expires_at": None if ttl is None else at + timedelta(seconds=ttl),
+            }
+        )
+
+
+def cache_key(call: Call) -> str:
+    """The entry's key: the step's own key expression (an EvaluationError fails the step, never
+    a silent miss), or the task, its rendered inputs and its source."""
+    template = call.step.cache_key
+    if template is not None:
+        try:
+            given = template.render(call.context())
+        except EvaluationError as exc:
+            raise EvaluationError(f"cache.key: {exc.message}") from None
+        parts: list[Any] = ["key", call.plan.workflow.name, call.row.step, given]
+    else:
+        parts = ["default", call.step.task, call.row.inputs or {}, source_hash(call.function)]
+    try:
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationError(f"cache.key gave a value that is not JSON: {exc}") from None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1024)
+def source_hash(function: Callable[..., Any] | None) -> str:
+    """A hash of the function's source (a Celery task's ``run``); of its bytecode and constants
+    where the source is not available."""
+    if function is None:
+        return ""
+    target = inspect.unwrap(getattr(function, "run", function))
+    try:
+        text = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        text = repr((code.co_code, code.co_consts)) if code is not None else getattr(target, "__qualname__", "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,185 @@
+"""Typed artifacts at a step's boundary: data checked against a JSON Schema or a pydantic model,
+and a ``module:function`` checked against its own annotations.
+
+Every violation is a ``ValidationError`` (never retried) that names the rule, the JSON path and a
+short excerpt of the bad value, so the error and the dead-letter entry say what to fix.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import logging
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
+
+from orchestrator.errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 80
+
+
+def check(schema: dict[str, Any] | str, data: Any, rule: str) -> Any:
+    """``data`` as ``schema`` accepts it (a model's JSON form for a model), or ValidationError."""
+    if isinstance(schema, dict):
+        validator = _validator(json.dumps(schema, sort_keys=True))
+        error = best_match(validator.iter_errors(data))
+        if error is not None:
+            where = json_path(error.absolute_path)
+            raise ValidationError(f"{rule} at {where}: {_short(error.message)} (got {excerpt(error.instance)})")
+        return data
+    model = resolve_model(schema, rule)
+    try:
+        return model.model_validate(data).model_dump(mode="json")
+    except pydantic.ValidationError as exc:
+        raise ValidationError(f"{rule} ({schema}) {_first(exc)}") from None
+
+
+@functools.lru_cache(maxsize=512)
+def _validator(schema_text: str) -> Any:
+    schema = json.loads(schema_text)
+    return validator_for(schema, default=Draft202012Validator)(schema)
+
+
+@functools.lru_cache(maxsize=512)
+def _model(ref: str) -> type[pydantic.BaseModel] | str:
+    module_name, _, attr = ref.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # a user's module may fail in any way; the step says how
+        return f"cannot import '{module_name}': {type(exc).__name__}: {exc}"
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+    if not (isinstance(target, type) and issubclass(target, pydantic.BaseModel)):
+        return f"'{ref}' is not a pydantic model"
+    return target
+
+
+def resolve_model(ref: str, rule: str) -> type[pydantic.BaseModel]:
+    found = _model(ref)
+    if isinstance(found, str):
+        raise ValidationError(f"{rule}: {found}")
+    return found
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A function's annotated parameters and return value, as pydantic adapters built once."""
+
+    parameters: dict[str, pydantic.TypeAdapter[Any]]
+    returns: pydantic.TypeAdapter[Any] | None
+    names: dict[str, str]  # parameter (or "return") -> the annotation as written, for errors
+
+    def inputs(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments as the function's annotations have them (models built from JSON)."""
+        if not self.parameters:
+            return data
+        converted = dict(data)
+        for name, adapter in self.parameters.items():
+            if name in data:
+                try:
+                    converted[name] = adapter.validate_python(data[name])
+                except pydantic.ValidationError as exc:
+                    rule = f"parameter '{name}' ({self.names[name]})"
+                    raise ValidationError(f"{rule} {_first(exc, ('$', name))}") from None
+        return converted
+
+    def output(self, value: Any) -> Any:
+        """The return value checked against its annotation, as JSON data."""
+        if self.returns is None:
+            return to_data(value)
+        try:
+            valid = self.returns.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise ValidationError(f"return value ({self.names['return']}) {_first(exc)}") from None
+        return self.returns.dump_python(valid, mode="json")
+
+
+_UNCHECKED = (Any, inspect.Parameter.empty, object)
+
+
+def _checked(hint: Any) -> bool:
+    return not any(hint is unchecked for unchecked in _UNCHECKED)
+
+
+@functools.lru_cache(maxsize=1024)
+def signature_of(function: Callable[..., Any]) -> Signature:
+    """Built once per function; annotations that cannot be resolved are not checked (logged)."""
+    try:
+        hints = typing.get_type_hints(function)
+        parameters = inspect.signature(function).parameters
+    except Exception as exc:  # forward references the module cannot resolve, builtins, C functions
+        log.warning("the annotations of %r are not checked: %s", function, exc)
+        return Signature({}, None, {})
+    adapters: dict[str, pydantic.TypeAdapter[Any]] = {}
+    names: dict[str, str] = {}
+    for name, parameter in parameters.items():
+        hint = hints.get(name, inspect.Parameter.empty)
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or not _checked(hint):
+            continue
+        adapters[name], names[name] = pydantic.TypeAdapter(hint), _name(hint)
+    returns = hints.get("return", Any)
+    checked_return = pydantic.TypeAdapter(returns) if _checked(returns) else None
+    if checked_return is not None:
+        names["return"] = _name(returns)
+    return Signature(adapters, checked_return, names)
+
+
+def to_data(value: Any) -> Any:
+    """A pydantic model (or a container of them) as its JSON form; other values as they are."""
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple) and any(isinstance(v, pydantic.BaseModel) for v in value):
+        return [to_data(v) for v in value]
+    if isinstance(value, dict) and any(isinstance(v, pydantic.BaseModel) for v in value.values()):
+        return {k: to_data(v) for k, v in value.items()}
+    return value
+
+
+def json_path(parts: Iterable[Any], root: tuple[Any, ...] = ("$",)) -> str:
+    """``('items', 0, 'price')`` -> ``$.items[0].price``."""
+    text = ""
+    for part in (*root, *parts):
+        if part == "$" and not text:
+            text = "$"
+        elif isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}"
+    return text
+
+
+def excerpt(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=repr, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 3] + "..."
+
+
+def _first(exc: pydantic.ValidationError, root: tuple[Any, ...] = ("$",)) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = json_path(error.get("loc", ()), root)
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"at {where}: {_short(error['msg'])} (got {excerpt(error.get('input'))}){more}"
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= 200 else message[:197] + "..."
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+__all__ = ["Signature", "check", "excerpt", "json_path", "resolve_model", "signature_of", "to_data"]
