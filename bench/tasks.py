@@ -47,3 +47,11 @@ def mark(key: str, *_: Any) -> None:
 @baseline.task(name="bench.count", ignore_result=True)
 def count(key: str) -> None:
     baseline.backend.client.incr(key)
+
+
+def work(ms: float = 20.0, **_: Any) -> float:
+    """A step that takes ``ms`` milliseconds: what a cache hit saves."""
+    import time
+
+    time.sleep(ms / 1000)
+    return ms

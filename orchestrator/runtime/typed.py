@@ -81,28 +81,40 @@ class Signature:
     names: dict[str, str]  # parameter (or "return") -> the annotation as written, for errors
 
     def inputs(self, data: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments as the function's annotations have them (models built from JSON)."""
+        """The keyword arguments as the function's annotations have them: a value an annotation
+        accepts as it is reaches the function unchanged (``2`` for a ``float``); one it converts
+        (a model from a JSON object, a datetime from a string) reaches it converted."""
         if not self.parameters:
             return data
         converted = dict(data)
         for name, adapter in self.parameters.items():
             if name in data:
                 try:
-                    converted[name] = adapter.validate_python(data[name])
+                    converted[name] = _unchanged_if_equal(data[name], adapter.validate_python(data[name]))
                 except pydantic.ValidationError as exc:
                     rule = f"parameter '{name}' ({self.names[name]})"
                     raise ValidationError(f"{rule} {_first(exc, ('$', name))}") from None
         return converted
 
     def output(self, value: Any) -> Any:
-        """The return value checked against its annotation, as JSON data."""
+        """The return value checked against its annotation, as JSON data: the value itself when
+        the annotation accepts it as it is, else the value as the annotation converts it."""
         if self.returns is None:
             return to_data(value)
         try:
             valid = self.returns.validate_python(value)
         except pydantic.ValidationError as exc:
             raise ValidationError(f"return value ({self.names['return']}) {_first(exc)}") from None
+        if _unchanged_if_equal(value, valid) is value:
+            return to_data(value)
         return self.returns.dump_python(valid, mode="json")
+
+
+def _unchanged_if_equal(raw: Any, valid: Any) -> Any:
+    try:
+        return raw if valid is raw or bool(valid == raw) else valid
+    except Exception:  # a user's __eq__ may raise: the converted value it is
+        return valid
 
 
 _UNCHECKED = (Any, inspect.Parameter.empty, object)
@@ -112,9 +124,16 @@ def _checked(hint: Any) -> bool:
     return not any(hint is unchecked for unchecked in _UNCHECKED)
 
 
-@functools.lru_cache(maxsize=1024)
 def signature_of(function: Callable[..., Any]) -> Signature:
     """Built once per function; annotations that cannot be resolved are not checked (logged)."""
+    try:
+        return _signature_of(function)
+    except TypeError:  # an unhashable callable: built each time
+        return _signature_of.__wrapped__(function)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_of(function: Callable[..., Any]) -> Signature:
     try:
         hints = typing.get_type_hints(function)
         parameters = inspect.signature(function).parameters

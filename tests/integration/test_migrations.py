@@ -19,6 +19,7 @@ TABLES = {
     "alembic_version",
     "attempts",
     "breakers",
+    "cache_entries",
     "dead_letters",
     "decisions",
     "definitions",

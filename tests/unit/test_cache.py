@@ -63,10 +63,10 @@ def test_a_hit_runs_nothing_spends_no_attempt_and_names_the_run_that_produced_it
 
     assert typed_steps.CALLS == ["total:A1", "total:after", "total:after", "total:A2", "total:after"]
     view = run_view(real.repo, second, with_attempts=True)
-    assert (view["status"], view["outputs"]) == ("succeeded", {"total": 4.0})
+    assert (view["status"], view["outputs"]) == ("succeeded", {"total": 4})
     price = view["steps"]["price"]
     assert (price["status"], price["cached"], price["attempts"], price["attempt_log"]) == ("succeeded", True, 0, [])
-    assert price["output"] == {"order_id": "A1", "total": 4.0}
+    assert price["output"] == {"order_id": "A1", "total": 4}
     assert "cached" not in run_view(real.repo, first)["steps"]["price"]
     assert "cached" not in run_view(real.repo, other)["steps"]["price"]
     cached = [e for e in history_view(real.repo, second) if e["kind"] == "step.cached"]
@@ -89,7 +89,7 @@ def test_a_key_expression_scopes_the_entry_and_its_failure_fails_the_step(real: 
     submit(real, keyed, {"order_id": "K", "amount": 1})
     again = submit(real, keyed, {"order_id": "K", "amount": 99})  # the key ignores the amount
     assert typed_steps.CALLS.count("total:K") == 1
-    assert run_view(real.repo, again)["outputs"] == {"total": 1.0}
+    assert run_view(real.repo, again)["outputs"] == {"total": 1}
 
     broken = PRICED.replace("cache: {}", 'cache: {key: "${{ inputs.order_id.missing }}"}')
     view = run_view(real.repo, submit(real, broken, {"order_id": "K", "amount": 1}))
@@ -177,3 +177,27 @@ def test_two_misses_at_once_both_run_and_one_entry_results(real: Engine, monkeyp
     assert [run_view(real.repo, r)["status"] for r in (first, second)] == ["succeeded", "succeeded"]
     (entry,) = cached_entries(real.repo, "priced", "price", 10)
     assert entry["run_id"] == second
+
+
+def test_a_cache_that_cannot_be_read_defers_the_step_without_calling_it(
+    real: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = submit(real, PRICED, {"order_id": "D", "amount": 1}, deliver=False)
+    from orchestrator.errors import StateStoreError
+    from orchestrator.runtime.middleware.cache import CacheMiddleware
+
+    def unreadable(self: Any, key: str, at: Any) -> None:
+        raise StateStoreError("the state store is unreachable")
+
+    monkeypatch.setattr("orchestrator.store.cache.CacheQueries.cache_entry", unreadable)
+    assert any(isinstance(m, CacheMiddleware) for m in real.stack.middleware)
+    recorder = real.transport
+    assert isinstance(recorder, Recorder)
+    (message,), recorder.sent = recorder.sent, []
+    real.send(Executor(real).execute(message.step_run_id, message.dispatch_id))
+
+    assert typed_steps.CALLS == []
+    view = run_view(real.repo, run_id, with_attempts=True)
+    assert (view["steps"]["price"]["status"], view["steps"]["price"]["attempts"]) == ("queued", 0)
+    deferred = [e for e in history_view(real.repo, run_id) if e["kind"] == "step.deferred"]
+    assert deferred and "the cache cannot be read" in deferred[0]["detail"]["why"]

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from orchestrator.errors import EvaluationError
-from orchestrator.runtime.middleware import CacheHit, Call, Middleware
+from orchestrator.errors import EvaluationError, StateStoreError
+from orchestrator.runtime.middleware import CacheHit, Call, Defer, Middleware
+from orchestrator.settings import DEFAULT_CACHE_UNAVAILABLE_WAIT_S
 from orchestrator.store import Repository, Tx, now
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,13 @@ class CacheMiddleware(Middleware):
     def around_call(self, call: Call, call_next: Callable[[], Any]) -> Any:
         if call.step.step.cache is None:
             return call_next()
-        key = cache_key(call)
-        with self.repo.transaction() as tx:
-            entry = tx.cache_entry(key, now())
+        try:
+            key = cache_key(call)
+            with self.repo.transaction() as tx:
+                entry = tx.cache_entry(key, now())
+        except StateStoreError as exc:  # no call made yet: come back shortly, spending no attempt
+            retry_at = now() + timedelta(seconds=DEFAULT_CACHE_UNAVAILABLE_WAIT_S)
+            raise Defer(f"the cache cannot be read ({exc.message}); no call was made", retry_at) from None
         if entry is not None:
             call.cached = CacheHit(key, entry.run_id)
             return entry.output
@@ -85,12 +90,19 @@ def cache_key(call: Call) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=1024)
 def source_hash(function: Callable[..., Any] | None) -> str:
     """A hash of the function's source (a Celery task's ``run``); of its bytecode and constants
     where the source is not available."""
     if function is None:
         return ""
+    try:
+        return _source_hash(function)
+    except TypeError:  # an unhashable callable: computed each time
+        return _source_hash.__wrapped__(function)
+
+
+@functools.lru_cache(maxsize=1024)
+def _source_hash(function: Callable[..., Any]) -> str:
     target = inspect.unwrap(getattr(function, "run", function))
     try:
         text = inspect.getsource(target)

@@ -9,11 +9,14 @@ so a stricter definition never reuses a value it would refuse.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, ClassVar
 
-from orchestrator.errors import EvaluationError, ValidationError
+from orchestrator.errors import EvaluationError, StateStoreError, ValidationError
 from orchestrator.runtime import typed
-from orchestrator.runtime.middleware import Call, Middleware
+from orchestrator.runtime.middleware import Call, Defer, Middleware
+from orchestrator.settings import DEFAULT_CACHE_UNAVAILABLE_WAIT_S
+from orchestrator.store import now
 
 
 class ChecksMiddleware(Middleware):
@@ -26,6 +29,8 @@ class ChecksMiddleware(Middleware):
         signature = typed.signature_of(call.function) if call.function is not None and ":" in call.step.task else None
         if signature is not None:
             call.inputs = signature.inputs(call.inputs)
+        if call.step.asserts:
+            self._read_context(call)  # before the call: a store that cannot be read costs no call
         result = call_next()
         output = typed.to_data(result) if signature is None or call.cached else signature.output(result)
         if step.output_schema is not None:
@@ -38,3 +43,10 @@ class ChecksMiddleware(Middleware):
             if not held:
                 raise ValidationError(f"assert {rule} failed (output: {typed.excerpt(output)})")
         return output
+
+    def _read_context(self, call: Call) -> None:
+        try:
+            call.context()
+        except StateStoreError as exc:
+            retry_at = now() + timedelta(seconds=DEFAULT_CACHE_UNAVAILABLE_WAIT_S)
+            raise Defer(f"the step's context cannot be read ({exc.message}); no call was made", retry_at) from None
