@@ -84,7 +84,11 @@ def test_existing_registrations_end_with_the_latest_one_active(tmp_path: Path) -
     upgrade(url, "0005")
     engine = get_engine(url)
     with engine.begin() as c:
-        for version, at in (("v1", "2026-01-01 00:00:00"), ("v2", "2026-01-02 00:00:00"), ("x1", "2026-01-03 00:00:00")):
+        for version, at in (
+            ("v1", "2026-01-01 00:00:00"),
+            ("v2", "2026-01-02 00:00:00"),
+            ("x1", "2026-01-03 00:00:00"),
+        ):
             name = "other" if version == "x1" else "wf"
             c.exec_driver_sql(f"INSERT INTO definitions VALUES ('{version}', '{name}', '{{}}', '{at}')")
             c.exec_driver_sql(
