@@ -15,6 +15,7 @@ from orchestrator.definition import Plan, build_plan, load_file
 from orchestrator.definition.model import Workflow
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.runtime.dry_run import Mocks, dry_run, mocks_from
+from orchestrator.runtime.versions import resolve_target
 from orchestrator.runtime.views import run_view
 from orchestrator.settings import get_settings
 from orchestrator.store import Repository
@@ -45,9 +46,8 @@ def _plan(target: str) -> Plan:
     if Path(target).exists() or target.endswith((".yaml", ".yml", ".json")):
         loaded = load_file(target)
         return build_plan(loaded.workflow, loaded.source, check_tasks=False)
-    with _store().transaction() as tx:  # a registered workflow, read without writing
-        version = tx.active_version(target)
-        snapshot = tx.definition(version) if version else None
+    with _store().transaction() as tx:  # a registered workflow (NAME or NAME@VERSION), read without writing
+        snapshot = tx.definition(resolve_target(tx, target))
     if snapshot is None:
         raise NotFound(f"no workflow named '{target}' is registered, and no file of that name")
     return build_plan(Workflow.model_validate(snapshot), check_tasks=False)

@@ -198,3 +198,26 @@ def print_dry_run(found: dict[str, Any]) -> None:
         for change in found["differences"]:
             where = "outputs" if change.get("outputs") else f"step {change['step']}"
             console.print(f"{where}: recorded {_short(change['recorded'], 70)} -> now {_short(change['now'], 70)}")
+
+
+def print_versions(views: list[dict[str, Any]]) -> None:
+    """Versions whole (activate, diff and run NAME@VERSION take them), the active one marked."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("version", no_wrap=True, min_width=16)
+    table.add_column("active", no_wrap=True, min_width=6)
+    table.add_column("runs", no_wrap=True, justify="right")
+    table.add_column("registered", overflow="fold")
+    table.add_column("last activated", overflow="fold")
+    for v in views:
+        table.add_row(
+            v["version"],
+            "[green]active[/]" if v["active"] else "",
+            str(v["runs"]),
+            _stamp(v["registered_at"], v["registered_by"]),
+            _stamp(v["activated_at"], v["activated_by"]),
+        )
+    console.print(table)
+
+
+def _stamp(at: str | None, by: str | None) -> str:
+    return "" if not at else f"{_when(at)} by {by or '?'}"

@@ -1,15 +1,19 @@
-"""``orchestrator workflows register|list|show``: definitions stored in the database."""
+"""``orchestrator workflows register|list|show|versions|activate|rollback|diff``: definitions stored
+in the database, one immutable version per content hash, one version of each name active."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+from typing import Any
 
 import click
 import yaml
 
+from orchestrator.cli import render
+from orchestrator.cli.control import who, who_options
 from orchestrator.definition import plan_file
-from orchestrator.errors import NotFound
-from orchestrator.runtime import operations
+from orchestrator.runtime import versions as runtime
 from orchestrator.runtime.connect import open_repository
 from orchestrator.worker.connect import open_engine
 
@@ -21,51 +25,117 @@ def workflows() -> None:
 
 @workflows.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-def register(file: str) -> None:
-    """Validate FILE and store it as the newest version of its workflow."""
+@click.option("--no-activate", is_flag=True, help="Store the version, but leave the active one as it is.")
+@click.option("--json", "as_json", is_flag=True)
+@who_options
+def register(file: str, no_activate: bool, as_json: bool, by: str | None, reason: str | None) -> None:
+    """Validate FILE and store it as a version of its workflow, made active unless --no-activate."""
     plan = plan_file(file)
-    created = operations.register(open_engine(), plan)
-    state = "registered" if created else "already registered"
-    click.echo(f"{plan.workflow.name} version {plan.version} {state}")
+    done = runtime.register(open_engine(), plan, who(by, reason), activate=not no_activate)
+    if as_json:
+        click.echo(json.dumps(asdict(done)))
+        return
+    state = "registered" if done.created else "already registered"
+    was = f" (was {done.previous})" if done.previous else ""
+    if done.activated:
+        state += f"; activated{was}" if not done.created else f" and activated{was}"
+    elif done.previous == done.version:
+        state += ", and active"
+    else:
+        state += f", not activated (active: {done.previous or 'none'})"
+    click.echo(f"{done.name} version {done.version} {state}")
 
 
 @workflows.command(name="list")
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
-    """Registered workflows, with their latest version."""
+    """Registered workflows, with their active version."""
     with open_repository().transaction() as tx:
         rows = tx.registrations()
-    latest: dict[str, dict[str, object]] = {}
+        active = tx.active_versions()
+    found: dict[str, dict[str, Any]] = {}
     for row in rows:
-        entry = latest.setdefault(
-            row["name"],
-            {
-                "name": row["name"],
-                "version": row["version"],
-                "registered_at": row["registered_at"].isoformat(),
-                "versions": 0,
-            },
-        )
-        entry["versions"] = int(str(entry["versions"])) + 1
+        entry = found.setdefault(row["name"], {"name": row["name"], "version": active.get(row["name"]), "versions": 0})
+        entry["versions"] += 1
+        if row["version"] == entry["version"]:
+            entry["registered_at"] = row["registered_at"].isoformat()
+    listed = [{"registered_at": None, **entry} for entry in found.values()]
     if as_json:
-        click.echo(json.dumps(list(latest.values()), indent=2))
+        click.echo(json.dumps(listed, indent=2))
         return
-    for entry in latest.values():
-        click.echo(f"{entry['name']}  {entry['version']}  {entry['registered_at']}  ({entry['versions']} versions)")
+    for e in listed:
+        click.echo(
+            f"{e['name']}  {e['version'] or '(none active)'}  {e['registered_at'] or ''}  ({e['versions']} versions)"
+        )
+
+
+@workflows.command()
+@click.argument("name")
+@click.option("--version", "ref", default=None, metavar="VERSION", help="This version (or a unique prefix).")
+@click.option("--json", "as_json", is_flag=True)
+def show(name: str, ref: str | None, as_json: bool) -> None:
+    """The active definition of NAME, or the version given."""
+    with open_repository().transaction() as tx:
+        version = runtime.resolve_target(tx, f"{name}@{ref}" if ref else name)
+        snapshot = tx.definition(version)
+        active = tx.active_version(name)
+    if as_json:
+        view = {"name": name, "version": version, "active": version == active, "definition": snapshot}
+        click.echo(json.dumps(view, indent=2))
+    else:
+        click.echo(f"# version {version}{' (active)' if version == active else ''}")
+        click.echo(yaml.safe_dump(snapshot, sort_keys=False).rstrip())
 
 
 @workflows.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
-def show(name: str, as_json: bool) -> None:
-    """The latest registered definition of NAME."""
-    with open_repository().transaction() as tx:
-        version = tx.active_version(name)
-        snapshot = tx.definition(version) if version else None
-    if snapshot is None:
-        raise NotFound(f"no workflow named '{name}' is registered")
+def versions(name: str, as_json: bool) -> None:
+    """Every version of NAME, newest first: registered when and by whom, active, how many runs."""
+    views = runtime.versions_view(open_repository(), name)
     if as_json:
-        click.echo(json.dumps({"name": name, "version": version, "definition": snapshot}, indent=2))
+        click.echo(json.dumps(views, indent=2))
     else:
-        click.echo(f"# version {version}")
-        click.echo(yaml.safe_dump(snapshot, sort_keys=False).rstrip())
+        render.print_versions(views)
+
+
+@workflows.command()
+@click.argument("name")
+@click.argument("version")
+@click.option("--json", "as_json", is_flag=True)
+@who_options
+def activate(name: str, version: str, as_json: bool, by: str | None, reason: str | None) -> None:
+    """Make VERSION (or a unique prefix of it) the version runs of NAME start on."""
+    _print_switch(runtime.activate(open_engine(), name, version, who(by, reason)), "activated", as_json)
+
+
+@workflows.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@who_options
+def rollback(name: str, as_json: bool, by: str | None, reason: str | None) -> None:
+    """Re-activate the version that was active before the latest activation (again: the one before)."""
+    _print_switch(runtime.rollback(open_engine(), name, who(by, reason)), "rolled back to", as_json)
+
+
+def _print_switch(done: runtime.Activated, verb: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(asdict(done)))
+    elif not done.changed:
+        click.echo(f"{done.name} version {done.version} is already active")
+    else:
+        click.echo(f"{done.name} {verb} version {done.version} (was {done.previous or 'none'})")
+
+
+@workflows.command()
+@click.argument("name")
+@click.argument("v1", metavar="V1")
+@click.argument("v2", metavar="V2")
+@click.option("--json", "as_json", is_flag=True)
+def diff(name: str, v1: str, v2: str, as_json: bool) -> None:
+    """A unified diff of two versions' definitions (nothing printed when they are the same)."""
+    before, after, text = runtime.diff(open_repository(), name, v1, v2)
+    if as_json:
+        click.echo(json.dumps({"name": name, "from": before, "to": after, "diff": text}))
+    else:
+        click.echo(text, nl=False)

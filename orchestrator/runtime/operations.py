@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from orchestrator.definition import Plan, Workflow, build_plan
+from orchestrator.definition import Plan, Workflow
 from orchestrator.definition.model import split_ref
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.runtime.checks import check_inputs, check_payload, schema_problem
@@ -28,6 +28,9 @@ from orchestrator.runtime.scheduler import (
 )
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import STEP_ROW, Ended, RunRow, Tx, now
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.versions import Registered
 
 
 @dataclass(frozen=True)
@@ -94,27 +97,21 @@ def submit(engine: Engine, plan: Plan, inputs: Any, idempotency_key: str | None 
     return Submitted(run_id, True, dispatches)
 
 
-def registered_plan(engine: Engine, name: str) -> Plan:
+def registered_plan(engine: Engine, target: str) -> Plan:
+    """The plan a run of ``NAME`` (its active version) or ``NAME@VERSION`` (that version, or a
+    unique prefix of it) starts on."""
+    from orchestrator.runtime.versions import resolve_target
+
     with engine.repo.transaction() as tx:
-        version = tx.active_version(name)
-        if version is None:
-            raise NotFound(f"no workflow named '{name}' is registered (orchestrator workflows list)")
-        return engine.plans.get(tx, version)
+        return engine.plans.get(tx, resolve_target(tx, target))
 
 
-def register(engine: Engine, plan: Plan) -> bool:
-    """Store ``plan`` as the newest version of its workflow; InvalidDefinition if it would call
-    itself through the workflows registered now."""
-    engine.check_plan(plan)
-    with engine.repo.transaction() as tx:
-        known = called_workflows(tx, plan.workflow)
-        known.pop(plan.workflow.name, None)
-        build_plan(plan.workflow, known_workflows=known, check_tasks=False)
-        tx.save_definition(plan.version, plan.workflow.name, plan.workflow.snapshot())
-        created = tx.register(plan.workflow.name, plan.version)
-        if created:  # the newest version is the active one
-            activated(tx, plan)
-        return created
+def register(engine: Engine, plan: Plan, who: Who | None = None, activate: bool = True) -> Registered:
+    """Store ``plan`` as a version of its workflow, active unless ``activate`` is False (see
+    ``orchestrator.runtime.versions``)."""
+    from orchestrator.runtime import versions
+
+    return versions.register(engine, plan, who, activate)
 
 
 def activated(tx: Tx, plan: Plan) -> None:

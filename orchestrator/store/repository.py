@@ -26,22 +26,32 @@ from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
 from orchestrator.store.sql import insert_if_absent
 from orchestrator.store.steps import StepQueries
+from orchestrator.store.versions import VersionQueries
 from orchestrator.store.waits import WaitQueries
 
 _RUN = sa.select(t.runs).where(t.runs.c.id == sa.bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
 
 
-class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQueries, BreakerStateQueries, CacheQueries):
+class Tx(
+    StepQueries,
+    WaitQueries,
+    LeaseQueries,
+    RecoveryQueries,
+    DeadLetterQueries,
+    BreakerStateQueries,
+    VersionQueries,
+    CacheQueries,
+):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
-    signals, leases, dead letters, breaker state and recovery (reconciling, replaying) in their own
-    modules."""
+    signals, leases, dead letters, breaker state, recovery (reconciling, replaying) and registered
+    versions in their own modules."""
 
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection
         self.dialect = connection.dialect.name
 
-    # Definitions and registrations
+    # Definitions and subscriptions
 
     def save_definition(self, version: str, name: str, snapshot: dict[str, Any]) -> None:
         values = {"version": version, "name": name, "snapshot": snapshot, "created_at": now()}
@@ -56,17 +66,6 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
 
     def definition(self, version: str) -> dict[str, Any] | None:
         row = self.c.execute(sa.select(t.definitions.c.snapshot).where(t.definitions.c.version == version)).first()
-        return None if row is None else row[0]
-
-    def register(self, name: str, version: str) -> bool:
-        """Register ``version`` under ``name``; False when it already was."""
-        return insert_if_absent(self.c, t.workflows, {"name": name, "version": version, "registered_at": now()})
-
-    def active_version(self, name: str) -> str | None:
-        """The version runs of ``name`` start on (by name, a schedule, a chain, the submit task)."""
-        w = t.workflows.c
-        query = sa.select(w.version).where(w.name == name).order_by(w.registered_at.desc(), w.id.desc()).limit(1)
-        row = self.c.execute(query).first()
         return None if row is None else row[0]
 
     def subscribe(self, workflow: str, version: str, entries: Sequence[tuple[int, str, str]]) -> None:
@@ -90,13 +89,6 @@ class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQuer
             .order_by(sub.workflow, sub.entry)
         )
         return [(r[0], r[1], r[2]) for r in self.c.execute(query)]
-
-    def registrations(self, name: str | None = None) -> list[dict[str, Any]]:
-        w = t.workflows.c
-        query = sa.select(w.name, w.version, w.registered_at).order_by(w.name, w.registered_at.desc(), w.id.desc())
-        if name is not None:
-            query = query.where(w.name == name)
-        return [dict(r._mapping, registered_at=aware(r.registered_at)) for r in self.c.execute(query)]
 
     # Runs
 

@@ -1,4 +1,4 @@
-"""The schema: definitions, registrations, runs, step runs, attempts, events, workers.
+"""The schema: definitions, registrations, activations, runs, step runs, attempts, events, workers.
 
 SQLAlchemy Core tables; the same definitions serve PostgreSQL (psycopg 3) and SQLite. Changes go
 through Alembic migrations in ``migrations/``, never ``create_all``.
@@ -43,7 +43,23 @@ workflows = sa.Table(
     sa.Column("name", sa.String(200), nullable=False, index=True),
     sa.Column("version", sa.String(64), sa.ForeignKey("definitions.version"), nullable=False),
     sa.Column("registered_at", Time, nullable=False),
+    sa.Column("registered_by", sa.String(200), nullable=True),  # none for registrations made before 0006
     sa.UniqueConstraint("name", "version"),
+)
+
+# Every time a version of a workflow became its active one, oldest first (append-only): the newest
+# row of a name is its active version; ``rollback`` undoes the newest activation not yet undone.
+activations = sa.Table(
+    "activations",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(64), sa.ForeignKey("definitions.version"), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # register | activate | rollback
+    sa.Column("at", Time, nullable=False),
+    sa.Column("by", sa.String(200), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Index("ix_activations_name_id", "name", "id"),
 )
 
 runs = sa.Table(

@@ -16,6 +16,7 @@ from orchestrator.store.tables import metadata
 from tests.conftest import _admin, _drop, _sqlalchemy_url
 
 TABLES = {
+    "activations",
     "alembic_version",
     "attempts",
     "breakers",
@@ -75,6 +76,35 @@ def test_a_step_running_under_an_older_worker_gets_a_lapsed_lease(tmp_path: Path
 
     with Repository.from_url(url).transaction() as tx:
         assert [row.step for row in tx.lapsed_leases()] == ["a"]
+    engine.dispose()
+
+
+def test_existing_registrations_end_with_the_latest_one_active(tmp_path: Path) -> None:
+    # Given a store at 0005 where v1 then v2 of a workflow were registered (each active in turn)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    upgrade(url, "0005")
+    engine = get_engine(url)
+    with engine.begin() as c:
+        for version, at in (
+            ("v1", "2026-01-01 00:00:00"),
+            ("v2", "2026-01-02 00:00:00"),
+            ("x1", "2026-01-03 00:00:00"),
+        ):
+            name = "other" if version == "x1" else "wf"
+            c.exec_driver_sql(f"INSERT INTO definitions VALUES ('{version}', '{name}', '{{}}', '{at}')")
+            c.exec_driver_sql(
+                f"INSERT INTO workflows (name, version, registered_at) VALUES ('{name}', '{version}', '{at}')"
+            )
+    # When the store is upgraded
+    upgrade(url)
+    # Then the latest registration is active, the one before is what a rollback goes back to
+    from orchestrator.runtime.versions import undo_stack
+    from orchestrator.store import Repository
+
+    with Repository.from_url(url).transaction() as tx:
+        assert tx.active_versions() == {"wf": "v2", "other": "x1"}
+        assert undo_stack(tx.activations("wf")) == ["v1", "v2"]
+        assert [r["registered_by"] for r in tx.registrations("wf")] == [None, None]
     engine.dispose()
 
 
