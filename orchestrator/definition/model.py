@@ -269,9 +269,16 @@ class Step(_Value):
     compensate: Compensate | None = None
     input_schema: Schema | None = Field(None, description='JSON Schema of the rendered with, or "module:Model"')
     output_schema: Schema | None = Field(None, description='JSON Schema of the output, or "module:Model"')
-    assert_: Annotated[tuple[Annotated[str, Strict()], ...], BeforeValidator(_one_or_many)] = Field(
-        (), alias="assert", description="expressions over output, inputs and upstream steps that must all hold"
-    )
+    assert_: Annotated[
+        tuple[Annotated[str, Strict()], ...],
+        BeforeValidator(_one_or_many),
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                "description": "expressions over output, inputs and upstream steps that must all hold",
+            }
+        ),
+    ] = Field((), alias="assert")
     cache: Cache | None = None
 
     @model_validator(mode="after")
