@@ -23,6 +23,7 @@ from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.leases import LeaseQueries
 from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
+from orchestrator.store.schedules import ScheduleQueries
 from orchestrator.store.sql import insert_if_absent
 from orchestrator.store.steps import StepQueries
 from orchestrator.store.waits import WaitQueries
@@ -31,10 +32,12 @@ _RUN = sa.select(t.runs).where(t.runs.c.id == sa.bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
 
 
-class Tx(StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQueries, BreakerStateQueries):
+class Tx(
+    StepQueries, WaitQueries, LeaseQueries, RecoveryQueries, DeadLetterQueries, BreakerStateQueries, ScheduleQueries
+):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
-    signals, leases, dead letters, breaker state and recovery (reconciling, replaying) in their own
-    modules."""
+    signals, leases, dead letters, breaker state, schedules and recovery (reconciling, replaying)
+    in their own modules."""
 
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection
