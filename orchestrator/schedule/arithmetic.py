@@ -139,11 +139,11 @@ def local_instant(wall: datetime, zone: tzinfo) -> datetime:
 
 @dataclass(frozen=True)
 class Due:
-    """What one look at a schedule decides: the ticks to fire now (oldest first), how many due
-    ticks it passes over, whether more than the cap were missed, and the latest due tick."""
+    """What one look at a schedule decides: the ticks to fire now (oldest first), whether it
+    passes over due ticks, whether more than the cap were missed, and the latest due tick."""
 
     fire: tuple[datetime, ...] = ()
-    passed_over: int = 0
+    passed_over: bool = False
     capped: bool = False
     latest: datetime | None = None
 
@@ -171,7 +171,7 @@ def due(
         fire, capped = [latest], False
     else:
         fire, capped = [], False
-    return Due(tuple(fire), len(ticks) - len(fire), capped, latest)
+    return Due(tuple(fire), len(ticks) > len(fire), capped, latest)
 
 
 def _wall(instant: datetime, zone: tzinfo) -> datetime:

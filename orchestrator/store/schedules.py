@@ -69,6 +69,7 @@ class ScheduleQueries:
             if old is None:
                 self.c.execute(t.schedules.insert().values(workflow=workflow, paused=False, active_since=at, **values))
                 continue
+            del values["name"]
             if any(getattr(old, key) != spec[key] for key in SPEC_KEYS):
                 values["active_since"] = at
             self.update_schedule(workflow, spec["name"], **values)
