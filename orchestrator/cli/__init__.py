@@ -28,7 +28,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from orchestrator.cli import breakers, control, definitions, dlq, processes, runs, workflows
+    from orchestrator.cli import breakers, control, definitions, dlq, processes, runs, schedules, workflows
 
     for command in (
         definitions.validate,
@@ -54,6 +54,7 @@ def _register() -> None:
         processes.db,
         dlq.dlq,
         breakers.breakers,
+        schedules.schedules,
     ):
         main.add_command(command)
 

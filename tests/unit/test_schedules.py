@@ -259,3 +259,66 @@ def test_schedule_inputs_that_fail_the_schema_start_nothing_and_warn(engine: Eng
     with pytest.raises(InputsError):
         trigger(engine, "report/often", OPS)
     assert runs(engine) == []
+
+
+def test_the_builder_and_the_json_schema_know_schedules() -> None:
+    from orchestrator.definition import WorkflowBuilder, workflow_json_schema
+
+    wf = WorkflowBuilder("report")
+    wf.step("work", "m:work")
+    assert wf.schedule("morning", cron="0 6 * * 1-5", timezone="Europe/Paris", catchup="none") == "report/morning"
+    wf.schedule("often", every="30s", inputs={"at": "${{ schedule.fire_at }}"}, overlap="buffer_one")
+    plan = build_plan(wf.build(), check_tasks=False)
+    assert [(s.name, s.spec.text, s.schedule.catchup, s.schedule.overlap) for s in plan.schedules] == [
+        ("morning", "cron 0 6 * * 1-5", "none", "skip"),
+        ("often", "every 30s", "latest", "buffer_one"),
+    ]
+    schedule = workflow_json_schema()["$defs"]["Schedule"]  # type: ignore[index]
+    assert schedule["properties"]["overlap"]["enum"] == ["skip", "buffer_one", "allow", "cancel_other"]
+    assert schedule["properties"]["catchup"]["enum"] == ["none", "latest", "all"]
+    assert schedule["required"] == ["name"] and schedule["additionalProperties"] is False
+
+
+BAD = """\
+name: nightly
+inputs: {type: object, required: [region], properties: {region: {type: string}}}
+steps:
+  a: {task: "m:f"}
+schedules:
+  - name: one
+    cron: "61 * * * *"
+    inputs: {region: eu}
+  - name: two
+    every: 500ms
+    inputs: {region: eu}
+  - name: one
+    cron: "0 6 * * *"
+    every: 5m
+    timezone: Mars/Olympus
+    catchup: sometimes
+    overlap: queue
+    inputs: {region: eu}
+  - name: four
+    inputs: {region: 3}
+"""
+
+
+def test_every_schedule_problem_is_its_own_located_line() -> None:
+    from orchestrator.errors import InvalidDefinition
+
+    loaded = load_text(BAD, "bad.yaml")
+    with pytest.raises(InvalidDefinition) as caught:
+        build_plan(loaded.workflow, loaded.source, check_tasks=False)
+    lines = [str(p) for p in caught.value.problems]
+    assert lines == [
+        "bad.yaml:7: schedule 'one': invalid cron expression '61 * * * *': [61 * * * *] is not acceptable, out of range",
+        "bad.yaml:10: schedule 'two': every is '500ms'; a schedule fires at most once a second",
+        "bad.yaml:12: schedule 'one': the name is used by another schedule of this workflow",
+        "bad.yaml:12: schedule 'one': give exactly one of cron or every (it has both)",
+        "bad.yaml:15: schedule 'one': unknown time zone 'Mars/Olympus': use an IANA name such as UTC or Europe/Paris",
+        "bad.yaml:16: schedule 'one': unknown catchup 'sometimes' (one of none, latest, all)",
+        "bad.yaml:17: schedule 'one': unknown overlap 'queue' (one of skip, buffer_one, allow, cancel_other)",
+        "bad.yaml:19: schedule 'four': give exactly one of cron or every (it has neither)",
+        "bad.yaml:20: schedule 'four': inputs do not match the workflow's inputs schema at region: "
+        "3 is not of type 'string': the schedule could never start a run",
+    ]
