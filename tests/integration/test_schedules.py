@@ -130,9 +130,7 @@ def test_two_beats_start_each_tick_once_and_follow_changes_without_a_restart(
     # When a new version ticks every 2 s: beat follows it with no restart
     registered = cluster.cli("workflows", "register", str(write_workflow(tmp_path, definition("2s"), "v2.yaml")))
     assert registered.returncode == 0, registered.stderr
-    wait_for(
-        lambda: any(f["fire_at"].timestamp() % 3 != 0 for f in fires(cluster)), 30, "the 2 s interval never fired"
-    )
+    wait_for(lambda: any(f["fire_at"].timestamp() % 3 != 0 for f in fires(cluster)), 30, "the 2 s interval never fired")
 
     # When the schedule is paused: no tick fires until it is resumed
     paused = cluster.cli("schedules", "pause", "ticker/often", "--by", "ops")
