@@ -311,7 +311,8 @@ def test_every_schedule_problem_is_its_own_located_line() -> None:
         build_plan(loaded.workflow, loaded.source, check_tasks=False)
     lines = [str(p) for p in caught.value.problems]
     assert lines == [
-        "bad.yaml:7: schedule 'one': invalid cron expression '61 * * * *': [61 * * * *] is not acceptable, out of range",
+        "bad.yaml:7: schedule 'one': invalid cron expression '61 * * * *': "
+        "[61 * * * *] is not acceptable, out of range",
         "bad.yaml:10: schedule 'two': every is '500ms'; a schedule fires at most once a second",
         "bad.yaml:12: schedule 'one': the name is used by another schedule of this workflow",
         "bad.yaml:12: schedule 'one': give exactly one of cron or every (it has both)",
