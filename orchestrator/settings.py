@@ -51,6 +51,7 @@ DEFAULT_MAX_TRANSITIONS = 100
 # Schedules
 DEFAULT_BEAT_POLL_S = 1.0  # how often beat reads the schedules from the state store
 DEFAULT_SCHEDULE_GRACE_S = 60.0  # a tick seen later than this was missed: catchup decides
+DEFAULT_SCHEDULE_FIRES_KEPT_S = 7 * 86400.0  # how long a schedule's record of each tick is kept
 
 
 class Settings(BaseSettings):

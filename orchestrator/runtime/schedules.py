@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.definition.plan import Plan, SchedulePlan
@@ -24,7 +24,7 @@ from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who, cancel
 from orchestrator.runtime.scheduler import Dispatch
 from orchestrator.schedule.arithmetic import Due, Spec, due
-from orchestrator.settings import get_settings
+from orchestrator.settings import DEFAULT_SCHEDULE_FIRES_KEPT_S, get_settings
 from orchestrator.store import Repository, Tx, now
 from orchestrator.store.schedules import ScheduleRow
 
@@ -64,16 +64,22 @@ def fire_due(engine: Engine, at: datetime | None = None, grace_s: float | None =
     for row in rows:
         if row.paused:
             continue
-        owed = _due(row, at, grace)
-        if owed.latest is None and row.pending_fire_at is None:
-            continue
         try:
-            if owed.fire and row.overlap == "cancel_other":
-                _cancel_previous(engine, row)
-            look.ticks += _look_at(engine, row.workflow, row.name, at, grace)
+            look.ticks += _look_at_row(engine, row, at, grace)
         except OrchestratorError as exc:
             log.warning("schedule %s: not fired this time: %s", row.full_name, exc.message)
+        except Exception:  # one schedule's failure must not stop the others (nor beat)
+            log.exception("schedule %s: not fired this time", row.full_name)
     return look
+
+
+def _look_at_row(engine: Engine, row: ScheduleRow, at: datetime, grace: float) -> list[Any]:
+    owed = _due(row, at, grace)
+    if owed.latest is None and row.pending_fire_at is None:
+        return []
+    if owed.fire and row.overlap == "cancel_other":
+        _cancel_previous(engine, row)
+    return _look_at(engine, row.workflow, row.name, at, grace)
 
 
 def _due(row: ScheduleRow, at: datetime, grace: float) -> Due:
@@ -211,6 +217,8 @@ class _Ticker:
         values: dict[str, Any] = {"last_run_id": row.last_run_id, "pending_fire_at": row.pending_fire_at}
         if owed.latest is not None:
             values["last_fire_at"] = max(owed.latest, row.last_fire_at or owed.latest)
+            kept = timedelta(seconds=DEFAULT_SCHEDULE_FIRES_KEPT_S)
+            self.tx.prune_fires(row.workflow, row.name, values["last_fire_at"] - kept)
         if self.warning is not None:
             values.update(warning=self.warning, warning_at=self.at)
         self.tx.update_schedule(row.workflow, row.name, **values)

@@ -41,7 +41,7 @@ def time_zone(name: str) -> ZoneInfo:
 def check_cron(expression: str) -> None:
     """ValueError saying what is wrong with a cron expression."""
     try:
-        croniter(expression, datetime(2000, 1, 1))
+        croniter(expression, datetime(2000, 1, 1)).get_next(datetime)  # a date that never comes fails here
     except (CroniterError, ValueError, KeyError, TypeError) as exc:
         reason = str(exc).strip() or type(exc).__name__
         raise ValueError(f"invalid cron expression '{expression}': {reason}") from None

@@ -110,6 +110,11 @@ class ScheduleQueries:
         where = (f.workflow == workflow, f.name == name, f.fire_at == fire_at)
         self.c.execute(t.schedule_fires.update().where(*where).values(**values))
 
+    def prune_fires(self, workflow: str, name: str, before: datetime) -> None:
+        """Forget the schedule's ticks before ``before``: beat never looks behind the last fire."""
+        f = t.schedule_fires.c
+        self.c.execute(t.schedule_fires.delete().where(f.workflow == workflow, f.name == name, f.fire_at < before))
+
     def fires(self, workflow: str, name: str, limit: int = 100) -> list[dict[str, Any]]:
         """The schedule's recorded ticks, newest first."""
         f = t.schedule_fires.c

@@ -323,3 +323,30 @@ def test_every_schedule_problem_is_its_own_located_line() -> None:
         "bad.yaml:20: schedule 'four': inputs do not match the workflow's inputs schema at region: "
         "3 is not of type 'string': the schedule could never start a run",
     ]
+
+
+def test_the_beat_scheduler_fires_from_the_store_and_outlives_an_outage(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Any
+) -> None:
+    from orchestrator.runtime import schedules as runtime
+    from orchestrator.schedule.beat import StoreScheduler
+    from orchestrator.worker.app import app
+
+    register(engine, workflow(EVERY_10S))
+    scheduler = StoreScheduler(app=app)
+    assert set(scheduler.schedule) == {"orchestrator-reconcile"}  # celery's own entries, in memory
+    scheduler._engine = engine
+    first = ticks(now(), 1)[0]
+    monkeypatch.setattr(runtime, "now", lambda: first + timedelta(seconds=1))
+
+    # When beat ticks: the due tick fires from the store, and beat sleeps no longer than its poll
+    assert 0 <= scheduler.tick() <= scheduler.poll_s
+    drive(engine)
+    assert [r["inputs"] for r in runs(engine)] == [{"tick": first.isoformat()}]
+
+    # When the store goes away: the look is logged and beat goes on ticking
+    broken = Repository.from_url(f"sqlite:///{tmp_path / 'missing' / 'state.db'}")
+    scheduler._engine = Engine.create(broken, Recorder())
+    scheduler._next_look = 0.0
+    assert 0 <= scheduler.tick() <= scheduler.poll_s
+    assert "schedules not checked (StateStoreError" in caplog.text
