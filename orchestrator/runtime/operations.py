@@ -133,7 +133,7 @@ def activated(tx: Tx, plan: Plan) -> None:
         }
         for s in plan.schedules
     ]
-    tx.replace_schedules(plan.workflow.name, plan.version, specs, now())
+    tx.replace_schedules(plan.workflow.name, plan.version, specs, tx.store_time())
 
 
 def called_workflows(tx: Tx, workflow: Workflow) -> dict[str, Workflow]:

@@ -25,7 +25,7 @@ from orchestrator.runtime.operations import Who, cancel
 from orchestrator.runtime.scheduler import Dispatch
 from orchestrator.schedule.arithmetic import Due, Spec, due
 from orchestrator.settings import DEFAULT_SCHEDULE_FIRES_KEPT_S, get_settings
-from orchestrator.store import Repository, Tx, now
+from orchestrator.store import Repository, Tx
 from orchestrator.store.schedules import ScheduleRow
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,13 @@ def split_name(full_name: str) -> tuple[str, str]:
 
 
 def fire_due(engine: Engine, at: datetime | None = None, grace_s: float | None = None) -> Look:
-    """Look at every schedule once, at ``at`` (now): fire the ticks due, start the buffered tick
-    whose run before has ended. A schedule that fails (its definition, the store) is logged and
-    left for the next look; the others go on."""
-    at = at or now()
+    """Look at every schedule once, at ``at`` (default: now on the store's clock, so beats on
+    hosts whose clocks differ agree): fire the ticks due, start the buffered tick whose run before
+    has ended. A schedule that fails (its definition, the store) is logged and left for the next
+    look; the others go on."""
     grace = get_settings().schedule_grace_s if grace_s is None else grace_s
     with engine.repo.transaction() as tx:
+        at = at or tx.store_time()
         rows = tx.schedules()
     look = Look()
     for row in rows:
@@ -252,7 +253,7 @@ def trigger(engine: Engine, full_name: str, who: Who) -> Triggered:
         if found is None:
             raise NotFound(f"schedule {full_name} is not in the active version of {workflow}")
         plan, sp = found
-        fire_at = now()
+        fire_at = tx.store_time()
         inputs = render_inputs(sp, workflow, fire_at, manual=True)
         check_inputs(plan.workflow, inputs)
         run_id = str(uuid.uuid4())
@@ -287,7 +288,7 @@ def resume(engine: Engine, full_name: str, who: Who) -> bool:
         row = _locked(tx, workflow, name)
         if not row.paused:
             return False
-        tx.update_schedule(workflow, name, paused=False, paused_by=None, active_since=now())
+        tx.update_schedule(workflow, name, paused=False, paused_by=None, active_since=tx.store_time())
     log.info("schedule %s resumed by %s%s", full_name, who.by, f": {who.reason}" if who.reason else "")
     return True
 
@@ -301,8 +302,8 @@ def _locked(tx: Tx, workflow: str, name: str) -> ScheduleRow:
 
 def schedules_view(repo: Repository, workflow: str | None = None, at: datetime | None = None) -> list[dict[str, Any]]:
     """Every schedule (of ``workflow``): its spec, next fire times, last run and whether paused."""
-    at = at or now()
     with repo.transaction() as tx:
+        at = at or tx.store_time()
         rows = tx.schedules(workflow)
         last = {r.last_run_id: tx.run(r.last_run_id) for r in rows if r.last_run_id}
     found = []

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from orchestrator.store import tables as t
+from orchestrator.store.clock import db_now
 from orchestrator.store.rows import aware
 from orchestrator.store.sql import insert_if_absent
 
@@ -82,6 +83,12 @@ class ScheduleQueries:
         if lock and self.dialect == "postgresql":
             query = query.with_for_update()
         return [ScheduleRow.from_row(r) for r in self.c.execute(query)]
+
+    def store_time(self) -> datetime:
+        """Now on the store's clock: every beat judges ticks by one clock, whatever its host's."""
+        value = aware(self.c.execute(sa.select(db_now(self.dialect))).scalar_one())
+        assert value is not None
+        return value
 
     def lock_schedule(self, workflow: str, name: str) -> ScheduleRow | None:
         """The schedule, locked until the transaction ends (SQLite: the database write lock), so

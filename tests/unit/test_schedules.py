@@ -328,8 +328,8 @@ def test_every_schedule_problem_is_its_own_located_line() -> None:
 def test_the_beat_scheduler_fires_from_the_store_and_outlives_an_outage(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Any
 ) -> None:
-    from orchestrator.runtime import schedules as runtime
     from orchestrator.schedule.beat import StoreScheduler
+    from orchestrator.store import clock
     from orchestrator.worker.app import app
 
     register(engine, workflow(EVERY_10S))
@@ -337,7 +337,7 @@ def test_the_beat_scheduler_fires_from_the_store_and_outlives_an_outage(
     assert set(scheduler.schedule) == {"orchestrator-reconcile"}  # celery's own entries, in memory
     scheduler._engine = engine
     first = ticks(now(), 1)[0]
-    monkeypatch.setattr(runtime, "now", lambda: first + timedelta(seconds=1))
+    monkeypatch.setattr(clock, "now", lambda: first + timedelta(seconds=1))  # the store's clock
 
     # When beat ticks: the due tick fires from the store, and beat sleeps no longer than its poll
     assert 0 <= scheduler.tick() <= scheduler.poll_s
