@@ -52,11 +52,14 @@ def split_name(full_name: str) -> tuple[str, str]:
     return workflow, name
 
 
-def fire_due(engine: Engine, at: datetime | None = None, grace_s: float | None = None) -> Look:
+def fire_due(
+    engine: Engine, at: datetime | None = None, grace_s: float | None = None, cache: dict[Any, datetime] | None = None
+) -> Look:
     """Look at every schedule once, at ``at`` (default: now on the store's clock, so beats on
     hosts whose clocks differ agree): fire the ticks due, start the buffered tick whose run before
     has ended. A schedule that fails (its definition, the store) is logged and left for the next
-    look; the others go on."""
+    look; the others go on. ``cache`` (kept by beat across looks) holds each schedule's next tick,
+    so a look at a schedule with nothing due costs no cron arithmetic."""
     grace = get_settings().schedule_grace_s if grace_s is None else grace_s
     with engine.repo.transaction() as tx:
         at = at or tx.store_time()
@@ -65,12 +68,19 @@ def fire_due(engine: Engine, at: datetime | None = None, grace_s: float | None =
     for row in rows:
         if row.paused:
             continue
+        state = (row.workflow, row.name, row.version, row.active_since, row.last_fire_at, row.pending_fire_at)
+        if cache is not None and state in cache and cache[state] > at:
+            continue
         try:
+            if cache is not None and row.pending_fire_at is None:
+                cache[state] = _spec(row).next_after(max(row.last_fire_at or row.active_since, row.active_since))
             look.ticks += _look_at_row(engine, row, at, grace)
         except OrchestratorError as exc:
             log.warning("schedule %s: not fired this time: %s", row.full_name, exc.message)
         except Exception:  # one schedule's failure must not stop the others (nor beat)
             log.exception("schedule %s: not fired this time", row.full_name)
+    if cache is not None and len(cache) > 10 * len(rows) + 100:  # forget the states of the past
+        cache.clear()
     return look
 
 

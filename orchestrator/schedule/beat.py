@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from celery.beat import Scheduler
@@ -33,6 +34,7 @@ class StoreScheduler(Scheduler):
         self.poll_s = get_settings().beat_poll_s
         self._engine: Engine | None = None
         self._next_look = 0.0
+        self._next_ticks: dict[Any, datetime] = {}
         super().__init__(*args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -47,7 +49,7 @@ class StoreScheduler(Scheduler):
         from orchestrator.runtime.schedules import fire_due
 
         try:
-            fire_due(self.engine())
+            fire_due(self.engine(), cache=self._next_ticks)
         except Exception as exc:  # the store or the broker away, or a bug: beat must keep beating
             log.error("beat: schedules not checked (%s: %s); trying again in %gs", type(exc).__name__, exc, self.poll_s)
 

@@ -350,3 +350,14 @@ def test_the_beat_scheduler_fires_from_the_store_and_outlives_an_outage(
     scheduler._next_look = 0.0
     assert 0 <= scheduler.tick() <= scheduler.poll_s
     assert "schedules not checked (StateStoreError" in caplog.text
+
+
+def test_beat_s_cache_of_next_ticks_skips_only_what_is_not_due(engine: Engine) -> None:
+    register(engine, workflow(EVERY_10S))
+    one, two = ticks(now(), 2)
+    cache: dict[Any, datetime] = {}
+    assert fire_due(engine, one - timedelta(seconds=1), cache=cache).ticks == []
+    assert list(cache.values()) == [one]
+    assert [t[1] for t in fire_due(engine, one + timedelta(seconds=1), cache=cache).started] == [one]
+    assert fire_due(engine, one + timedelta(seconds=2), cache=cache).ticks == []
+    assert [t[1] for t in fire_due(engine, two + timedelta(seconds=1), cache=cache).started] == [two]
