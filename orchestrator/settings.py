@@ -49,6 +49,11 @@ DEFAULT_MAX_DEPTH = 10
 DEFAULT_MAX_CHAIN_DEPTH = 10
 DEFAULT_MAX_TRANSITIONS = 100
 
+# Schedules
+DEFAULT_BEAT_POLL_S = 1.0  # how often beat reads the schedules from the state store
+DEFAULT_SCHEDULE_GRACE_S = 60.0  # a tick seen later than this was missed: catchup decides
+DEFAULT_SCHEDULE_FIRES_KEPT_S = 7 * 86400.0  # how long a schedule's record of each tick is kept
+
 
 class Settings(BaseSettings):
     """Configuration from ``ORCHESTRATOR_*`` environment variables."""
@@ -71,6 +76,8 @@ class Settings(BaseSettings):
     artifact_root: str = ""  # where gate artifacts are looked up; empty: the working directory
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     max_payload: str = str(DEFAULT_MAX_PAYLOAD_BYTES)
+    beat_poll_s: float = DEFAULT_BEAT_POLL_S
+    schedule_grace_s: float = DEFAULT_SCHEDULE_GRACE_S
 
     @property
     def signal_ttl_s(self) -> float:

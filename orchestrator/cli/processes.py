@@ -24,7 +24,8 @@ def worker(ctx: click.Context) -> None:
 @click.command(context_settings=_PASS_THROUGH, add_help_option=False)
 @click.pass_context
 def beat(ctx: click.Context) -> None:
-    """Run Celery beat: cron schedules and the periodic reconciler (takes celery beat options)."""
+    """Run Celery beat: the schedules in the state store and the periodic reconciler (takes celery
+    beat options; -S/--scheduler replaces the state store's scheduler)."""
     from orchestrator.worker.app import app
 
     app.start(["beat", *ctx.args])

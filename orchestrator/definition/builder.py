@@ -172,6 +172,25 @@ class WorkflowBuilder:
         self._data.setdefault("breakers", {})[name] = _plain(config)
         return name
 
+    def schedule(
+        self,
+        name: str,
+        *,
+        cron: str | None = None,
+        every: str | float | None = None,
+        timezone: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        catchup: str | None = None,
+        overlap: str | None = None,
+    ) -> str:
+        """Add a schedule (``cron`` in ``timezone``, or ``every`` an interval); returns its name,
+        ``workflow/name``, as ``orchestrator schedules`` shows it."""
+        given = {"cron": cron, "every": every, "timezone": timezone, "inputs": inputs}
+        given |= {"catchup": catchup, "overlap": overlap}
+        spec = {"name": name, **{k: _plain(v) for k, v in given.items() if v is not None}}
+        self._data.setdefault("schedules", []).append(spec)
+        return f"{self._data['name']}/{name}"
+
     def build(self) -> Workflow:
         if self._problems:
             raise InvalidDefinition(self._problems)

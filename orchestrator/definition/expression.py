@@ -26,8 +26,8 @@ from orchestrator.settings import (
 Context = Mapping[str, Any]
 Evaluator = Callable[[Context], Any]
 
-ROOTS = frozenset({"inputs", "steps", "item", "index", "run", "event", "output"})
-PLACE_ROOTS = frozenset({"run", "event", "output"})  # defined only in some places: checked by the plan
+ROOTS = frozenset({"inputs", "steps", "item", "index", "run", "event", "output", "schedule"})
+PLACE_ROOTS = frozenset({"run", "event", "output", "schedule"})  # defined only in some places: checked by the plan
 STEP_FIELDS = frozenset({"output", "status"})
 _CONSTANTS: dict[str, Any] = {
     "true": True,

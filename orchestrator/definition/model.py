@@ -25,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.definition.duration import Duration, format_duration
+from orchestrator.definition.duration import DURATION_PATTERN, Duration, format_duration
+from orchestrator.schedule.arithmetic import CATCHUPS, OVERLAPS
 from orchestrator.settings import (
     DEFAULT_BREAKER_FAIL_MAX,
     DEFAULT_BREAKER_RESET_TIMEOUT_S,
@@ -392,6 +393,40 @@ class On(_Value):
         return ("after", self.after) if self.after is not None else ("event", self.event or "")
 
 
+# Strings the validation checks (naming the schedule when one is wrong); the JSON Schema lists them.
+CatchupName = Annotated[
+    str,
+    Strict(),
+    WithJsonSchema({"type": "string", "enum": list(CATCHUPS), "description": "after downtime: none, latest or all"}),
+]
+OverlapName = Annotated[
+    str,
+    Strict(),
+    WithJsonSchema({"type": "string", "enum": list(OVERLAPS), "description": "the previous run still active"}),
+]
+
+
+class Schedule(_Value):
+    """A cron or interval schedule that starts runs of this workflow: checked as a whole (cron or
+    every, time zone, catchup, overlap) by validation, which names the schedule in each problem."""
+
+    name: Annotated[str, Strict(), StringConstraints(pattern=NAME_PATTERN, max_length=200)]
+    cron: Annotated[str, Strict()] | None = Field(None, description='a cron expression, e.g. "0 6 * * 1-5"')
+    every: Annotated[
+        str | float | None,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 1}],
+                "description": "an interval instead of cron: 30s, 5m, 1h (at least 1s)",
+            }
+        ),
+    ] = None
+    timezone: Annotated[str, Strict()] = Field("UTC", description="an IANA time zone for cron, e.g. Europe/Paris")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="the run's inputs; may read schedule.*")
+    catchup: CatchupName = "latest"
+    overlap: OverlapName = "skip"
+
+
 class Workflow(_Value):
     """A whole workflow definition."""
 
@@ -406,6 +441,7 @@ class Workflow(_Value):
     max_transitions: int = Field(DEFAULT_MAX_TRANSITIONS, ge=1)
     breakers: dict[Annotated[str, Strict()], BreakerConfig] = Field(default_factory=dict)
     on: tuple[On, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
     compensate_on_cancel: bool = False
 
     @model_validator(mode="after")
@@ -466,6 +502,9 @@ def known_keys(loc: tuple[Any, ...]) -> list[str]:
         elif model is Workflow and head == "on" and path:
             path.pop(0)
             model = On
+        elif model is Workflow and head == "schedules" and path:
+            path.pop(0)
+            model = Schedule
         else:
             model = None
     if model is None:

@@ -18,8 +18,9 @@ from orchestrator.definition.expression import References, Template, compile_tem
 from orchestrator.definition.graph import is_upstream, layer
 from orchestrator.definition.loader import Source
 from orchestrator.definition.machine import MachinePlan, VisitSteps, build_machine
-from orchestrator.definition.model import On, RetryPolicy, Step, Trigger, Workflow
+from orchestrator.definition.model import On, RetryPolicy, Schedule, Step, Trigger, Workflow
 from orchestrator.errors import ExpressionError, InvalidDefinition, Problem
+from orchestrator.schedule.arithmetic import Spec
 from orchestrator.settings import DEFAULT_STEP_TIMEOUT_S
 
 _DEFAULT_RETRY = RetryPolicy()
@@ -81,6 +82,20 @@ class TriggerPlan:
 
 
 @dataclass(frozen=True)
+class SchedulePlan:
+    """One schedule, checked: when it fires, and its ``inputs``, which may read ``schedule``
+    (name, workflow, fire_at, manual)."""
+
+    schedule: Schedule
+    spec: Spec
+    inputs: Template
+
+    @property
+    def name(self) -> str:
+        return self.schedule.name
+
+
+@dataclass(frozen=True)
 class Plan:
     workflow: Workflow
     order: tuple[str, ...]
@@ -91,6 +106,7 @@ class Plan:
     triggers: tuple[TriggerPlan, ...] = ()
     machine: MachinePlan | None = None
     compensations: Mapping[str, StepPlan] = field(default_factory=dict)  # by compensated step
+    schedules: tuple[SchedulePlan, ...] = ()
 
     def first_rows(self) -> dict[str, int]:
         """The step rows a new run starts with, and how many needs each waits for: every step of
@@ -204,6 +220,7 @@ def _build(
     check.check_children(workflow, known_workflows, report)
     outputs = _compile_outputs(workflow, declared_inputs, report)
     triggers = _compile_triggers(workflow, report)
+    schedules = _compile_schedules(workflow, report)
     machine = build_machine(workflow, declared_inputs, report) if machine_like else None
     compensations = _compile_compensations(workflow, declared_inputs, default_retry, report, modules, check_tasks)
     if report.has_errors:
@@ -220,6 +237,7 @@ def _build(
         triggers=triggers,
         machine=machine,
         compensations=compensations,
+        schedules=schedules,
     )
 
 
@@ -381,6 +399,32 @@ def _compile_triggers(workflow: Workflow, report: check.Report) -> tuple[Trigger
         inputs = compiled.get("inputs")
         if inputs is not None:
             found.append(TriggerPlan(index, on, compiled.get("if"), inputs))
+    return tuple(found)
+
+
+def _compile_schedules(workflow: Workflow, report: check.Report) -> tuple[SchedulePlan, ...]:
+    """Each schedule's spec and ``inputs`` (which may read only ``schedule``); constant inputs are
+    checked against the inputs schema now, so a schedule that could never start a run is refused."""
+    found: list[SchedulePlan] = []
+    seen: set[str] = set()
+    for index, schedule in enumerate(workflow.schedules):
+        spec = check.check_schedule(index, schedule, seen, report)
+        where, loc = f"schedule '{schedule.name}'", ("schedules", index, "inputs")
+        try:
+            inputs = compile_template(schedule.inputs)
+        except ExpressionError as exc:
+            report.error(f"{where}: inputs: {exc.message}", loc)
+            continue
+        wrong = sorted(inputs.refs.places - {"schedule"}) + (["steps"] if inputs.refs.steps else [])
+        wrong += (["inputs"] if inputs.refs.inputs else []) + (["item"] if inputs.refs.uses_item else [])
+        for name in wrong:
+            report.error(f"{where}: inputs: '{name}' is not defined here; a schedule's inputs read schedule", loc)
+        if inputs.is_constant and workflow.inputs is not None and not wrong:
+            problem = check.inputs_problem(workflow.inputs, schedule.inputs)
+            if problem is not None:
+                report.error(f"{where}: {problem}: the schedule could never start a run", loc)
+        if spec is not None:
+            found.append(SchedulePlan(schedule, spec, inputs))
     return tuple(found)
 
 

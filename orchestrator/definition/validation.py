@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import SchemaError
+from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 
+from orchestrator.definition.duration import parse_duration
 from orchestrator.definition.loader import Source
-from orchestrator.definition.model import Step, Trigger, Workflow, split_ref
+from orchestrator.definition.model import Schedule, Step, Trigger, Workflow, split_ref
 from orchestrator.errors import Problem, Severity
+from orchestrator.schedule.arithmetic import CATCHUPS, OVERLAPS, Spec, check_cron, time_zone
 
 _BUILTIN_EXCEPTIONS = {
     name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
@@ -89,6 +92,20 @@ def check_inputs_schema(workflow: Workflow, report: Report) -> set[str] | None:
         return None
     properties = schema.get("properties")
     return set(properties) if isinstance(properties, dict) else None
+
+
+def inputs_problem(schema: dict[str, Any], inputs: Any) -> str | None:
+    """The first thing the inputs schema refuses in constant ``inputs``, or None (also when the
+    schema itself is invalid: that is reported on its own)."""
+    try:
+        validator = validator_for(schema)(schema)
+        error = best_match(validator.iter_errors(inputs))
+    except SchemaError:
+        return None
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"inputs do not match the workflow's inputs schema{' at ' + where if where else ''}: {error.message}"
 
 
 def check_input_refs(names: Iterable[str], declared: set[str] | None, loc: tuple[Any, ...], report: Report) -> None:
@@ -248,6 +265,47 @@ def _import_failure(module_name: str, exc: Exception) -> str:
     if isinstance(exc, ModuleNotFoundError):
         return f"module '{module_name}' is not importable here"
     return f"importing '{module_name}' failed: {type(exc).__name__}: {exc}"
+
+
+def check_schedule(index: int, schedule: Schedule, seen: set[str], report: Report) -> Spec | None:
+    """One schedule's spec, or None after reporting each of its problems on its own line."""
+    where = f"schedule '{schedule.name}'"
+    loc: tuple[Any, ...] = ("schedules", index)
+    before = _errors(report)
+    if schedule.name in seen:
+        report.error(f"{where}: the name is used by another schedule of this workflow", (*loc, "name"))
+    seen.add(schedule.name)
+    if (schedule.cron is None) == (schedule.every is None):
+        given = "both" if schedule.cron is not None else "neither"
+        report.error(f"{where}: give exactly one of cron or every (it has {given})", loc)
+    every = None
+    if schedule.every is not None:
+        try:
+            every = parse_duration(schedule.every)
+        except ValueError as exc:
+            report.error(f"{where}: every: {exc}", (*loc, "every"))
+        if every is not None and every < 1:
+            report.error(
+                f"{where}: every is {schedule.every!r}; a schedule fires at most once a second", (*loc, "every")
+            )
+    for key, value, check in (("cron", schedule.cron, check_cron), ("timezone", schedule.timezone, time_zone)):
+        try:
+            if value is not None:
+                check(value)
+        except ValueError as exc:
+            report.error(f"{where}: {exc}", (*loc, key))
+    for key, value, allowed in (("catchup", schedule.catchup, CATCHUPS), ("overlap", schedule.overlap, OVERLAPS)):
+        if value not in allowed:
+            report.error(
+                f"{where}: unknown {key} '{value}'{hint(value, allowed)} (one of {', '.join(allowed)})", (*loc, key)
+            )
+    if _errors(report) > before:
+        return None
+    return Spec(schedule.cron, every, schedule.timezone)
+
+
+def _errors(report: Report) -> int:
+    return sum(1 for p in report.problems if p.severity is Severity.ERROR)
 
 
 def hint(word: str, candidates: Iterable[str]) -> str:

@@ -84,9 +84,7 @@ def start_subscribers(
                 (workflow, f"the chain is {chain_depth + 1} runs long; ORCHESTRATOR_MAX_CHAIN_DEPTH allows {limit}")
             )
             continue
-        key = f"on:{workflow}:{entry}:{upstream_key}"
-        if len(key) > 200:  # the key column's width: a long name or id is hashed, still one key per upstream
-            key = "on#" + hashlib.sha256(key.encode()).hexdigest()
+        key = bounded_key(f"on:{workflow}:{entry}:{upstream_key}", "on")
         if tx.run_for_key(key) is not None:
             done.already += 1  # this upstream already started it
             continue
@@ -99,22 +97,42 @@ def start_subscribers(
             done.skipped.append((workflow, "its if was false"))
             continue
         run_id = str(uuid.uuid4())
-        needs = plan.first_rows()
-        tx.insert_run(
-            run_id,
-            workflow,
-            version,
-            inputs,
-            key,
-            needs,
-            started_by={**origin, "entry": entry},
-            chain_depth=chain_depth + 1,
-        )
-        run = tx.lock_run(run_id)
-        assert run is not None
-        done.dispatches += runtime.advancer(tx, plan, run).start()
+        started_by = {**origin, "entry": entry}
+        done.dispatches += start_run(runtime, tx, plan, run_id, inputs, key, started_by, chain_depth + 1)
         done.started.append((workflow, run_id))
     return done
+
+
+def bounded_key(key: str, prefix: str) -> str:
+    """An idempotency key that fits its column: a long name or id is hashed, still one key each."""
+    return key if len(key) <= 200 else f"{prefix}#" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def start_run(
+    runtime: Runtime,
+    tx: Tx,
+    plan: Plan,
+    run_id: str,
+    inputs: dict[str, Any],
+    key: str | None,
+    started_by: dict[str, Any],
+    chain_depth: int,
+) -> list[Dispatch]:
+    """Create run ``run_id`` of ``plan`` in ``tx``, recording what started it, and start it: the
+    messages to send once ``tx`` commits."""
+    tx.insert_run(
+        run_id,
+        plan.workflow.name,
+        plan.version,
+        inputs,
+        key,
+        plan.first_rows(),
+        started_by=started_by,
+        chain_depth=chain_depth,
+    )
+    run = tx.lock_run(run_id)
+    assert run is not None
+    return runtime.advancer(tx, plan, run).start()
 
 
 def _inputs(trigger: TriggerPlan, context: dict[str, Any], plan: Plan) -> dict[str, Any] | None:

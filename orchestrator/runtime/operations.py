@@ -119,6 +119,18 @@ def activated(tx: Tx, plan: Plan) -> None:
     entries, its schedules) is now this version's, replacing the previous one's."""
     entries = [(t.index, *t.on.source) for t in plan.triggers]
     tx.subscribe(plan.workflow.name, plan.version, entries)
+    specs = [
+        {
+            "name": s.name,
+            "cron": s.spec.cron,
+            "every_s": s.spec.every_s,
+            "timezone": s.spec.timezone,
+            "catchup": s.schedule.catchup,
+            "overlap": s.schedule.overlap,
+        }
+        for s in plan.schedules
+    ]
+    tx.replace_schedules(plan.workflow.name, plan.version, specs, tx.store_time())
 
 
 def called_workflows(tx: Tx, workflow: Workflow) -> dict[str, Workflow]:

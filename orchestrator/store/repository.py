@@ -24,6 +24,7 @@ from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.leases import LeaseQueries
 from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
+from orchestrator.store.schedules import ScheduleQueries
 from orchestrator.store.sql import insert_if_absent
 from orchestrator.store.steps import StepQueries
 from orchestrator.store.versions import VersionQueries
@@ -42,10 +43,11 @@ class Tx(
     BreakerStateQueries,
     VersionQueries,
     CacheQueries,
+    ScheduleQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
-    signals, leases, dead letters, breaker state, recovery (reconciling, replaying) and registered
-    versions in their own modules."""
+    signals, leases, dead letters, breaker state, registered versions, the step cache, schedules
+    and recovery (reconciling, replaying) in their own modules."""
 
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection

@@ -311,3 +311,42 @@ cache_entries = sa.Table(
     sa.Column("last_hit_at", Time, nullable=True),
     sa.Index("ix_cache_entries_workflow_step", "workflow", "step"),
 )
+
+# The active version's schedules, one row each, replaced when another version becomes active. A
+# name that survives keeps its paused flag, its last fire and its pending tick; a changed spec
+# (cron, every or time zone) counts from its change (active_since), so it owes no catchup.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("workflow", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(64), sa.ForeignKey("definitions.version"), nullable=False),
+    sa.Column("cron", sa.String(200), nullable=True),
+    sa.Column("every_s", sa.Float, nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("catchup", sa.String(16), nullable=False),
+    sa.Column("overlap", sa.String(16), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("paused_by", sa.String(200), nullable=True),
+    sa.Column("active_since", Time, nullable=False),
+    sa.Column("last_fire_at", Time, nullable=True),  # the latest tick beat has dealt with
+    sa.Column("last_run_id", sa.String(36), nullable=True),  # the latest run it started (manual too)
+    sa.Column("pending_fire_at", Time, nullable=True),  # buffer_one: the tick waiting for the run before
+    sa.Column("warning", sa.Text, nullable=True),
+    sa.Column("warning_at", Time, nullable=True),
+)
+
+# One row per tick a schedule dealt with (and per manual trigger): the unique (schedule, fire
+# time) is what makes a second beat, a restart or a clock step start nothing twice.
+schedule_fires = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column("workflow", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("fire_at", Time, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # scheduled or manual
+    sa.Column("outcome", sa.String(16), nullable=False),  # started, skipped, buffered, invalid
+    sa.Column("run_id", sa.String(36), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("at", Time, nullable=False),
+)

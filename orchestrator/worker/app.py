@@ -35,6 +35,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.queue,
         "worker_hijack_root_logger": False,
         "imports": ["orchestrator.worker.tasks", *settings.task_module_list],
+        # Beat reads the workflows' schedules from the state store (no celerybeat-schedule file).
+        "beat_scheduler": "orchestrator.schedule.beat:StoreScheduler",
         "beat_schedule": {
             "orchestrator-reconcile": {
                 "task": "orchestrator.reconcile",

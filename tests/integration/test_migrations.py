@@ -26,6 +26,8 @@ TABLES = {
     "definitions",
     "events",
     "runs",
+    "schedule_fires",
+    "schedules",
     "signal_receipts",
     "signals",
     "step_runs",

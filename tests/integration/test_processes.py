@@ -69,7 +69,6 @@ def test_procfile_runs_for_real_with_honcho(cluster: Cluster, tmp_path: Path) ->
     env = {
         **cluster.env,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "ORCHESTRATOR_BEAT_SCHEDULE": str(tmp_path / "beat-schedule"),
     }
     log = (tmp_path / "honcho.log").open("wb")
     honcho = subprocess.Popen(
@@ -109,3 +108,5 @@ def test_procfile_runs_for_real_with_honcho(cluster: Cluster, tmp_path: Path) ->
             os.killpg(honcho.pid, signal.SIGKILL)
             honcho.wait(10)
     assert honcho.returncode is not None
+    # Beat's schedules live in the state store: no celerybeat-schedule file is written
+    assert not list(tmp_path.glob("celerybeat-schedule*"))
