@@ -114,6 +114,20 @@ def test_activation_replaces_the_schedules_and_keeps_a_surviving_name_paused(eng
     assert listed["report/weekly"]["paused"] is False and len(listed["report/weekly"]["next"]) == 3
 
 
+def test_activate_and_rollback_bring_back_that_version_s_schedules(engine: Engine) -> None:
+    from orchestrator.runtime import versions
+
+    register(engine, workflow(EVERY_10S))
+    register(engine, workflow('  - name: weekly\n    cron: "0 6 * * 1"\n'))
+    assert [s["name"] for s in schedules_view(engine.repo)] == ["report/weekly"]
+
+    versions.rollback(engine, "report", OPS)
+    assert [(s["name"], s["every_s"]) for s in schedules_view(engine.repo)] == [("report/often", 10)]
+    newest = versions.versions_view(engine.repo, "report")[0]["version"]
+    versions.activate(engine, "report", newest, OPS)
+    assert [s["name"] for s in schedules_view(engine.repo)] == ["report/weekly"]
+
+
 def test_a_paused_schedule_fires_nothing_and_owes_nothing_once_resumed(engine: Engine) -> None:
     register(engine, workflow(EVERY_10S.replace("overlap: allow", "catchup: all\n    overlap: allow")))
     assert pause(engine, "report/often", OPS) is True
