@@ -167,10 +167,38 @@ def check_schemas(step_id: str, step: Step, report: Report, modules: dict[str, A
                 validator_for(schema).check_schema(schema)
             except SchemaError as exc:
                 report.error(f"{key} is not a valid JSON Schema: {exc.message}", loc)
+                continue
+            for ref in unresolvable_refs(schema):
+                report.error(f"{key}: $ref '{ref}' cannot be resolved (only references inside the schema are)", loc)
         elif isinstance(schema, str) and import_ok:
             problem, fatal = model_problem(schema, modules)
             if problem is not None:
                 (report.error if fatal else report.warning)(f"{key} {problem}", loc)
+
+
+def unresolvable_refs(schema: dict[str, Any]) -> list[str]:
+    """The ``$ref`` values in ``schema`` that do not resolve inside it (nothing is fetched)."""
+    from referencing import Registry, Resource
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+    resolver = Registry().with_resource("", resource).resolver()
+    refs: list[str] = []
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable:
+                    refs.append(ref)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(set(refs))
 
 
 def model_problem(ref: str, modules: dict[str, Any]) -> tuple[str | None, bool]:

@@ -139,10 +139,11 @@ def called_workflows(tx: Tx, workflow: Workflow) -> dict[str, Workflow]:
     frontier = [workflow]
     while frontier:
         for step in frontier.pop().nodes.values():
-            name = split_ref(step.workflow)[0] if step.workflow else None
+            name, pinned = split_ref(step.workflow) if step.workflow else (None, None)
             if name is None or name in found:
                 continue
-            version = tx.active_version(name)
+            matches = tx.versions_like(name, pinned.lower()) if pinned else []
+            version = matches[0] if len(matches) == 1 else None if pinned else tx.active_version(name)
             snapshot = tx.definition(version) if version else None
             if snapshot is not None:
                 found[name] = Workflow.model_validate(snapshot)

@@ -50,6 +50,7 @@ def reconcile(engine: Engine) -> Reconciled:
     engine.send(done.dispatches)
     with engine.repo.transaction() as tx:
         tx.prune_workers(DEFAULT_WORKER_FORGET_S)
+        tx.purge_expired_cache(now())  # expired entries are never read again
     return done
 
 

@@ -138,7 +138,7 @@ def _accepted_output(step: Step, output: Any) -> Any:
     if isinstance(schema, str):
         try:
             typed.resolve_model(schema, "output_schema")
-        except ValidationError as exc:
+        except typed.ModelNotImportable as exc:
             log.warning("--output not checked against %s: %s", schema, exc.message)
             return output
     try:

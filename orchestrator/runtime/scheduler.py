@@ -525,10 +525,10 @@ class Advancer:
         if broken is not None:
             self.record_compensation(False, undone, broken)
             return False
-        todo = [
+        todo = [  # a cached step did nothing in this run: there is nothing of this run's to undo
             r
             for s, r in rows.items()
-            if s in self.plan.compensations and r.status is StepStatus.SUCCEEDED and s not in undone
+            if s in self.plan.compensations and r.status is StepStatus.SUCCEEDED and s not in undone and not r.cached
         ]
         if not todo:
             if undone:

@@ -21,6 +21,8 @@ import pydantic
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from orchestrator.errors import ValidationError
 
@@ -33,7 +35,12 @@ def check(schema: dict[str, Any] | str, data: Any, rule: str) -> Any:
     """``data`` as ``schema`` accepts it (a model's JSON form for a model), or ValidationError."""
     if isinstance(schema, dict):
         validator = _validator(json.dumps(schema, sort_keys=True))
-        error = best_match(validator.iter_errors(data))
+        try:
+            error = best_match(validator.iter_errors(data))
+        except Unresolvable as exc:
+            raise ValidationError(f"{rule}: the schema's $ref cannot be resolved: {_short(str(exc))}") from None
+        except RecursionError:
+            raise ValidationError(f"{rule}: the data is nested too deeply to check") from None
         if error is not None:
             where = json_path(error.absolute_path)
             raise ValidationError(f"{rule} at {where}: {_short(error.message)} (got {excerpt(error.instance)})")
@@ -43,33 +50,43 @@ def check(schema: dict[str, Any] | str, data: Any, rule: str) -> Any:
         return model.model_validate(data).model_dump(mode="json")
     except pydantic.ValidationError as exc:
         raise ValidationError(f"{rule} ({schema}) {_first(exc)}") from None
+    except RecursionError:
+        raise ValidationError(f"{rule} ({schema}): the data is nested too deeply to check") from None
 
 
 @functools.lru_cache(maxsize=512)
 def _validator(schema_text: str) -> Any:
+    """A validator that resolves only references inside the schema: no $ref reaches the network."""
     schema = json.loads(schema_text)
-    return validator_for(schema, default=Draft202012Validator)(schema)
+    return validator_for(schema, default=Draft202012Validator)(schema, registry=Registry())
 
 
-@functools.lru_cache(maxsize=512)
-def _model(ref: str) -> type[pydantic.BaseModel] | str:
+_MODELS: dict[str, type[pydantic.BaseModel]] = {}
+
+
+def resolve_model(ref: str, rule: str) -> type[pydantic.BaseModel]:
+    """``module:Model``, imported once it imports (a failure is not remembered: the next attempt,
+    after a deploy, may find it)."""
+    found = _MODELS.get(ref)
+    if found is not None:
+        return found
     module_name, _, attr = ref.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:  # a user's module may fail in any way; the step says how
-        return f"cannot import '{module_name}': {type(exc).__name__}: {exc}"
+        raise ModelNotImportable(f"{rule}: cannot import '{module_name}': {type(exc).__name__}: {exc}") from None
     for part in attr.split("."):
         target = getattr(target, part, None)
     if not (isinstance(target, type) and issubclass(target, pydantic.BaseModel)):
-        return f"'{ref}' is not a pydantic model"
+        raise ValidationError(f"{rule}: '{ref}' is not a pydantic model")
+    _MODELS[ref] = target
     return target
 
 
-def resolve_model(ref: str, rule: str) -> type[pydantic.BaseModel]:
-    found = _model(ref)
-    if isinstance(found, str):
-        raise ValidationError(f"{rule}: {found}")
-    return found
+class ModelNotImportable(ValidationError):
+    """The schema's model cannot be imported on this worker (retried: a deploy may bring it)."""
+
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -146,12 +163,24 @@ def _signature_of(function: Callable[..., Any]) -> Signature:
         hint = hints.get(name, inspect.Parameter.empty)
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or not _checked(hint):
             continue
-        adapters[name], names[name] = pydantic.TypeAdapter(hint), _name(hint)
+        adapter = _adapter(function, name, hint)
+        if adapter is not None:
+            adapters[name], names[name] = adapter, _name(hint)
     returns = hints.get("return", Any)
-    checked_return = pydantic.TypeAdapter(returns) if _checked(returns) else None
+    checked_return = _adapter(function, "return", returns) if _checked(returns) else None
     if checked_return is not None:
         names["return"] = _name(returns)
     return Signature(adapters, checked_return, names)
+
+
+def _adapter(function: Callable[..., Any], name: str, hint: Any) -> pydantic.TypeAdapter[Any] | None:
+    """An adapter for one annotation; None (not checked, logged) for a type pydantic cannot check,
+    such as a client class or an iterator: the function runs as it did before annotations were checked."""
+    try:
+        return pydantic.TypeAdapter(hint)
+    except Exception as exc:  # PydanticSchemaGenerationError, and whatever a user's type raises
+        log.warning("%s of %r is not checked: %s", name, function, str(exc).splitlines()[0] if str(exc) else exc)
+        return None
 
 
 def to_data(value: Any) -> Any:
@@ -201,4 +230,13 @@ def _name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-__all__ = ["Signature", "check", "excerpt", "json_path", "resolve_model", "signature_of", "to_data"]
+__all__ = [
+    "ModelNotImportable",
+    "Signature",
+    "check",
+    "excerpt",
+    "json_path",
+    "resolve_model",
+    "signature_of",
+    "to_data",
+]

@@ -63,20 +63,23 @@ class CacheQueries:
         row = self.c.execute(sa.select(t.cache_entries).where(_c.key == key, _live(at))).first()
         return None if row is None else CacheEntry.from_row(row)
 
-    def keep_in_cache(self, values: dict[str, Any]) -> None:
+    def keep_in_cache(self, values: dict[str, Any], replace: bool = False) -> None:
         """Keep a success under its key: a live entry already there stays (two workers that missed
-        at once both succeeded: the first one's stays), an expired one is replaced."""
+        at once both succeeded: the first one's stays) unless ``replace``; an expired one is replaced."""
         dialect = postgresql if self.dialect == "postgresql" else sqlite
         insert = dialect.insert(t.cache_entries).values(**values)
-        replace = {k: insert.excluded[k] for k in values if k != "key"} | {"hits": 0, "last_hit_at": None}
+        new = {k: insert.excluded[k] for k in values if k != "key"} | {"hits": 0, "last_hit_at": None}
         at = values["created_at"]
+        expired = sa.and_(_c.expires_at.is_not(None), _c.expires_at <= at)
         self.c.execute(
-            insert.on_conflict_do_update(
-                index_elements=[_c.key],
-                set_=replace,
-                where=sa.and_(_c.expires_at.is_not(None), _c.expires_at <= at),
-            )
+            insert.on_conflict_do_update(index_elements=[_c.key], set_=new, where=None if replace else expired)
         )
+
+    def purge_expired_cache(self, at: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` entries that expired before ``at``; how many went."""
+        doomed = sa.select(_c.key).where(_c.expires_at.is_not(None), _c.expires_at <= at).limit(limit)
+        gone = self.c.execute(t.cache_entries.delete().where(_c.key.in_(doomed)).returning(_c.key)).fetchall()
+        return len(gone)
 
     def cache_hit(self, key: str, at: datetime) -> None:
         self.c.execute(t.cache_entries.update().where(_c.key == key).values(hits=_c.hits + 1, last_hit_at=at))

@@ -38,6 +38,7 @@ _FRESH: dict[str, Any] = {
     "wait_event": None,
     "wait_key": None,
     "wake": None,
+    "cached": None,
     "not_before": None,
     "queued_at": None,
     "started_at": None,

@@ -28,10 +28,13 @@ class VersionQueries:
     dialect: str
 
     def lock_workflow(self, name: str) -> None:
-        """Serialise, until this transaction ends, everything that changes ``name``'s active version
-        (SQLite: every transaction holds the database write lock already)."""
+        """Serialise, until this transaction ends, everything that changes an active version (SQLite:
+        every transaction holds the database write lock already). One lock for every workflow, not
+        one per name: whether a version may become active depends on the active versions of the
+        workflows it calls, so two workflows calling each other must not be activated at once.
+        Activations are rare; the lock costs them nothing that matters."""
         if self.dialect == "postgresql":
-            self.c.execute(_LOCK, {"name": f"orchestrator.workflow\x1f{name}"})
+            self.c.execute(_LOCK, {"name": "orchestrator.activations"})
 
     def register(self, name: str, version: str, by: str | None = None) -> bool:
         """Register ``version`` under ``name``; False when it already was."""

@@ -154,3 +154,36 @@ def wait_for_a_lock_waiter(repo: Repository, timeout: float = 30) -> None:
             assert time.monotonic() < deadline, "the second activation did not wait for the first"
             time.sleep(0.05)
             connection.rollback()
+
+
+def test_two_workflows_calling_each_other_cannot_be_activated_at_the_same_time(database_url: str) -> None:
+    # Given beta being registered (it calls alpha) while alpha is registered (it calls beta) at once
+    repo = Repository.from_url(database_url)
+    engine = Engine.create(repo, Recorder(), renew_leases=False)
+    alpha = build_plan(load_text("name: alpha\nsteps:\n  b: {workflow: beta}\n").workflow, check_tasks=False)
+    beta = build_plan(load_text("name: beta\nsteps:\n  a: {workflow: alpha}\n").workflow, check_tasks=False)
+    errors: list[BaseException] = []
+
+    def register_alpha() -> None:
+        try:
+            versions.register(engine, alpha, Who("second"))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    second = threading.Thread(target=register_alpha)
+    with repo.transaction() as tx:
+        tx.lock_workflow("beta")
+        second.start()
+        wait_for_a_lock_waiter(repo)  # one lock for every activation: alpha waits for beta
+        tx.save_definition(beta.version, "beta", beta.workflow.snapshot())
+        tx.register("beta", beta.version, "first")
+        tx.activate("beta", beta.version, "register", "first", None)
+        activated(tx, beta)
+    second.join(60)
+
+    # Then alpha, checked once beta is active, is refused: a workflow cannot call itself through others
+    assert not second.is_alive() and len(errors) == 1
+    assert "call" in str(errors[0]) and type(errors[0]).__name__ == "InvalidDefinition"
+    with repo.transaction() as tx:
+        assert tx.active_version("alpha") is None
+    repo.engine.dispose()

@@ -201,3 +201,72 @@ def test_a_cache_that_cannot_be_read_defers_the_step_without_calling_it(
     assert (view["steps"]["price"]["status"], view["steps"]["price"]["attempts"]) == ("queued", 0)
     deferred = [e for e in history_view(real.repo, run_id) if e["kind"] == "step.deferred"]
     assert deferred and "the cache cannot be read" in deferred[0]["detail"]["why"]
+
+
+def test_a_cached_step_is_not_compensated_for_another_run_s_work(real: Engine) -> None:
+    text = """
+name: saga
+steps:
+  charge:
+    task: tests.unit.typed_steps:charge
+    with: {amount: 5}
+    cache: {}
+    compensate: {task: tests.unit.typed_steps:refund, with: {charge_id: "${{ output.charge_id }}"}}
+  ship:
+    needs: charge
+    task: tests.unit.typed_steps:boom
+    retry: {max_attempts: 1}
+"""
+    first = run_view(real.repo, submit(real, text, {}))
+    second = run_view(real.repo, submit(real, text, {}))
+
+    assert typed_steps.CALLS == ["charge:5", "boom", "refund:ch-1", "boom"]  # run 2 refunds nothing of run 1's
+    assert (first["status"], first["compensated"]) == ("failed", True)
+    assert second["status"] == "failed" and second["steps"]["charge"]["cached"] is True
+    assert "compensate:charge" not in second["steps"]
+
+
+def test_the_cache_keeps_what_the_function_returned_and_a_stricter_check_calls_it_again(real: Engine) -> None:
+    def workflow(name: str, schema: str) -> str:
+        return (
+            f"name: {name}\nsteps:\n  p:\n    task: tests.unit.typed_steps:product\n    with: {{id: X}}\n"
+            f"    cache: {{}}\n{schema}outputs: {{p: '${{{{ steps.p.output }}}}'}}\n"
+        )
+
+    slim = run_view(real.repo, submit(real, workflow("slim", "    output_schema: tests.unit.typed_steps:Slim\n"), {}))
+    full = run_view(real.repo, submit(real, workflow("full", ""), {}))
+    assert slim["outputs"] == {"p": {"id": "X"}}  # this step's schema shapes its own output
+    assert full["outputs"] == {"p": {"id": "X", "price": 3.5, "extra": "kept"}}  # the cache kept all of it
+    assert full["steps"]["p"]["cached"] is True and typed_steps.CALLS == ["product:X"]
+
+    strict = "    assert: ['${{ output.price > 5 }}']\n"
+    refused = run_view(real.repo, submit(real, workflow("strict", strict), {}))
+    assert refused["status"] == "failed"  # the function ran again and its fresh value fails too
+    assert typed_steps.CALLS == ["product:X", "product:X"]
+    assert "cached" not in refused["steps"]["p"]
+
+
+def test_expired_entries_are_purged_by_the_reconciler(real: Engine) -> None:
+    from orchestrator.runtime.reconciler import reconcile
+
+    submit(real, PRICED.replace("cache: {}", "cache: {ttl: 1h}"), {"order_id": "P", "amount": 1})
+    submit(real, PRICED, {"order_id": "Q", "amount": 1})
+    with real.repo.transaction() as tx:
+        tx.c.execute(
+            sa.update(t.cache_entries).where(t.cache_entries.c.expires_at.is_not(None)).values(expires_at=now())
+        )
+    reconcile(real)
+    assert [e["expires_at"] for e in cached_entries(real.repo, None, None, 10)] == [None]
+
+
+def test_a_retried_step_that_runs_again_is_no_longer_marked_cached(real: Engine) -> None:
+    from orchestrator.runtime import repair
+
+    submit(real, PRICED, {"order_id": "Z", "amount": 1})
+    again = submit(real, PRICED, {"order_id": "Z", "amount": 1})
+    assert run_view(real.repo, again)["steps"]["price"]["cached"] is True
+    clear_cache(real.repo, None, None, Who("ops"))  # the entry goes: the retried step calls the function
+    real.send(repair.retry(real, again, Who("ops"), from_step="price").dispatches)
+    drive(real)
+    price = run_view(real.repo, again)["steps"]["price"]
+    assert ("cached" in price, price["attempts"]) == (False, 1)

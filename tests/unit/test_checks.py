@@ -199,3 +199,45 @@ steps:
 def test_checks_and_cache_in_the_wrong_place_are_refused(step: str, error: str) -> None:
     with pytest.raises(InvalidDefinition, match=error.replace("(", r"\(").replace("[", r"\[")):
         load_text(f"name: wrong\nsteps:\n  s:\n    {step}\n")
+
+
+def test_annotations_pydantic_cannot_check_are_left_unchecked(real: Engine) -> None:
+    view = run(real, one_step("task: tests.unit.typed_steps:with_client\nwith: {x: 2}"))
+
+    assert (view["status"], view["steps"]["s"]["output"]) == ("succeeded", [2, 2])
+    assert typed_steps.CALLS == ["with_client:2"]
+
+
+def test_a_schema_whose_ref_cannot_resolve_is_refused_at_validate_and_never_fetched(
+    real: Engine, write: Callable[[str, str], Path]
+) -> None:
+    remote = "{type: object, properties: {a: {$ref: 'https://example.invalid/a.json'}, b: {$ref: '#/$defs/b'}}}"
+    path = write(
+        f"name: refs\nsteps:\n  s:\n    task: tests.unit.typed_steps:total\n    input_schema: {remote}\n", "r.yaml"
+    )
+    with pytest.raises(InvalidDefinition) as caught:
+        plan_file(str(path))
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:5: step 's': input_schema: $ref '#/$defs/b' cannot be resolved (only references inside the "
+        "schema are)",
+        f"{path}:5: step 's': input_schema: $ref 'https://example.invalid/a.json' cannot be resolved (only references "
+        "inside the schema are)",
+    ]
+
+    from orchestrator.runtime import typed
+
+    with pytest.raises(Exception) as raised:
+        typed.check({"properties": {"a": {"$ref": "https://example.invalid/a.json"}}}, {"a": 1}, "input_schema")
+    assert type(raised.value).__name__ == "ValidationError"
+    assert "the schema's $ref cannot be resolved" in str(raised.value)
+
+
+def test_data_nested_deeper_than_python_can_check_is_a_validation_error() -> None:
+    from orchestrator.errors import ValidationError
+    from orchestrator.runtime import typed
+
+    nested: list[Any] = []
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(ValidationError, match="nested too deeply"):
+        typed.check({"type": "array", "items": {"$ref": "#"}}, nested, "input_schema")

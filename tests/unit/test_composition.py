@@ -176,7 +176,7 @@ def test_nesting_deeper_than_the_limit_fails_the_step_with_a_clear_error(
     [
         ("nothing", {}, "ChildRunRefused: no workflow named 'nothing' is registered"),
         ("leaf", {"n": "two"}, "ChildRunRefused: the child's inputs: inputs.n: 'two' is not of type 'integer'"),
-        ("leaf@0000", {"n": 1}, "ChildRunRefused: workflow leaf has no version 0000"),
+        ("leaf@0000", {"n": 1}, "ChildRunRefused: workflow leaf has no version '0000'"),
     ],
 )
 def test_a_child_that_cannot_start_fails_its_step_once_and_is_dead_lettered(

@@ -207,3 +207,26 @@ def test_chains_follow_the_active_version(engine: Engine) -> None:
         chained = tx.runs(None, "down", 10)
     assert [r.version for r in chained] == [first.version]
     assert chained[0].started_by["after"]["run_id"] == upstream
+
+
+def test_a_sub_workflow_step_may_pin_a_version_by_a_prefix_of_its_hash(engine: Engine) -> None:
+    child = plan_of("name: kid\nsteps:\n  a: {task: m:a, with: {v: 1}}\noutputs: {v: '${{ steps.a.output.v }}'}\n")
+    versions.register(engine, child, Who("ops"))
+    versions.register(engine, plan_of("name: kid\nsteps:\n  a: {task: m:a, with: {v: 2}}\n"), Who("ops"))
+    parent = plan_of(
+        f"name: parent\nsteps:\n  k: {{workflow: 'kid@{child.version[:6]}'}}\n"
+        "outputs: {k: '${{ steps.k.output }}'}\n"
+    )
+    versions.register(engine, parent, Who("ops"))
+
+    run_id = operations.submit(engine, parent, {}).run_id
+    drive(engine)
+    view = run_view(engine.repo, run_id)
+    assert (view["status"], view["outputs"]) == ("succeeded", {"k": {"v": 1}})  # the pinned v1, not the active v2
+
+    wrong = plan_of("name: parent2\nsteps:\n  k: {workflow: 'kid@zzzz'}\n")
+    run_id = operations.submit(engine, wrong, {}).run_id
+    drive(engine)
+    assert run_view(engine.repo, run_id)["error"] == (
+        "k: ChildRunRefused: workflow kid has no version 'zzzz' (orchestrator workflows versions kid)"
+    )

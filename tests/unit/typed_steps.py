@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -41,3 +42,41 @@ def untyped(**inputs):  # type: ignore[no-untyped-def]
 
 
 NOT_A_MODEL = 42
+
+
+class Client:
+    """A type pydantic cannot build a schema for: the parameter is not checked."""
+
+
+def with_client(x: int, client: Client | None = None) -> Iterator[int]:
+    CALLS.append(f"with_client:{x}")
+    return [x, x]  # type: ignore[return-value]
+
+
+class Slim(BaseModel):
+    id: str
+
+
+class Priced(BaseModel):
+    id: str
+    price: float
+
+
+def product(id: str) -> dict[str, Any]:
+    CALLS.append(f"product:{id}")
+    return {"id": id, "price": 3.5, "extra": "kept"}
+
+
+def charge(amount: float) -> dict[str, Any]:
+    CALLS.append(f"charge:{amount}")
+    return {"charge_id": f"ch-{len([c for c in CALLS if c.startswith('charge:')])}"}
+
+
+def refund(charge_id: str) -> str:
+    CALLS.append(f"refund:{charge_id}")
+    return charge_id
+
+
+def boom() -> None:
+    CALLS.append("boom")
+    raise RuntimeError("boom")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.definition import Plan, StepPlan
 from orchestrator.definition.model import split_ref
-from orchestrator.errors import ChildRunFailed, ChildRunRefused, InputsError, NotFound
+from orchestrator.errors import ChildRunFailed, ChildRunRefused, InputsError, NotFound, UsageError
 from orchestrator.runtime.kinds import StepKind
 from orchestrator.settings import get_settings
 from orchestrator.status import RunStatus
@@ -69,15 +69,24 @@ class WorkflowKind(StepKind):
         from orchestrator.runtime.operations import check_inputs
 
         assert step.step.workflow is not None and advancer.runtime is not None
-        name, version = split_ref(step.step.workflow)
+        name, _ = split_ref(step.step.workflow)
         depth, limit = advancer.run.depth + 1, get_settings().max_depth
         if depth > limit:
             raise ChildRunRefused(
                 f"workflow {name} would be nested {depth} levels deep; ORCHESTRATOR_MAX_DEPTH allows {limit}"
             )
-        found = version or advancer.tx.active_version(name)
-        if found is None:
-            raise ChildRunRefused(f"no workflow named '{name}' is registered (orchestrator workflows register FILE)")
+        from orchestrator.runtime.versions import resolve_target
+
+        try:  # the active version, or the pinned one (a unique prefix of its hash will do)
+            found = resolve_target(advancer.tx, step.step.workflow)
+        except NotFound as exc:
+            if advancer.tx.registrations(name):
+                raise ChildRunRefused(exc.message) from None
+            raise ChildRunRefused(
+                f"no workflow named '{name}' is registered (orchestrator workflows register FILE)"
+            ) from None
+        except UsageError as exc:
+            raise ChildRunRefused(exc.message) from None
         try:
             plan: Plan = advancer.runtime.plans.get(advancer.tx, found)
         except NotFound:

@@ -69,6 +69,8 @@ class Call:
     load_context: Callable[[], dict[str, Any]] | None = None  # run inputs and upstream outputs
     cached: CacheHit | None = None  # set by the cache on a hit: no function was called
     cache_key: str | None = None  # set by the cache on a miss: where a success is kept
+    cache_value: Any = None  # on a miss, the function's own output (as JSON): what is kept, before any check
+    refresh_cache: bool = False  # a cached value the checks refused: call the function, replace the entry
     _context: dict[str, Any] | None = field(default=None, repr=False)
 
     @property

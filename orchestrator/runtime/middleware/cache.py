@@ -20,8 +20,9 @@ from typing import Any, ClassVar
 
 from orchestrator.errors import EvaluationError, StateStoreError
 from orchestrator.runtime.middleware import CacheHit, Call, Defer, Middleware
+from orchestrator.runtime.typed import to_data
 from orchestrator.settings import DEFAULT_CACHE_UNAVAILABLE_WAIT_S
-from orchestrator.store import Repository, Tx, now
+from orchestrator.store import Repository, Tx, now, storable
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,22 @@ class CacheMiddleware(Middleware):
             return call_next()
         try:
             key = cache_key(call)
-            with self.repo.transaction() as tx:
-                entry = tx.cache_entry(key, now())
+            entry = None
+            if not call.refresh_cache:
+                with self.repo.transaction() as tx:
+                    entry = tx.cache_entry(key, now())
         except StateStoreError as exc:  # no call made yet: come back shortly, spending no attempt
             retry_at = now() + timedelta(seconds=DEFAULT_CACHE_UNAVAILABLE_WAIT_S)
             raise Defer(f"the cache cannot be read ({exc.message}); no call was made", retry_at) from None
         if entry is not None:
             call.cached = CacheHit(key, entry.run_id)
             return entry.output
-        call.cache_key = key
-        return call_next()
+        result = call_next()
+        try:  # kept as the function returned it: checks of this step may convert what it stores
+            call.cache_key, call.cache_value = key, storable(to_data(result))
+        except ValueError:  # not JSON: the step fails on it, and nothing is kept
+            call.cache_key = None
+        return result
 
     def after_succeeded(self, tx: Tx, call: Call, output: Any) -> None:
         at = now()
@@ -62,12 +69,13 @@ class CacheMiddleware(Middleware):
                 "workflow": call.plan.workflow.name,
                 "step": call.row.step,
                 "task": call.step.task,
-                "output": output,
+                "output": call.cache_value,
                 "run_id": call.row.run_id,
                 "step_run_id": call.row.id,
                 "created_at": at,
                 "expires_at": None if ttl is None else at + timedelta(seconds=ttl),
-            }
+            },
+            replace=call.refresh_cache,
         )
 
 
@@ -80,7 +88,7 @@ def cache_key(call: Call) -> str:
             given = template.render(call.context())
         except EvaluationError as exc:
             raise EvaluationError(f"cache.key: {exc.message}") from None
-        parts: list[Any] = ["key", call.plan.workflow.name, call.row.step, given]
+        parts: list[Any] = ["key", call.plan.workflow.name, call.row.step, call.step.task, given]
     else:
         parts = ["default", call.step.task, call.row.inputs or {}, source_hash(call.function)]
     try:
@@ -108,5 +116,12 @@ def _source_hash(function: Callable[..., Any]) -> str:
         text = inspect.getsource(target)
     except (OSError, TypeError):
         code = getattr(target, "__code__", None)
-        text = repr((code.co_code, code.co_consts)) if code is not None else getattr(target, "__qualname__", "")
+        if code is not None:
+            text = repr((code.co_code, code.co_consts))
+        else:  # a partial or a callable object: its class and what it wraps, never its address
+            inner = getattr(target, "func", None)
+            named = target if inner is None else inner
+            text = f"{type(target).__module__}.{type(target).__qualname__}:{getattr(named, '__qualname__', '')}"
+            if inner is not None:
+                text += _source_hash(inner)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
