@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.runtime.views import run_view
 from tests.conftest import ROOT, Cluster
 from tests.conftest import write_workflow as write
 from tests.integration.wait_steps import lines
@@ -149,7 +150,10 @@ steps:
 
     # Given a 3-second timer, and every worker gone before it is due
     run_id = cluster.start(timer)
-    until(cluster, run_id, "cool", "waiting")
+    deadline = time.monotonic() + 30
+    while run_view(cluster.repo, run_id)["steps"]["cool"]["status"] != "waiting":  # in-process: no CLI start-up
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     cluster.kill(worker)
     time.sleep(4.5)
     # Then nothing fired it while nobody was there
@@ -236,7 +240,7 @@ def test_pause_holds_every_new_step_until_resume(cluster: Cluster, tmp_path: Pat
         f"""
 name: pausable
 steps:
-  first: {{task: "{W}:mark", with: {{path: "{ledger}", name: first, seconds: 2}}}}
+  first: {{task: "{W}:mark", with: {{path: "{ledger}", name: first, seconds: 4}}}}
   second: {{task: "{W}:mark", with: {{path: "{ledger}", name: second}}}}
   fan:
     needs: [first, second]
