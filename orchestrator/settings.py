@@ -48,6 +48,10 @@ DEFAULT_WAIT_SWEEP_LIMIT = 500
 DEFAULT_MAX_DEPTH = 10
 DEFAULT_MAX_CHAIN_DEPTH = 10
 DEFAULT_MAX_TRANSITIONS = 100
+DEFAULT_SERVE_HOST = "127.0.0.1"
+DEFAULT_SERVE_PORT = 8080
+DEFAULT_METRICS_CACHE_S = 2.0  # a scrape within this of the last one gets the same figures
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})  # where `serve` may bind with no API token configured
 
 
 class Settings(BaseSettings):
@@ -71,6 +75,7 @@ class Settings(BaseSettings):
     artifact_root: str = ""  # where gate artifacts are looked up; empty: the working directory
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     max_payload: str = str(DEFAULT_MAX_PAYLOAD_BYTES)
+    api_tokens: str = ""  # name:role:token,... for `orchestrator serve`
 
     @property
     def signal_ttl_s(self) -> float:
