@@ -188,3 +188,27 @@ def expected(runs: list[SeededRun], since: datetime) -> dict[str, dict[str, Any]
             "ends": {s: statistics.median(r.steps[s][-1].finished for r in good) for s in good[0].steps},
         }
     return found
+
+
+def check_report(report: dict[str, Any], runs: list[SeededRun], since: datetime) -> None:
+    """The report's figures are the reference's, to the millisecond (rates to 0.01 %)."""
+    want = expected(runs, since)
+    got = {wf["workflow"]: wf for wf in report["workflows"]}
+    assert set(got) == set(want)
+    for name, wf in want.items():
+        mine = got[name]
+        assert mine["runs"] == wf["runs"] and mine["succeeded"] == wf["succeeded"], name
+        assert mine["success_rate"] == round(wf["success_rate"], 4), name
+        for key in ("duration_p50_s", "duration_p95_s"):
+            assert mine[key] == round(wf[key], 3), (name, key)
+        steps = {s["step"]: s for s in mine["steps"]}
+        assert set(steps) == set(wf["steps"]), name
+        for step, figures in wf["steps"].items():
+            for key, value in figures.items():
+                digits = 4 if key in ("failure_rate", "retries_per_run") else 3
+                assert steps[step][key] == (value if isinstance(value, int) else round(value, digits)), (name, step, key)
+        path = mine["critical_path"]
+        assert {s["step"]: s["end_s"] for s in path["steps"]}.items() <= {
+            s: round(v, 3) for s, v in wf["ends"].items()
+        }.items()
+        assert path["duration_s"] == round(max(wf["ends"].values()), 3)

@@ -19,7 +19,7 @@ td:first-child,th:first-child{text-align:left}.muted{color:#656d76;font-size:.85
 .charts{display:flex;flex-wrap:wrap;gap:2rem}svg text{font-size:11px;fill:#1f2328}
 """
 _COLOURS = ("#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e", "#116329", "#953800")
-_WIDTH, _HEIGHT, _PAD = 460, 220, 40
+_WIDTH, _HEIGHT, _PAD = 460, 220, 60
 
 
 def to_html(report: dict[str, Any]) -> str:
@@ -122,7 +122,8 @@ def _timeline_chart(points: list[dict[str, Any]]) -> str:
     body = [
         f"<line x1='{_PAD}' y1='{_HEIGHT - _PAD}' x2='{_WIDTH - _PAD}' y2='{_HEIGHT - _PAD}' stroke='#8c959f'/>",
         f"<line x1='{_PAD}' y1='{_PAD}' x2='{_PAD}' y2='{_HEIGHT - _PAD}' stroke='#8c959f'/>",
-        f"<text x='2' y='{_PAD}'>{escape(shown(top, 's'))}</text><text x='2' y='{_HEIGHT - _PAD}'>0s</text>",
+        f"<text x='{_PAD - 4}' y='{_PAD + 4}' text-anchor='end'>{escape(shown(top, 's'))}</text>"
+        f"<text x='{_PAD - 4}' y='{_HEIGHT - _PAD}' text-anchor='end'>0s</text>",
     ]
     for key, colour in (("p50_s", _COLOURS[0]), ("p95_s", _COLOURS[1])):
         line = " ".join(f"{x(i):.1f},{y(p[key]):.1f}" for i, p in enumerate(points))
@@ -133,8 +134,9 @@ def _timeline_chart(points: list[dict[str, Any]]) -> str:
             body.append(
                 f"<text x='{x(i):.1f}' y='{_HEIGHT - _PAD + 16}' text-anchor='middle'>{escape(p['bucket'])}</text>"
             )
-    body.append(f"<text x='{_WIDTH - _PAD}' y='14' text-anchor='end' fill='{_COLOURS[0]}'>p50</text>")
-    body.append(f"<text x='{_WIDTH - _PAD}' y='28' text-anchor='end' fill='{_COLOURS[1]}'>p95</text>")
+    for i, (key, colour) in enumerate((("p50", _COLOURS[0]), ("p95", _COLOURS[1]))):
+        body.append(f"<rect x='{_PAD + 10 + 50 * i}' y='8' width='10' height='10' fill='{colour}'/>")
+        body.append(f"<text x='{_PAD + 24 + 50 * i}' y='17'>{key}</text>")
     return _svg("".join(body))
 
 
@@ -162,7 +164,8 @@ def _path_chart(path: dict[str, Any] | None) -> str:
         width = usable * s["share"]
         colour = _COLOURS[i % len(_COLOURS)]
         body.append(f"<rect x='{left:.1f}' y='10' width='{max(width, 1):.1f}' height='30' fill='{colour}'/>")
-        label = f"{escape(s['step'])} {escape(shown(s['share'], '%'))}"
-        body.append(f"<text x='{left + 2:.1f}' y='{58 + 14 * (i % 3)}'>{label}</text>")
+        body.append(f"<rect x='10' y='{52 + 18 * i}' width='10' height='10' fill='{colour}'/>")
+        label = f"{escape(s['step'])}: {escape(shown(s['share'], '%'))} ({escape(shown(s['segment_s'], 's'))})"
+        body.append(f"<text x='26' y='{61 + 18 * i}'>{label}</text>")
         left += width
-    return _svg("".join(body), 110)
+    return _svg("".join(body), 60 + 18 * len(path["steps"]))
