@@ -206,7 +206,8 @@ def check_report(report: dict[str, Any], runs: list[SeededRun], since: datetime)
         for step, figures in wf["steps"].items():
             for key, value in figures.items():
                 digits = 4 if key in ("failure_rate", "retries_per_run") else 3
-                assert steps[step][key] == (value if isinstance(value, int) else round(value, digits)), (name, step, key)
+                want = value if isinstance(value, int) else round(value, digits)
+                assert steps[step][key] == want, (name, step, key)
         path = mine["critical_path"]
         assert {s["step"]: s["end_s"] for s in path["steps"]}.items() <= {
             s: round(v, 3) for s, v in wf["ends"].items()

@@ -50,9 +50,8 @@ class StoreCollector(Collector):
     def _read(self) -> list[Metric]:
         with self.repo.transaction() as tx:
             runs = tx.runs_by_status()
-            steps = tx.step_counts()
+            steps = tx.step_rows(QUEUE_BUCKETS)
             durations = tx.attempt_histogram(STEP_BUCKETS)
-            queues = tx.queue_histogram(QUEUE_BUCKETS)
             dead = tx.dead_letters_open()
             approvals = tx.approvals_waiting()
         return [
@@ -69,7 +68,7 @@ class StoreCollector(Collector):
                 "orchestrator_step_queue_seconds",
                 "How long steps waited from due to running.",
                 ["workflow"],
-                queues,
+                _queues(steps, len(QUEUE_BUCKETS)),
                 QUEUE_BUCKETS,
             ),
             _gauge("orchestrator_dead_letters_open", "Dead-letter entries not yet replayed or discarded.", dead),
@@ -86,14 +85,26 @@ def _run_metrics(rows: Sequence[tuple[str, str, int]]) -> list[Metric]:
     return [total, active]
 
 
-def _step_counter(rows: Sequence[tuple[str, str, str, int]]) -> Metric:
+def _step_counter(rows: Sequence[dict[str, Any]]) -> Metric:
     found = CounterMetricFamily(
         "orchestrator_steps", "Steps that ended, by outcome.", labels=["workflow", "step", "status"]
     )
-    for workflow, step, status, count in rows:
-        if status in _ENDED_STEP:
-            found.add_metric([workflow, step, status], count)
+    for row in rows:
+        if row["status"] in _ENDED_STEP and row["steps"]:
+            found.add_metric([row["workflow"], row["step"], row["status"]], int(row["steps"]))
     return found
+
+
+def _queues(rows: Sequence[dict[str, Any]], bounds: int) -> list[dict[str, Any]]:
+    """The step rows' queue waits summed per workflow (the query groups them finer, by step and status)."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        into = found.setdefault(row["workflow"], {"workflow": row["workflow"], "count": 0, "sum": 0.0})
+        into["count"] += int(row["queued"] or 0)
+        into["sum"] += float(row["queued_sum"] or 0.0)
+        for i in range(bounds):
+            into[f"le_{i}"] = into.get(f"le_{i}", 0) + int(row[f"le_{i}"] or 0)
+    return [q for q in found.values() if q["count"]]
 
 
 def _histogram(

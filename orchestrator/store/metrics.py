@@ -29,15 +29,28 @@ class MetricQueries:
         query = sa.select(_r.workflow, _r.status, sa.func.count()).group_by(_r.workflow, _r.status)
         return [(r[0], r[1], int(r[2])) for r in self.c.execute(query)]
 
-    def step_counts(self) -> list[tuple[str, str, str, int]]:
-        """(workflow, step, status, steps): step rows, not foreach items."""
+    def step_rows(self, bounds: Sequence[float]) -> list[dict[str, Any]]:
+        """Per workflow, step and status, in one pass over the step rows: ``steps``, how many step
+        rows (not foreach items); and how long each row's latest delivery waited from due (queued,
+        or its retry's due time) to running, as ``queued`` (count), ``queued_sum`` and cumulative
+        ``le_<i>`` bucket counts."""
+        due = sa.case((_s.not_before > _s.queued_at, _s.not_before), else_=_s.queued_at)
+        waited = sa.and_(_s.queued_at.is_not(None), _s.started_at.is_not(None), _s.started_at >= due)
+        value = sa.case((waited, seconds_between(self.dialect, due, _s.started_at)))
         query = (
-            sa.select(_r.workflow, _s.step, _s.status, sa.func.count())
+            sa.select(
+                _r.workflow,
+                _s.step,
+                _s.status,
+                sa.func.sum(sa.case((_s.item_index == STEP_ROW, 1), else_=0)).label("steps"),
+                sa.func.count(value).label("queued"),
+                sa.func.sum(value).label("queued_sum"),
+                *bucket_counts(value, bounds),
+            )
             .select_from(t.step_runs.join(t.runs, _r.id == _s.run_id))
-            .where(_s.item_index == STEP_ROW)
             .group_by(_r.workflow, _s.step, _s.status)
         )
-        return [(r[0], r[1], r[2], int(r[3])) for r in self.c.execute(query)]
+        return [dict(r._mapping) for r in self.c.execute(query)]
 
     def attempt_histogram(self, bounds: Sequence[float]) -> list[dict[str, Any]]:
         """Per workflow and step: attempt durations as cumulative bucket counts, their count and sum."""
@@ -53,24 +66,6 @@ class MetricQueries:
             .select_from(t.attempts.join(t.step_runs, _s.id == _a.step_run_id).join(t.runs, _r.id == _s.run_id))
             .where(_a.finished_at.is_not(None))
             .group_by(_r.workflow, _s.step)
-        )
-        return [dict(r._mapping) for r in self.c.execute(query)]
-
-    def queue_histogram(self, bounds: Sequence[float]) -> list[dict[str, Any]]:
-        """Per workflow: how long each step row's latest delivery waited from due (queued, or the
-        retry's due time) to running, as cumulative bucket counts, count and sum."""
-        due = sa.case((_s.not_before > _s.queued_at, _s.not_before), else_=_s.queued_at)
-        value = seconds_between(self.dialect, due, _s.started_at)
-        query = (
-            sa.select(
-                _r.workflow,
-                sa.func.count().label("count"),
-                sa.func.sum(value).label("sum"),
-                *bucket_counts(value, bounds),
-            )
-            .select_from(t.step_runs.join(t.runs, _r.id == _s.run_id))
-            .where(_s.queued_at.is_not(None), _s.started_at.is_not(None), _s.started_at >= due)
-            .group_by(_r.workflow)
         )
         return [dict(r._mapping) for r in self.c.execute(query)]
 

@@ -20,8 +20,8 @@ PERCENTILES = (0.5, 0.95)
 
 def seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[float]:
     """``end - start`` in seconds, as a float."""
-    if dialect == "postgresql":
-        return sa.cast(sa.func.extract("epoch", end - start), sa.Float)
+    if dialect == "postgresql":  # date_part is double precision; extract() goes through numeric, 3x slower
+        return sa.func.date_part("epoch", end - start, type_=sa.Float)
     return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
 
 
