@@ -51,6 +51,7 @@ def _register() -> None:
         workflows.workflows,
         processes.worker,
         processes.beat,
+        processes.flower,
         processes.db,
         dlq.dlq,
         breakers.breakers,

@@ -1,4 +1,4 @@
-"""``orchestrator serve`` refuses to listen beyond loopback with no API token configured."""
+"""``orchestrator serve`` and ``orchestrator flower`` refuse to listen beyond loopback without credentials."""
 
 from __future__ import annotations
 
@@ -37,4 +37,19 @@ def test_a_malformed_token_entry_is_named_without_its_secret(tmp_path: Path) -> 
     result = serve(tmp_path, "--host", "0.0.0.0", ORCHESTRATOR_API_TOKENS="ops:root:hunter2")
     assert result.returncode == 2
     assert "'ops'" in result.stderr and "hunter2" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_flower_without_credentials_stays_on_loopback(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "FLOWER_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "flower", "--address", "0.0.0.0", "--port=0"],
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: refusing to start Flower on 0.0.0.0 without credentials")
     assert result.stderr.count("\n") == 1, result.stderr
