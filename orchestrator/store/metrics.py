@@ -14,10 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from orchestrator.store import tables as t
+from orchestrator.store.rows import STEP_ROW
 from orchestrator.store.stats import bucket_counts, seconds_between
 
 _r, _s, _a = t.runs.c, t.step_runs.c, t.attempts.c
-STEP_ROW = -1
 
 
 class MetricQueries:

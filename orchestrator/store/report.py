@@ -14,12 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from orchestrator.store import tables as t
+from orchestrator.store.rows import STEP_ROW
 from orchestrator.store.stats import percentiles, seconds_between, time_bucket
 
 _r, _s, _a, _e = t.runs.c, t.step_runs.c, t.attempts.c, t.events.c
 _ENDED_RUN = ("succeeded", "failed", "cancelled")
 _ACTIVE_RUN = ("pending", "running", "paused")
-STEP_ROW = -1
 
 
 class ReportQueries:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 
 from orchestrator.errors import UsageError
-from orchestrator.settings import LOOPBACK_HOSTS
-
-DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
+from orchestrator.settings import DEFAULT_FLOWER_ADDRESS, LOOPBACK_HOSTS
 
 
 def flower_argv(address: str | None, extra: list[str]) -> list[str]:
