@@ -22,7 +22,17 @@ def seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[float]:
     """``end - start`` in seconds, as a float."""
     if dialect == "postgresql":  # date_part is double precision; extract() goes through numeric, 3x slower
         return sa.func.date_part("epoch", end - start, type_=sa.Float)
-    return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
+    # SQLite's date functions keep milliseconds only: whole seconds from strftime('%s') (an exact
+    # integer), plus the stored text's fraction of a second (SQLAlchemy writes ".ffffff")
+    return (_epoch_seconds(end) - _epoch_seconds(start)) + (_fraction(end) - _fraction(start))
+
+
+def _epoch_seconds(at: Any) -> ColumnElement[int]:
+    return sa.cast(sa.func.strftime("%s", at), sa.Integer)
+
+
+def _fraction(at: Any) -> ColumnElement[float]:
+    return sa.cast(sa.func.substr(at, 20), sa.Float)
 
 
 def _floor(dialect: str, value: ColumnElement[Any]) -> ColumnElement[Any]:
