@@ -24,14 +24,14 @@ def seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[float]:
         return sa.func.date_part("epoch", end - start, type_=sa.Float)
     # SQLite's date functions keep milliseconds only: whole seconds from strftime('%s') (an exact
     # integer), plus the stored text's fraction of a second (SQLAlchemy writes ".ffffff")
-    return (_epoch_seconds(end) - _epoch_seconds(start)) + (_fraction(end) - _fraction(start))
+    return sa.type_coerce((_epoch_seconds(end) - _epoch_seconds(start)) + (_fraction(end) - _fraction(start)), sa.Float)
 
 
-def _epoch_seconds(at: Any) -> ColumnElement[int]:
+def _epoch_seconds(at: Any) -> ColumnElement[Any]:
     return sa.cast(sa.func.strftime("%s", at), sa.Integer)
 
 
-def _fraction(at: Any) -> ColumnElement[float]:
+def _fraction(at: Any) -> ColumnElement[Any]:
     return sa.cast(sa.func.substr(at, 20), sa.Float)
 
 
