@@ -48,6 +48,11 @@ DEFAULT_WAIT_SWEEP_LIMIT = 500
 DEFAULT_MAX_DEPTH = 10
 DEFAULT_MAX_CHAIN_DEPTH = 10
 DEFAULT_MAX_TRANSITIONS = 100
+DEFAULT_SERVE_HOST = "127.0.0.1"
+DEFAULT_SERVE_PORT = 8080
+DEFAULT_METRICS_CACHE_S = 2.0  # a scrape within this of the last one gets the same figures
+DEFAULT_FLOWER_ADDRESS = "127.0.0.1"  # Flower's own default is every interface
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})  # where `serve` may bind with no API token configured
 
 # Schedules
 DEFAULT_BEAT_POLL_S = 1.0  # how often beat reads the schedules from the state store
@@ -78,6 +83,7 @@ class Settings(BaseSettings):
     max_payload: str = str(DEFAULT_MAX_PAYLOAD_BYTES)
     beat_poll_s: float = DEFAULT_BEAT_POLL_S
     schedule_grace_s: float = DEFAULT_SCHEDULE_GRACE_S
+    api_tokens: str = ""  # name:role:token,... for `orchestrator serve`
 
     @property
     def signal_ttl_s(self) -> float:

@@ -28,7 +28,19 @@ def main() -> None:
 
 
 def _register() -> None:
-    from orchestrator.cli import breakers, cache, control, definitions, dlq, processes, runs, schedules, workflows
+    from orchestrator.cli import (
+        breakers,
+        cache,
+        control,
+        definitions,
+        dlq,
+        processes,
+        report,
+        runs,
+        schedules,
+        serve,
+        workflows,
+    )
 
     for command in (
         definitions.validate,
@@ -51,11 +63,14 @@ def _register() -> None:
         workflows.workflows,
         processes.worker,
         processes.beat,
+        processes.flower,
         processes.db,
         dlq.dlq,
         breakers.breakers,
         cache.cache,
         schedules.schedules,
+        report.report,
+        serve.serve,
     ):
         main.add_command(command)
 

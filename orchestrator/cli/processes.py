@@ -1,4 +1,4 @@
-"""``orchestrator worker``, ``beat`` and ``db upgrade``: the long-running processes and migration."""
+"""``orchestrator worker``, ``beat``, ``flower`` and ``db upgrade``: the long-running processes and migration."""
 
 from __future__ import annotations
 
@@ -29,6 +29,18 @@ def beat(ctx: click.Context) -> None:
     from orchestrator.worker.app import app
 
     app.start(["beat", *ctx.args])
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--address", default=None, help="Where to listen (default FLOWER_ADDRESS, else 127.0.0.1).")
+@click.pass_context
+def flower(ctx: click.Context, address: str | None) -> None:
+    """Run Flower on the orchestrator's app (takes Flower options, e.g. --port=5555); beyond
+    127.0.0.1 only with credentials in FLOWER_BASIC_AUTH."""
+    from orchestrator.worker.app import app
+    from orchestrator.worker.flower import flower_argv
+
+    app.start(flower_argv(address, list(ctx.args)))
 
 
 @click.group()

@@ -35,7 +35,7 @@ from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.lease import Holder
 from orchestrator.runtime.machine import gate_problem
 from orchestrator.runtime.middleware import Call, Defer
-from orchestrator.runtime.scheduler import Dispatch, Failure, new_dispatch_id
+from orchestrator.runtime.scheduler import Dispatch, Failure, label_for, new_dispatch_id
 from orchestrator.runtime.typed import to_data
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now, storable
@@ -324,7 +324,8 @@ def queue_again(
     ):
         return None
     tx.add_events([event_row(row, kind, {**detail, "held": dispatch_id is None}, at)])
-    return [] if dispatch_id is None else [Dispatch(row.id, dispatch_id, delay, plan.steps[row.step].timeout)]
+    timeout = plan.steps[row.step].timeout
+    return [] if dispatch_id is None else [Dispatch(row.id, dispatch_id, delay, timeout, label=label_for(plan, row))]
 
 
 def fail_for_good(engine: Engine, tx: Tx, plan: Plan, run: RunRow, failure: Failure) -> list[Dispatch]:

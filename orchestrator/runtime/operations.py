@@ -23,6 +23,7 @@ from orchestrator.runtime.scheduler import (
     ITEMS_CANCELLED,
     RUN_CANCELLED,
     Dispatch,
+    Label,
     new_dispatch_id,
     stop,
 )
@@ -299,7 +300,8 @@ def reopen(engine: Engine, tx: Tx, runs: dict[str, RunRow], steps: Sequence[Reop
     dispatches = []
     for s, token in queued:
         plan = engine.plans.get(tx, runs[s.run_id].version)
-        dispatches.append(Dispatch(s.step_run_id, token, timeout=plan.steps[s.step].timeout))
+        about = Label(plan.workflow.name, s.step, s.run_id, s.item_index)
+        dispatches.append(Dispatch(s.step_run_id, token, timeout=plan.steps[s.step].timeout, label=about))
     rescan = (
         {r for r, _, _, _ in reset} | {s.run_id for s in steps if s.item_index is not None} | {s.run_id for s in again}
     )

@@ -17,7 +17,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.runtime.children import stop_orphans
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.executor import lose
-from orchestrator.runtime.scheduler import Dispatch, new_dispatch_id
+from orchestrator.runtime.scheduler import Dispatch, label_for, new_dispatch_id
 from orchestrator.runtime.waking import wake_due
 from orchestrator.settings import DEFAULT_UNKNOWN_BROKER_REDISPATCH_S, DEFAULT_WORKER_FORGET_S
 from orchestrator.status import RunStatus, StepStatus
@@ -81,7 +81,9 @@ def _lapsed_leases(engine: Engine, done: Reconciled) -> None:
                 lease_expires_at=None,
             )
             tx.add_events([event_row(row, "step.redispatched", {"why": cause}, at)])
-            done.dispatches.append(Dispatch(row.id, token, timeout=plan.steps[row.step].timeout))
+            done.dispatches.append(
+                Dispatch(row.id, token, timeout=plan.steps[row.step].timeout, label=label_for(plan, row))
+            )
             done.lapsed += 1
 
 
@@ -153,4 +155,4 @@ def _orphans(engine: Engine, done: Reconciled) -> None:
 
 def _dispatch(engine: Engine, tx: Tx, row: StepRow, token: str) -> Dispatch:
     plan = engine.plans.of_run(tx, row.run_id)
-    return Dispatch(row.id, token, timeout=plan.steps[row.step].timeout)
+    return Dispatch(row.id, token, timeout=plan.steps[row.step].timeout, label=label_for(plan, row))

@@ -17,7 +17,7 @@ from orchestrator.errors import NotFound, Refused, UsageError, ValidationError
 from orchestrator.runtime import typed
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who, check_payload, lock_family, open_run, run_event
-from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, Dispatch, new_dispatch_id
+from orchestrator.runtime.scheduler import FAIL_FAST_REASON, ITEMS_CANCELLED, Dispatch, label_for, new_dispatch_id
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now
 from orchestrator.store.rows import event_row
@@ -88,7 +88,7 @@ def _send_held(tx: Tx, plan: Plan, run_id: str) -> list[Dispatch]:
         token = new_dispatch_id()
         if tx.redispatch(row.id, None, token, at):
             tx.add_events([event_row(row, "step.woken", {"why": "the run resumed"}, at)])
-            sent.append(Dispatch(row.id, token, timeout=plan.steps[row.step].timeout))
+            sent.append(Dispatch(row.id, token, timeout=plan.steps[row.step].timeout, label=label_for(plan, row)))
     return sent
 
 

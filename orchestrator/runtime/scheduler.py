@@ -33,6 +33,23 @@ RUN_CANCELLED = "the run was cancelled"
 
 
 @dataclass(frozen=True)
+class Label:
+    """What monitoring (Flower, the worker's log) shows for a step message: names and numbers,
+    never the workflow's data; it rides in the message's headers, never in its body."""
+
+    workflow: str
+    step: str
+    run_id: str
+    item_index: int | None = None
+    attempt: int | None = None  # the attempt the message starts, where known
+
+
+def label_for(plan: Plan, row: StepRow) -> Label:
+    """The label of the message that starts ``row``'s next attempt."""
+    return Label(plan.workflow.name, row.step, row.run_id, row.item_index if row.is_item else None, row.attempts + 1)
+
+
+@dataclass(frozen=True)
 class Dispatch:
     """One message to send: constant size, whatever the workflow's size. A ``wake`` message runs
     nothing: it wakes a waiting step when its timer or deadline is due (the reconciler does too)."""
@@ -44,6 +61,7 @@ class Dispatch:
     wake: bool = False
     stop_run: str | None = None  # not a message: a child run no step waits for any more, to cancel
     local: bool = False  # a wake the sender may do itself, in-process, once its transaction committed
+    label: Label | None = None
 
 
 def stop(child_run_id: str) -> Dispatch:
@@ -275,7 +293,7 @@ class Advancer:
                 chosen = self.tx.pending_items(self.run.id, sp.id, room)
                 if self.kinds.of(sp).queues:
                     for item_id, index in chosen:
-                        self.dispatch(item_id, sp.timeout)
+                        self.dispatch(item_id, sp.timeout, Label(self.plan.workflow.name, sp.id, self.run.id, index, 1))
                         self.events.append(self.event_row("step.queued", sp.id, index))
                 else:  # a kind that starts in place (a child run per item)
                     self.start_items(sp, [item_id for item_id, _ in chosen])
@@ -317,14 +335,16 @@ class Advancer:
         dispatch_id = new_dispatch_id()
         self.tx.update_step(row.id, status=StepStatus.QUEUED, inputs=inputs, dispatch_id=dispatch_id, queued_at=self.at)
         row.status = StepStatus.QUEUED
-        self.dispatches.append(Dispatch(row.id, dispatch_id, timeout=self.plan.steps[row.step].timeout))
+        self.dispatches.append(
+            Dispatch(row.id, dispatch_id, timeout=self.plan.steps[row.step].timeout, label=label_for(self.plan, row))
+        )
         self.event("step.queued", row)
 
-    def dispatch(self, step_run_id: int, timeout: float | None = None) -> None:
+    def dispatch(self, step_run_id: int, timeout: float | None = None, about: Label | None = None) -> None:
         """Queue a foreach item (its inputs were stored when the step expanded)."""
         dispatch_id = new_dispatch_id()
         self.queued.append((step_run_id, dispatch_id))
-        self.dispatches.append(Dispatch(step_run_id, dispatch_id, timeout=timeout))
+        self.dispatches.append(Dispatch(step_run_id, dispatch_id, timeout=timeout, label=about))
 
     def flush(self) -> None:
         """Write the items chosen so far as queued, before anything reads their status again."""

@@ -22,7 +22,9 @@ from orchestrator.store.cache import CacheQueries
 from orchestrator.store.database import check_reachable, get_engine, redact
 from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.leases import LeaseQueries
+from orchestrator.store.metrics import MetricQueries
 from orchestrator.store.recovery import RecoveryQueries
+from orchestrator.store.report import ReportQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
 from orchestrator.store.schedules import ScheduleQueries
 from orchestrator.store.sql import insert_if_absent
@@ -44,6 +46,8 @@ class Tx(
     VersionQueries,
     CacheQueries,
     ScheduleQueries,
+    ReportQueries,
+    MetricQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
     signals, leases, dead letters, breaker state, registered versions, the step cache, schedules

@@ -65,6 +65,7 @@ class CeleryTransport:
                 immutable=True,
                 headers=published,
                 **_time_limits(d.timeout),
+                **monitoring(d),
             )
             for d in dispatches
         ]
@@ -147,6 +148,24 @@ def _lost_in_redis(client: redis.Redis, queue: str, rows: Sequence[StepRow]) -> 
 
 def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
+
+
+def monitoring(d: Dispatch) -> dict[str, str]:
+    """How Flower and the worker's log name a step message: ``workflow.step`` (Celery's ``shadow``
+    name) and readable arguments (``argsrepr``/``kwargsrepr``) naming the run, the step, the item and
+    the attempt. These ride in the headers; the body stays the two ids the task needs."""
+    if d.label is None:
+        return {}
+    about: dict[str, object] = {"run": d.label.run_id, "step": d.label.step}
+    if d.label.item_index is not None:
+        about["item"] = d.label.item_index
+    if d.label.attempt is not None:
+        about["attempt"] = d.label.attempt
+    return {
+        "shadow": f"{d.label.workflow}.{d.label.step}",
+        "argsrepr": repr((d.step_run_id, d.dispatch_id)),
+        "kwargsrepr": repr(about),
+    }
 
 
 def _time_limits(timeout: float | None) -> dict[str, float]:

@@ -1,0 +1,1 @@
+"""Reports and metrics computed in SQL: ``orchestrator report`` and what ``/metrics`` shows."""
