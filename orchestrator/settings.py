@@ -49,6 +49,11 @@ DEFAULT_MAX_DEPTH = 10
 DEFAULT_MAX_CHAIN_DEPTH = 10
 DEFAULT_MAX_TRANSITIONS = 100
 
+# The audit trail
+DEFAULT_SERVICE_ACTOR = "service"  # the actor of a Celery message or a client call that names none
+DEFAULT_AUDIT_LIST_LIMIT = 50
+DEFAULT_AUDIT_CHUNK = 1000  # records read per transaction when the chain is walked
+
 
 class Settings(BaseSettings):
     """Configuration from ``ORCHESTRATOR_*`` environment variables."""
@@ -71,6 +76,7 @@ class Settings(BaseSettings):
     artifact_root: str = ""  # where gate artifacts are looked up; empty: the working directory
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
     max_payload: str = str(DEFAULT_MAX_PAYLOAD_BYTES)
+    audit_key: str | None = None  # when set, each audit record's hash is an HMAC-SHA256 with this key
 
     @property
     def signal_ttl_s(self) -> float:

@@ -28,7 +28,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from orchestrator.cli import breakers, cache, control, definitions, dlq, processes, runs, workflows
+    from orchestrator.cli import audit, breakers, cache, control, definitions, dlq, processes, runs, workflows
 
     for command in (
         definitions.validate,
@@ -55,6 +55,7 @@ def _register() -> None:
         dlq.dlq,
         breakers.breakers,
         cache.cache,
+        audit.audit,
     ):
         main.add_command(command)
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from orchestrator.errors import StateStoreError, StoreRefused
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import tables as t
+from orchestrator.store.audit import AuditQueries
 from orchestrator.store.breaker_state import BreakerStateQueries
 from orchestrator.store.cache import CacheQueries
 from orchestrator.store.database import check_reachable, get_engine, redact
@@ -42,10 +43,11 @@ class Tx(
     BreakerStateQueries,
     VersionQueries,
     CacheQueries,
+    AuditQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
     signals, leases, dead letters, breaker state, recovery (reconciling, replaying) and registered
-    versions in their own modules."""
+    versions, and the audit log in their own modules."""
 
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection
