@@ -18,7 +18,7 @@ from orchestrator.runtime import operations, repair
 from orchestrator.runtime.engine import Engine
 from orchestrator.settings import get_settings
 from orchestrator.store import Repository
-from tests.audit_scenario import ANA, BEN, covered, every_action, plan_of, recorded, records_of, GATE
+from tests.audit_scenario import ANA, BEN, GATE, covered, every_action, plan_of, recorded, records_of
 from tests.unit.harness import drive
 
 
