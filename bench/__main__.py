@@ -13,8 +13,8 @@ import json
 import sys
 import time
 
-CASES = ["compile", "store", "runs", "dlq", "compose", "cache"]
-NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache"}
+CASES = ["compile", "store", "runs", "dlq", "compose", "cache", "audit"]
+NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "audit"}
 
 
 def main(argv: list[str] | None = None) -> int:

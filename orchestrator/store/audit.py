@@ -21,7 +21,11 @@ class AuditQueries:
 
     def lock_audit(self) -> None:
         """Serialise appends until this transaction ends, so the chain never forks. SQLite: the
-        transaction began with BEGIN IMMEDIATE and already holds the database's write lock."""
+        transaction began with BEGIN IMMEDIATE and already holds the database's write lock.
+
+        A statement of its own, before ``audit_head``: under READ COMMITTED a statement's snapshot
+        is taken when it starts, so a head read in the statement that waited for the lock would
+        miss the append its previous holder just committed."""
         if self.dialect == "postgresql":
             self.c.execute(_LOCK, {"key": AUDIT_LOCK})
 
