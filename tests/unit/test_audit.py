@@ -16,8 +16,9 @@ from orchestrator.audit.chain import digest
 from orchestrator.errors import Refused
 from orchestrator.runtime import operations, repair
 from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.operations import Who
 from orchestrator.settings import get_settings
-from orchestrator.store import Repository
+from orchestrator.store import Repository, Tx
 from tests.audit_scenario import ANA, BEN, GATE, covered, every_action, plan_of, recorded, records_of
 from tests.unit.harness import drive
 
@@ -72,11 +73,43 @@ def test_a_refused_change_and_a_change_of_nothing_record_nothing(engine: Engine)
 
 
 def test_a_change_whose_transaction_fails_leaves_no_record(engine: Engine) -> None:
-    # Given a submit whose transaction fails after the record was appended
+    # Given a change that fails after its record was appended, in the same transaction
     with pytest.raises(RuntimeError), engine.repo.transaction() as tx:
         audit.record(tx, ANA, "run.cancel", "run:x")
         raise RuntimeError("the change failed")
     assert recorded(engine) == []
+
+
+def test_a_record_that_cannot_be_written_leaves_no_change(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Tx, record: dict[str, object]) -> None:
+        raise RuntimeError("the audit log is full")
+
+    monkeypatch.setattr(Tx, "append_audit", refuse)
+    with pytest.raises(RuntimeError, match="full"):
+        operations.submit(engine, plan_of(GATE), {"order": "A"}, None, ANA)
+    with engine.repo.transaction() as tx:
+        assert tx.runs(None, None, 10) == []
+
+
+def test_steps_running_to_the_end_add_no_record_and_a_key_seen_before_adds_none(engine: Engine) -> None:
+    plan = plan_of(
+        "name: three\nsteps:\n  a: {task: 'm:a'}\n  b: {needs: a, task: 'm:b'}\n  c: {needs: b, task: 'm:c'}\n"
+    )
+    first = operations.submit(engine, plan, {}, "order-1", ANA, "cli")
+    drive(engine)
+    again = operations.submit(engine, plan, {}, "order-1", BEN, "cli")
+    assert (again.run_id, again.created) == (first.run_id, False)
+    assert recorded(engine) == [("run.submit", "ana", "release 42")]
+
+
+def test_a_service_names_itself_or_is_the_configured_actor_or_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORCHESTRATOR_ACTOR", raising=False)
+    get_settings.cache_clear()
+    assert (operations.service("shop", "A1"), operations.service()) == (Who("shop", "A1"), Who("service"))
+    monkeypatch.setenv("ORCHESTRATOR_ACTOR", "billing")
+    get_settings.cache_clear()
+    assert operations.service() == Who("billing")
+    get_settings.cache_clear()
 
 
 def test_the_store_refuses_update_and_delete_of_a_record(engine: Engine) -> None:
