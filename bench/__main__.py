@@ -13,8 +13,8 @@ import json
 import sys
 import time
 
-CASES = ["compile", "store", "runs", "dlq", "compose", "cache", "metrics"]
-NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "metrics"}
+CASES = ["compile", "store", "runs", "dlq", "compose", "cache", "metrics", "audit"]
+NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "metrics", "audit"}
 
 
 def main(argv: list[str] | None = None) -> int:

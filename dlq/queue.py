@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from orchestrator import audit
 from orchestrator.definition.plan import COMPENSATE_PREFIX
 from orchestrator.errors import DeadLetterError, NotFound
 from orchestrator.runtime.engine import Engine
-from orchestrator.runtime.operations import Reopen, reopen
+from orchestrator.runtime.operations import Reopen, Who, reopen
 from orchestrator.runtime.views import iso
-from orchestrator.settings import DEFAULT_DLQ_BATCH
+from orchestrator.settings import DEFAULT_DLQ_BATCH, DEFAULT_SERVICE_ACTOR
 from orchestrator.status import RunStatus
 from orchestrator.store import DeadLetter, Repository, RunRow, Tx, now
 
@@ -71,7 +72,9 @@ def show(repo: Repository, entry_id: str) -> dict[str, Any]:
     return entry_view(entry, full=True)
 
 
-def replay(engine: Engine, entry_ids: Sequence[str], inputs: dict[str, Any] | None = None) -> Replayed:
+def replay(
+    engine: Engine, entry_ids: Sequence[str], inputs: dict[str, Any] | None = None, who: Who | None = None
+) -> Replayed:
     """Replay named entries: each re-executes its step (with corrected ``inputs`` if given) and
     resumes its run, then the step messages are sent. All or nothing: an entry that does not
     exist, is not open, or whose run was cancelled refuses the whole replay."""
@@ -84,7 +87,7 @@ def replay(engine: Engine, entry_ids: Sequence[str], inputs: dict[str, Any] | No
             if entry.status != "open":
                 raise DeadLetterError(f"dead-letter entry {entry_id} was already {entry.status}; nothing to replay")
             entries.append(entry)
-        done, dispatches = _replay_batch(engine, tx, entries, inputs)
+        done, dispatches = _replay_batch(engine, tx, entries, inputs, who)
         if done.refused:
             entry = next(e for e in entries if e.id == done.refused[0])
             raise DeadLetterError(
@@ -96,14 +99,16 @@ def replay(engine: Engine, entry_ids: Sequence[str], inputs: dict[str, Any] | No
     return done
 
 
-def replay_all(engine: Engine, workflow: str | None = None, batch: int = DEFAULT_DLQ_BATCH) -> Iterator[Replayed]:
+def replay_all(
+    engine: Engine, workflow: str | None = None, batch: int = DEFAULT_DLQ_BATCH, who: Who | None = None
+) -> Iterator[Replayed]:
     """Replay every open entry (of ``workflow``), a batch per transaction, sending each batch's
     messages once it commits; entries of cancelled runs are left open and reported as refused."""
     refused: list[str] = []
     while True:
         with engine.repo.transaction() as tx:
             entries = tx.dead_letters("open", workflow, limit=batch, lock_open=True, exclude=refused)
-            result, dispatches = _replay_batch(engine, tx, entries, None)
+            result, dispatches = _replay_batch(engine, tx, entries, None, who)
         engine.send(dispatches)
         result.sent = len(dispatches)
         refused += result.refused
@@ -123,9 +128,10 @@ def _replay_inputs(engine: Engine, tx: Tx, run: RunRow, entry: DeadLetter, corre
 
 
 def _replay_batch(
-    engine: Engine, tx: Tx, entries: Sequence[DeadLetter], inputs: dict[str, Any] | None
+    engine: Engine, tx: Tx, entries: Sequence[DeadLetter], inputs: dict[str, Any] | None, who: Who | None
 ) -> tuple[Replayed, list[Any]]:
-    """Reopen the runs of ``entries`` (locked, open) through the runtime's ``reopen``."""
+    """Reopen the runs of ``entries`` (locked, open) through the runtime's ``reopen``; one audit
+    record per entry replayed."""
     result = Replayed()
     runs = tx.lock_runs(list({e.run_id for e in entries}))
     good = []
@@ -156,22 +162,40 @@ def _replay_batch(
         for e in good
     ]
     dispatches = reopen(engine, tx, runs, steps)
+    for e in good:
+        detail = {
+            "run_id": e.run_id,
+            "step": e.step,
+            "item_index": e.item_index,
+            "corrected_inputs": inputs is not None,
+        }
+        audit.record(tx, who or Who(DEFAULT_SERVICE_ACTOR), "dlq.replay", f"dlq:{e.id}", detail)
     result.entries = [e.id for e in good]
     result.runs = [e.run_id for e in good]
     return result, dispatches
 
 
-def discard(repo: Repository, entry_ids: Sequence[str]) -> None:
+def discard(repo: Repository, entry_ids: Sequence[str], who: Who | None = None) -> None:
+    who = who or Who(DEFAULT_SERVICE_ACTOR)
     with repo.transaction() as tx:
+        discarded = []
         for entry_id in entry_ids:
             entry = tx.dead_letter(entry_id, lock=True)
             if entry is None:
                 raise DeadLetterError(f"no dead-letter entry {entry_id}")
             if not tx.resolve_dead_letter(entry_id, "discarded", now()):
                 raise DeadLetterError(f"dead-letter entry {entry_id} was already {entry.status}")
+            discarded.append(entry)
+        for entry in discarded:
+            detail = {"run_id": entry.run_id, "step": entry.step, "item_index": entry.item_index}
+            audit.record(tx, who, "dlq.discard", f"dlq:{entry.id}", detail)
 
 
-def purge(repo: Repository, older_than_s: float, include_open: bool = False) -> int:
+def purge(repo: Repository, older_than_s: float, include_open: bool = False, who: Who | None = None) -> int:
     """Delete entries older than the given age (replayed and discarded ones, unless ``include_open``)."""
     with repo.transaction() as tx:
-        return tx.purge_dead_letters(now() - timedelta(seconds=older_than_s), include_open)
+        count = tx.purge_dead_letters(now() - timedelta(seconds=older_than_s), include_open)
+        if count:
+            detail = {"older_than_s": older_than_s, "include_open": include_open, "purged": count}
+            audit.record(tx, who or Who(DEFAULT_SERVICE_ACTOR), "dlq.purge", "dlq", detail)
+        return count

@@ -195,6 +195,10 @@ class CircuitOpenError(OrchestratorError):
     """The circuit breaker is open: no call was made."""
 
 
+class AuditChainBroken(OrchestratorError):
+    """The audit trail does not verify: a record was changed, removed or inserted."""
+
+
 class DeadLetterError(OrchestratorError):
     """The dead-letter operation failed."""
 

@@ -59,6 +59,11 @@ DEFAULT_BEAT_POLL_S = 1.0  # how often beat reads the schedules from the state s
 DEFAULT_SCHEDULE_GRACE_S = 60.0  # a tick seen later than this was missed: catchup decides
 DEFAULT_SCHEDULE_FIRES_KEPT_S = 7 * 86400.0  # how long a schedule's record of each tick is kept
 
+# The audit trail
+DEFAULT_SERVICE_ACTOR = "service"  # the actor of a Celery message or a client call that names none
+DEFAULT_AUDIT_LIST_LIMIT = 50
+DEFAULT_AUDIT_CHUNK = 1000  # records read per transaction when the chain is walked
+
 
 class Settings(BaseSettings):
     """Configuration from ``ORCHESTRATOR_*`` environment variables."""
@@ -84,6 +89,7 @@ class Settings(BaseSettings):
     beat_poll_s: float = DEFAULT_BEAT_POLL_S
     schedule_grace_s: float = DEFAULT_SCHEDULE_GRACE_S
     api_tokens: str = ""  # name:role:token,... for `orchestrator serve`
+    audit_key: str | None = None  # when set, each audit record's hash is an HMAC-SHA256 with this key
 
     @property
     def signal_ttl_s(self) -> float:

@@ -29,6 +29,7 @@ def main() -> None:
 
 def _register() -> None:
     from orchestrator.cli import (
+        audit,
         breakers,
         cache,
         control,
@@ -71,6 +72,7 @@ def _register() -> None:
         schedules.schedules,
         report.report,
         serve.serve,
+        audit.audit,
     ):
         main.add_command(command)
 

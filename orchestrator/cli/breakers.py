@@ -7,6 +7,7 @@ import json
 import click
 from rich.table import Table
 
+from orchestrator.cli.control import who, who_options
 from orchestrator.cli.render import console
 from orchestrator.runtime.breaker import Breakers
 from orchestrator.runtime.connect import open_repository
@@ -44,7 +45,8 @@ def list_(as_json: bool) -> None:
 
 @breakers.command()
 @click.argument("name")
-def reset(name: str) -> None:
+@who_options
+def reset(name: str, by: str | None, reason: str | None) -> None:
     """Close a breaker by hand: clear its failures and let calls through."""
-    _breakers().reset(name)
+    _breakers().reset(name, who(by, reason))
     click.echo(f"breaker {name} reset to closed")

@@ -14,11 +14,13 @@ from dlq import replay as replay_entries
 from dlq import show as show_entry
 from dlq.queue import STATUSES, Replayed
 from orchestrator.cli import render
+from orchestrator.cli.control import who, who_options
 from orchestrator.cli.runs import check_broker, follow, parse_inputs
 from orchestrator.definition.duration import parse_duration
 from orchestrator.errors import UsageError
 from orchestrator.runtime.connect import open_repository
 from orchestrator.runtime.engine import Engine
+from orchestrator.runtime.operations import Who
 from orchestrator.settings import get_settings
 from orchestrator.worker.connect import open_engine
 
@@ -64,8 +66,15 @@ def show(entry_id: str, as_json: bool) -> None:
 @click.option("--workflow", default=None, help="With --all: only this workflow's entries.")
 @click.option("--inputs-file", type=click.Path(exists=True, dir_okay=False), help="Corrected inputs (JSON/YAML).")
 @click.option("--json", "as_json", is_flag=True)
+@who_options
 def replay(
-    entry_ids: tuple[str, ...], replay_every: bool, workflow: str | None, inputs_file: str | None, as_json: bool
+    entry_ids: tuple[str, ...],
+    replay_every: bool,
+    workflow: str | None,
+    inputs_file: str | None,
+    as_json: bool,
+    by: str | None,
+    reason: str | None,
 ) -> None:
     """Re-execute failed steps with their recorded (or corrected) inputs; their runs resume."""
     if bool(entry_ids) == replay_every:
@@ -75,26 +84,32 @@ def replay(
     settings = get_settings()
     engine = open_engine(settings)
     inputs = parse_inputs((), inputs_file) if inputs_file else None
+    actor = who(by, reason)
     if not settings.embedded:
         check_broker()
-        _report(_replay(engine, entry_ids, replay_every, workflow, inputs), as_json)
+        _report(_replay(engine, entry_ids, replay_every, workflow, inputs, actor), as_json)
         return
     from orchestrator.worker.embedded import EmbeddedWorker
 
     with EmbeddedWorker():
-        done = _replay(engine, entry_ids, replay_every, workflow, inputs)
+        done = _replay(engine, entry_ids, replay_every, workflow, inputs, actor)
         for run_id in dict.fromkeys(done.runs):
             follow(engine.repo, run_id, quiet=True)
     _report(done, as_json)
 
 
 def _replay(
-    engine: Engine, entry_ids: tuple[str, ...], every: bool, workflow: str | None, inputs: dict[str, Any] | None
+    engine: Engine,
+    entry_ids: tuple[str, ...],
+    every: bool,
+    workflow: str | None,
+    inputs: dict[str, Any] | None,
+    actor: Who,
 ) -> Replayed:
     if not every:
-        return replay_entries(engine, entry_ids, inputs)
+        return replay_entries(engine, entry_ids, inputs, actor)
     total = Replayed()
-    for batch in replay_all(engine, workflow):
+    for batch in replay_all(engine, workflow, who=actor):
         total.merge(batch)
     return total
 
@@ -118,20 +133,22 @@ def _report(result: Replayed, as_json: bool) -> None:
 
 @dlq.command()
 @click.argument("entry_ids", metavar="ID...", nargs=-1, required=True)
-def discard(entry_ids: tuple[str, ...]) -> None:
+@who_options
+def discard(entry_ids: tuple[str, ...], by: str | None, reason: str | None) -> None:
     """Mark entries discarded: looked at, not to be replayed."""
-    discard_entries(open_repository(), entry_ids)
+    discard_entries(open_repository(), entry_ids, who(by, reason))
     click.echo(f"discarded {len(entry_ids)} entr{'y' if len(entry_ids) == 1 else 'ies'}")
 
 
 @dlq.command()
 @click.option("--older-than", "older_than", required=True, help="An age, e.g. 30d or 12h.")
 @click.option("--include-open", is_flag=True, help="Also delete entries nobody has replayed or discarded.")
-def purge(older_than: str, include_open: bool) -> None:
+@who_options
+def purge(older_than: str, include_open: bool, by: str | None, reason: str | None) -> None:
     """Delete replayed and discarded entries older than an age."""
     try:
         seconds = parse_duration(older_than)
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
-    count = purge_entries(open_repository(), seconds, include_open)
+    count = purge_entries(open_repository(), seconds, include_open, who(by, reason))
     click.echo(f"purged {count} entr{'y' if count == 1 else 'ies'}")

@@ -39,6 +39,8 @@ from orchestrator.worker.connect import open_engine
 @click.option(
     "--mocks-from", metavar="RUN", default=None, help="A recorded run's outputs as the mocks; show the changes."
 )
+@click.option("--by", default=None, help="Who acts (default: ORCHESTRATOR_ACTOR, else the OS user).")
+@click.option("--reason", default=None, help="Why: recorded with the action.")
 def run(
     target: str,
     pairs: tuple[str, ...],
@@ -50,9 +52,12 @@ def run(
     mock_pairs: tuple[str, ...],
     mocks_file: str | None,
     mocks_from: str | None,
+    by: str | None,
+    reason: str | None,
 ) -> None:
     """Start a run of a workflow file or registered workflow, and follow it to the end."""
     settings = get_settings()
+    who = operations.Who(by or settings.default_actor, reason)
     inputs = parse_inputs(pairs, inputs_file)
     if dry_run or mock_pairs or mocks_file or mocks_from:
         if not dry_run:
@@ -72,11 +77,11 @@ def run(
         from orchestrator.worker.embedded import EmbeddedWorker
 
         with EmbeddedWorker():
-            run_id = _submit(engine, plan, inputs, idempotency_key, as_json)
+            run_id = _submit(engine, plan, inputs, idempotency_key, as_json, who)
             view = follow(repo, run_id, as_json)
     else:
         check_broker()
-        run_id = _submit(engine, plan, inputs, idempotency_key, as_json)
+        run_id = _submit(engine, plan, inputs, idempotency_key, as_json, who)
         if detach:
             click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
             return
@@ -86,8 +91,10 @@ def run(
     sys.exit(0 if view["status"] == RunStatus.SUCCEEDED else 1)
 
 
-def _submit(engine: Engine, plan: Plan, inputs: dict[str, Any], key: str | None, quiet: bool) -> str:
-    submitted = operations.submit(engine, plan, inputs, key)
+def _submit(
+    engine: Engine, plan: Plan, inputs: dict[str, Any], key: str | None, quiet: bool, who: operations.Who
+) -> str:
+    submitted = operations.submit(engine, plan, inputs, key, who, via="cli")
     if not quiet:
         verb = "started" if submitted.created else "already exists for this idempotency key"
         click.echo(f"run {submitted.run_id} {verb} ({plan.workflow.name}, version {plan.version})", err=True)

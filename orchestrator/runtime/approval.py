@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator import audit
 from orchestrator.definition.model import Approval
 from orchestrator.errors import NotFound, Refused
 from orchestrator.runtime.engine import Engine
@@ -75,6 +76,9 @@ def decide(
             tx.update_step(row.id, wake=decision)
             row.wake = decision
             done.dispatches = engine.advancer(tx, plan, run).woken(row)
+        action = "step.approve" if decision == APPROVED else "step.reject"
+        decided = {"step": step, "comment": comment, "approvals": approvals, "required": spec.required}
+        audit.record(tx, who, action, f"run:{run_id}", {**decided, **({"data": data} if data is not None else {})})
     engine.send(done.dispatches)
     return done
 

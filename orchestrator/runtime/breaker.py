@@ -21,6 +21,8 @@ from typing import Any
 import pybreaker
 import redis
 
+from orchestrator import audit
+from orchestrator.audit import Actor
 from orchestrator.definition.model import BreakerConfig, exception_names
 from orchestrator.errors import CircuitOpenError
 from orchestrator.store import Repository
@@ -29,6 +31,13 @@ log = logging.getLogger(__name__)
 STATES = {pybreaker.STATE_CLOSED: "closed", pybreaker.STATE_OPEN: "open", pybreaker.STATE_HALF_OPEN: "half_open"}
 _KEY = "orchestrator:breaker:{}"
 _TRIAL_WAIT_S = 1.0
+_CLOSED = {
+    "state": pybreaker.STATE_CLOSED,
+    "failures": 0,
+    "opened_at": None,
+    "next_trial_at": None,
+    "trial_until": None,
+}
 
 
 class BreakerOpen(CircuitOpenError):
@@ -176,7 +185,7 @@ class DatabaseStorage(pybreaker.CircuitBreakerStorage):
         self._set(trial_until=None)
 
     def reset(self) -> None:
-        self._set(state=pybreaker.STATE_CLOSED, failures=0, opened_at=None, next_trial_at=None, trial_until=None)
+        self._set(**_CLOSED)
 
 
 class _OneTrial(pybreaker.CircuitBreakerListener):
@@ -302,5 +311,18 @@ class Breakers:
         with self.repo.transaction() as tx:
             return tx.breaker_names()
 
-    def reset(self, name: str) -> None:
-        self.storage(name).reset()
+    def reset(self, name: str, who: Actor | None = None) -> None:
+        """Close ``name`` by hand. Audited when ``who`` is given, in one transaction with the
+        change: in the database for the embedded store; with Redis the reset is made last inside
+        the transaction, so a failed reset records nothing."""
+        storage = self.storage(name)
+        if who is None:
+            storage.reset()
+            return
+        before = STATES.get(storage.state, storage.state)
+        with self.repo.transaction() as tx:
+            if isinstance(storage, DatabaseStorage):
+                tx.update_breaker(name, **_CLOSED)
+            audit.record(tx, who, "breaker.reset", f"breaker:{name}", {"state_before": before})
+            if not isinstance(storage, DatabaseStorage):
+                storage.reset()

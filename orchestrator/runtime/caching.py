@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from orchestrator import audit
 from orchestrator.errors import UsageError
 from orchestrator.runtime.operations import Who
 from orchestrator.store import Repository, now
@@ -26,5 +27,8 @@ def clear_cache(repo: Repository, workflow: str | None, step: str | None, who: W
         raise UsageError("--step needs --workflow: step ids are only unique within a workflow")
     with repo.transaction() as tx:
         gone = tx.clear_cache(workflow, step)
+        if gone:
+            target = "cache" + (f":{workflow}" if workflow else "") + (f"/{step}" if step else "")
+            audit.record(tx, who, "cache.clear", target, {"workflow": workflow, "step": step, "cleared": gone})
     log.info("%s cleared %d cache entries (workflow %s, step %s): %s", who.by, gone, workflow, step, who.reason)
     return gone

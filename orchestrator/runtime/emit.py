@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from orchestrator import audit
 from orchestrator.definition.model import EVENT_PATTERN
 from orchestrator.errors import UsageError
 from orchestrator.runtime.chaining import start_subscribers
@@ -21,6 +22,7 @@ from orchestrator.runtime.checks import check_payload
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who
 from orchestrator.runtime.scheduler import Dispatch
+from orchestrator.settings import DEFAULT_SERVICE_ACTOR
 
 
 @dataclass
@@ -52,12 +54,16 @@ def emit(engine: Engine, event: str, data: Any = None, who: Who | None = None, e
     check_payload(data, "the event's data")
     emit_id = emit_id or str(uuid.uuid4())
     done = Emitted(event, emit_id)
-    origin = {"event": {"name": event, "id": emit_id, **({"by": who.by} if who else {})}}
+    who = who or Who(DEFAULT_SERVICE_ACTOR)
+    origin = {"event": {"name": event, "id": emit_id, "by": who.by}}
     context = {"event": {"name": event, "id": emit_id, "data": data}}
     try:
         with engine.repo.transaction() as tx:
             subscribers = tx.subscribers("event", event)
             chained = start_subscribers(engine, tx, subscribers, context, origin, f"event:{emit_id}", 0)
+            if chained.started or not chained.already:  # an emission sent again changes nothing: no record
+                started = [{"workflow": w, "run_id": r} for w, r in chained.started]
+                audit.record(tx, who, "event.emit", f"event:{event}", {"id": emit_id, "started": started})
     except sa.exc.IntegrityError:  # the same emission, handled at this very moment elsewhere
         done.duplicate = True
         return done

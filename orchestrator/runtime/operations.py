@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from orchestrator import audit
 from orchestrator.definition import Plan, Workflow
 from orchestrator.definition.model import split_ref
 from orchestrator.errors import NotFound, UsageError
@@ -27,6 +28,7 @@ from orchestrator.runtime.scheduler import (
     new_dispatch_id,
     stop,
 )
+from orchestrator.settings import DEFAULT_SERVICE_ACTOR
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import STEP_ROW, Ended, RunRow, Tx, now
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Who:
-    """Who does something to a run, and why: recorded with the event it causes."""
+    """Who does something, and why: recorded with the event it causes and in the audit trail."""
 
     by: str
     reason: str | None = None
@@ -54,6 +56,14 @@ class Who:
         return found
 
 
+def service(actor: str | None = None, reason: str | None = None) -> Who:
+    """Another service acting (a client call, a Celery message): the name it passes, else
+    ``ORCHESTRATOR_ACTOR``, else ``service``."""
+    from orchestrator.settings import get_settings
+
+    return Who(actor or get_settings().actor or DEFAULT_SERVICE_ACTOR, reason)
+
+
 def open_run(tx: Tx, run_id: str) -> RunRow:
     """The run, locked; NotFound (exit 2) naming it when there is none."""
     run = tx.lock_run(run_id)
@@ -69,8 +79,18 @@ class Submitted:
     dispatches: list[Dispatch]
 
 
-def submit(engine: Engine, plan: Plan, inputs: Any, idempotency_key: str | None = None) -> Submitted:
-    """Start a run of ``plan``; the same idempotency key gives back the same run."""
+def submit(
+    engine: Engine,
+    plan: Plan,
+    inputs: Any,
+    idempotency_key: str | None = None,
+    who: Who | None = None,
+    via: str = "client",
+) -> Submitted:
+    """Start a run of ``plan``; the same idempotency key gives back the same run (and records
+    nothing new). ``via``: the door it came through (cli, client, celery, schedule), for the
+    audit record; ``who`` defaults to the service actor."""
+    who = who or Who(DEFAULT_SERVICE_ACTOR)
     check_inputs(plan.workflow, inputs)
     engine.check_plan(plan)
     try:
@@ -86,6 +106,10 @@ def submit(engine: Engine, plan: Plan, inputs: Any, idempotency_key: str | None 
             run = tx.lock_run(run_id)
             assert run is not None
             dispatches = engine.advancer(tx, plan, run).start()
+            detail = {"workflow": plan.workflow.name, "version": plan.version, "via": via}
+            if idempotency_key is not None:
+                detail["idempotency_key"] = idempotency_key
+            audit.record(tx, who, "run.submit", f"run:{run_id}", detail)
     except sa.exc.IntegrityError:
         if idempotency_key is None:
             raise
@@ -174,7 +198,8 @@ class Cancelled:
 def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RUN_CANCELLED) -> Cancelled:
     """No new step starts; running steps are revoked; the run ends cancelled, and so do its child
     runs, every level down, in the same transaction. Set-based: a step claimed while this runs is
-    caught by the second statement, never cancelled while it runs unseen."""
+    caught by the second statement, never cancelled while it runs unseen. Audited when ``who``
+    is given: the reconciler stopping an orphaned child run is the engine's own doing, an event."""
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         if run.status is RunStatus.CANCELLED or undoing_a_cancel(run):
@@ -190,11 +215,14 @@ def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RU
             ended, sent = _cancel_locked(engine, tx, member, at, who if member is run else None, cause)
             executing += ended
             dispatches += [d for d in sent if d.stop_run not in {m.id for m in family}]
+        children = [m.id for m in family if m is not run]
+        if who is not None:
+            audit.record(tx, who, "run.cancel", f"run:{run_id}", {"children": children} if children else None)
     revoked = [e.dispatch_id for e in executing if e.dispatch_id]
     if revoked:
         engine.transport.revoke(revoked)
     engine.send(dispatches)
-    return Cancelled(run_id, revoked=revoked, children=[m.id for m in family if m is not run])
+    return Cancelled(run_id, revoked=revoked, children=children)
 
 
 def undoing_a_cancel(run: RunRow) -> bool:
@@ -350,5 +378,6 @@ __all__ = [
     "reopen",
     "run_event",
     "schema_problem",
+    "service",
     "submit",
 ]

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator import audit
 from orchestrator.definition import Plan, Step
 from orchestrator.errors import NotFound, Refused, UsageError, ValidationError
 from orchestrator.runtime import typed
@@ -52,6 +53,7 @@ def pause(engine: Engine, run_id: str, who: Who) -> Repaired:
             tx.update_run(member.id, status=RunStatus.PAUSED)
             detail = who.detail() if member is run else {"reason": f"its parent run {member.parent_run_id} paused"}
             tx.add_events([run_event(member.id, None, None, "run.paused", detail, at)])
+        audit.record(tx, who, "run.pause", f"run:{run_id}")
     return Repaired(run_id, RunStatus.PAUSED)
 
 
@@ -77,6 +79,7 @@ def resume(engine: Engine, run_id: str, who: Who) -> Repaired:
                 if row.wake == "restart":
                     done.dispatches += engine.advancer(tx, plan, member).woken(row)
         done.status = run.status
+        audit.record(tx, who, "run.resume", f"run:{run_id}")
     engine.send(done.dispatches)
     return done
 
@@ -114,6 +117,9 @@ def retry(engine: Engine, run_id: str, who: Who, step: str | None = None, from_s
         done = Repaired(run_id, run.status, steps=names)
         done.dispatches = engine.advancer(tx, plan, run).start()
         done.status = run.status
+        audit.record(
+            tx, who, "run.retry", f"run:{run_id}", {"steps": names, **({"from": from_step} if from_step else {})}
+        )
     engine.send(done.dispatches)
     return done
 
@@ -180,6 +186,8 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
             tx.add_events([event_row(row, f"step.{status}", {"reason": reason}, at)])
             done.dispatches, done.note = _revive(tx, run, advancer)
         done.status = run.status
+        detail = {"step": step, **({"output": output} if status is StepStatus.SUCCEEDED else {})}
+        audit.record(tx, who, "step.skip" if status is StepStatus.SKIPPED else "step.accept", f"run:{run_id}", detail)
     engine.send(done.dispatches)
     return done
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from orchestrator import audit
 from orchestrator.definition.plan import Plan, SchedulePlan
 from orchestrator.errors import EvaluationError, InputsError, NotFound, OrchestratorError, UsageError
 from orchestrator.runtime.chaining import bounded_key, start_run
@@ -209,6 +210,8 @@ class _Ticker:
         key = bounded_key(f"schedule:{row.full_name}@{fire_at.isoformat()}", "schedule")
         started_by = {"schedule": {"name": row.full_name, "fire_at": fire_at.isoformat(), "manual": False}}
         self.dispatches += start_run(self.engine, self.tx, self.plan, run_id, inputs, key, started_by, 0)
+        detail = {"workflow": self.plan.workflow.name, "version": self.plan.version, "via": "schedule"}
+        audit.record(self.tx, Who(f"schedule:{row.full_name}"[:200]), "run.submit", f"run:{run_id}", detail)
         row.last_run_id, self.previous_active = run_id, True
         return "started", run_id, None
 
@@ -271,6 +274,7 @@ def trigger(engine: Engine, full_name: str, who: Who) -> Triggered:
         origin = {"name": full_name, "fire_at": fire_at.isoformat(), "manual": True, **who.detail()}
         dispatches = start_run(engine, tx, plan, run_id, inputs, None, {"schedule": origin}, 0)
         tx.update_schedule(workflow, name, last_run_id=run_id)
+        audit.record(tx, who, "schedule.trigger", f"schedule:{full_name}", {"run_id": run_id})
     engine.send(dispatches)
     return Triggered(full_name, run_id, fire_at, dispatches)
 
@@ -286,6 +290,7 @@ def pause(engine: Engine, full_name: str, who: Who) -> bool:
         if row.pending_fire_at is not None:
             tx.update_fire(workflow, name, row.pending_fire_at, outcome="skipped", detail=f"paused by {who.by}")
         tx.update_schedule(workflow, name, paused=True, paused_by=who.by, pending_fire_at=None)
+        audit.record(tx, who, "schedule.pause", f"schedule:{full_name}")
     log.info("schedule %s paused by %s%s", full_name, who.by, f": {who.reason}" if who.reason else "")
     return True
 
@@ -299,6 +304,7 @@ def resume(engine: Engine, full_name: str, who: Who) -> bool:
         if not row.paused:
             return False
         tx.update_schedule(workflow, name, paused=False, paused_by=None, active_since=tx.store_time())
+        audit.record(tx, who, "schedule.resume", f"schedule:{full_name}")
     log.info("schedule %s resumed by %s%s", full_name, who.by, f": {who.reason}" if who.reason else "")
     return True
 

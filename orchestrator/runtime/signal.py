@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from orchestrator import audit
 from orchestrator.definition.model import EVENT_PATTERN
 from orchestrator.errors import EvaluationError, OrchestratorError, StateStoreError, UsageError
 from orchestrator.runtime.engine import Engine
@@ -131,6 +132,9 @@ def _deliver(
             if fresh is not None and fresh.status is StepStatus.WAITING and fresh.wake == "signal":
                 plan = engine.plans.get(tx, run.version)
                 done.dispatches += engine.advancer(tx, plan, run).woken(fresh)
+        sent = {"key": key, "delivered": [{"run_id": r.run_id, "step": r.step} for r in delivered], "kept": done.kept}
+        extra = {"run_id": run_id} if run_id else {}
+        audit.record(tx, who, "signal.send", f"event:{event}", {**sent, **extra, "signal_id": signal_id})
     done.delivered = [(row.run_id, row.step) for row in delivered]
     done.woken = [row.id for row in delivered if row.id not in completed]
     return done

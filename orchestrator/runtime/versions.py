@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator import audit
 from orchestrator.definition import Plan, build_plan
 from orchestrator.definition.model import split_ref
 from orchestrator.errors import NotFound, UsageError
@@ -63,11 +64,15 @@ def register(engine: Engine, plan: Plan, who: Who | None = None, activate: bool 
         tx.save_definition(plan.version, name, plan.workflow.snapshot())
         created = tx.register(name, plan.version, who.by)
         previous = tx.active_version(name)
-        if not activate or previous == plan.version:
-            return Registered(name, plan.version, created, False, previous)
-        tx.activate(name, plan.version, "register", who.by, who.reason)
-        activated(tx, plan)
-        return Registered(name, plan.version, created, True, previous)
+        done = Registered(name, plan.version, created, False, previous)
+        if activate and previous != plan.version:
+            tx.activate(name, plan.version, "register", who.by, who.reason)
+            activated(tx, plan)
+            done = Registered(name, plan.version, created, True, previous)
+        if done.created or done.activated:
+            detail = {"version": plan.version, "created": created, "activated": done.activated, "previous": previous}
+            audit.record(tx, who, "workflow.register", f"workflow:{name}", detail)
+        return done
 
 
 def activate(engine: Engine, name: str, ref: str, who: Who) -> Activated:
@@ -99,6 +104,7 @@ def _switch(engine: Engine, tx: Tx, name: str, version: str, action: str, who: W
     _check_calls(tx, plan)
     tx.activate(name, version, action, who.by, who.reason)
     activated(tx, plan)
+    audit.record(tx, who, f"workflow.{action}", f"workflow:{name}", {"version": version, "previous": previous})
     return Activated(name, version, previous, True)
 
 

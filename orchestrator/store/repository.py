@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from orchestrator.errors import StateStoreError, StoreRefused
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import tables as t
+from orchestrator.store.audit import AuditQueries
 from orchestrator.store.breaker_state import BreakerStateQueries
 from orchestrator.store.cache import CacheQueries
 from orchestrator.store.database import check_reachable, get_engine, redact
@@ -48,10 +49,11 @@ class Tx(
     ScheduleQueries,
     ReportQueries,
     MetricQueries,
+    AuditQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
-    signals, leases, dead letters, breaker state, registered versions, the step cache, schedules
-    and recovery (reconciling, replaying) in their own modules."""
+    signals, leases, dead letters, breaker state, registered versions, the step cache, schedules,
+    the audit log and recovery (reconciling, replaying) in their own modules."""
 
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection

@@ -350,3 +350,25 @@ schedule_fires = sa.Table(
     sa.Column("detail", sa.Text, nullable=True),
     sa.Column("at", Time, nullable=False),
 )
+
+# The audit trail: one record per change a person or a service made, written in the transaction
+# of that change. Append-only (the migration adds triggers that refuse UPDATE and DELETE); each
+# record's hash covers the previous record's hash and its own canonical JSON (orchestrator.audit).
+# ``at`` and ``detail`` are stored as the exact text that was hashed.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", Id, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.String(32), nullable=False),  # ISO 8601, UTC, microseconds: 2026-12-03T08:17:20.123456Z
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(400), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),  # canonical JSON text
+    sa.Column("mode", sa.String(16), nullable=False),  # sha256 | hmac-sha256
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_log_at", "at"),
+    sa.Index("ix_audit_log_target", "target"),
+    sa.Index("ix_audit_log_actor", "actor"),
+)

@@ -24,7 +24,7 @@ from orchestrator.runtime.reconciler import reconcile as reconcile_once
 from orchestrator.runtime.scheduler import Dispatch
 from orchestrator.runtime.signal import signal as signal_steps
 from orchestrator.runtime.waking import wake_step
-from orchestrator.settings import Settings, get_settings
+from orchestrator.settings import DEFAULT_SERVICE_ACTOR, Settings, get_settings
 from orchestrator.store import Repository, now
 from orchestrator.worker.app import app
 from orchestrator.worker.transport import CeleryTransport
@@ -89,12 +89,21 @@ def execute_step(step_run_id: int, dispatch_id: str) -> None:
 
 
 @app.task(name="orchestrator.submit", bind=True, acks_late=True, ignore_result=False)
-def submit(self: Task, workflow: str, inputs: dict[str, Any] | None = None, idempotency_key: str | None = None) -> str:
+def submit(
+    self: Task,
+    workflow: str,
+    inputs: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> str:
     """Start a run of a registered workflow; the same idempotency key gives back the same run.
-    Without a key, the message's own id is the key: a redelivered message starts no second run."""
+    Without a key, the message's own id is the key: a redelivered message starts no second run.
+    ``actor``: the sending service's name in the audit trail (default ``service``)."""
     found = engine()
     key = idempotency_key if idempotency_key is not None else f"celery-task:{self.request.id}"
-    return operations.submit(found, operations.registered_plan(found, workflow), inputs or {}, key).run_id
+    plan = operations.registered_plan(found, workflow)
+    return operations.submit(found, plan, inputs or {}, key, _sender(actor, None, reason), via="celery").run_id
 
 
 @app.task(name="orchestrator.wake", acks_late=True, ignore_result=True)
@@ -113,21 +122,37 @@ def signal(
     data: Any = None,
     by: str | None = None,
     signal_id: str | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
 ) -> int:
     """Complete the steps waiting on ``event`` and ``key``; how many (0: kept for a later wait).
     Without a ``signal_id`` the message's own id is the signal's: a redelivered message does nothing."""
-    who = operations.Who(by or "celery")
+    who = _sender(actor, by, reason)
     signal_id = signal_id if signal_id is not None else f"celery-task:{self.request.id}"
     return len(signal_steps(engine(), event, key, data, run_id, who, signal_id).delivered)
 
 
 @app.task(name="orchestrator.emit", bind=True, acks_late=True, ignore_result=False)
-def emit(self: Task, event: str, data: Any = None, by: str | None = None, emit_id: str | None = None) -> list[str]:
+def emit(
+    self: Task,
+    event: str,
+    data: Any = None,
+    by: str | None = None,
+    emit_id: str | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> list[str]:
     """Start the workflows whose ``on`` names ``event``; the ids of the runs started. Without an
     ``emit_id`` the message's own id is the emission's: a redelivered message starts nothing new."""
     emit_id = emit_id if emit_id is not None else f"celery-task:{self.request.id}"
-    done = emit_event(engine(), event, data, operations.Who(by or "celery"), emit_id)
+    done = emit_event(engine(), event, data, _sender(actor, by, reason), emit_id)
     return [run_id for _, run_id in done.started]
+
+
+def _sender(actor: str | None, by: str | None, reason: str | None) -> operations.Who:
+    """The service that sent a message: its ``actor`` kwarg (``by``, the older name), else ``service``
+    (never the worker's own ORCHESTRATOR_ACTOR: the worker is not who asked)."""
+    return operations.Who(actor or by or DEFAULT_SERVICE_ACTOR, reason)
 
 
 @app.task(name="orchestrator.advance", acks_late=True)

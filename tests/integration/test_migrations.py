@@ -17,6 +17,7 @@ from tests.conftest import _admin, _drop, _sqlalchemy_url
 
 TABLES = {
     "activations",
+    "audit_log",
     "alembic_version",
     "attempts",
     "breakers",
@@ -43,7 +44,7 @@ def check(url: str) -> None:
     upgrade(url)
     engine = get_engine(url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES
-    assert current(url) == "0008"
+    assert current(url) == "0009"
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
     step_indexes = {i["name"] for i in sa.inspect(engine).get_indexes("step_runs")}

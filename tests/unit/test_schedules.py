@@ -375,3 +375,21 @@ def test_beat_s_cache_of_next_ticks_skips_only_what_is_not_due(engine: Engine) -
     assert [t[1] for t in fire_due(engine, one + timedelta(seconds=1), cache=cache).started] == [one]
     assert fire_due(engine, one + timedelta(seconds=2), cache=cache).ticks == []
     assert [t[1] for t in fire_due(engine, two + timedelta(seconds=1), cache=cache).started] == [two]
+
+
+def test_schedule_actions_and_the_runs_ticks_start_are_audited(engine: Engine) -> None:
+    from orchestrator import audit
+
+    register(engine, workflow(EVERY_10S))
+    pause(engine, "report/often", OPS)
+    resume(engine, "report/often", OPS)
+    run_id = trigger(engine, "report/often", OPS).run_id
+    fire_due(engine, at=now() + timedelta(seconds=15))  # a tick of every 10s has come by then
+    with engine.repo.transaction() as tx:
+        records = [(r["actor"], r["action"], r["target"]) for r in tx.audit_records(limit=100)]
+    assert ("ops", "schedule.pause", "schedule:report/often") in records
+    assert ("ops", "schedule.resume", "schedule:report/often") in records
+    assert ("ops", "schedule.trigger", "schedule:report/often") in records
+    assert ("ops", "run.submit", f"run:{run_id}") not in records  # a manual run is the trigger's record
+    assert any(a == "schedule:report/often" and action == "run.submit" for a, action, _ in records)
+    assert audit.verify(engine.repo).ok
