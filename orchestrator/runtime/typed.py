@@ -15,7 +15,7 @@ import logging
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 from jsonschema import Draft202012Validator
@@ -27,6 +27,7 @@ from referencing.exceptions import Unresolvable
 from orchestrator.errors import ValidationError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EXCERPT_CHARS = 80
 
@@ -141,16 +142,22 @@ def _checked(hint: Any) -> bool:
     return not any(hint is unchecked for unchecked in _UNCHECKED)
 
 
+def per_function(compute: Callable[[Callable[..., Any]], T]) -> Callable[[Callable[..., Any]], T]:
+    """``compute`` done once per step function (an unhashable callable: each time)."""
+    cached = functools.lru_cache(maxsize=1024)(compute)
+
+    def lookup(function: Callable[..., Any]) -> T:
+        try:
+            return cached(function)
+        except TypeError:  # unhashable
+            return compute(function)
+
+    return functools.wraps(compute)(lookup)
+
+
+@per_function
 def signature_of(function: Callable[..., Any]) -> Signature:
     """Built once per function; annotations that cannot be resolved are not checked (logged)."""
-    try:
-        return _signature_of(function)
-    except TypeError:  # an unhashable callable: built each time
-        return _signature_of.__wrapped__(function)
-
-
-@functools.lru_cache(maxsize=1024)
-def _signature_of(function: Callable[..., Any]) -> Signature:
     try:
         hints = typing.get_type_hints(function)
         parameters = inspect.signature(function).parameters

@@ -9,7 +9,6 @@ held across the call: two workers that miss the same key at once both run, and o
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import json
@@ -20,7 +19,7 @@ from typing import Any, ClassVar
 
 from orchestrator.errors import EvaluationError, StateStoreError
 from orchestrator.runtime.middleware import CacheHit, Call, Defer, Middleware
-from orchestrator.runtime.typed import to_data
+from orchestrator.runtime.typed import per_function, to_data
 from orchestrator.settings import DEFAULT_CACHE_UNAVAILABLE_WAIT_S
 from orchestrator.store import Repository, Tx, now, storable
 
@@ -90,7 +89,7 @@ def cache_key(call: Call) -> str:
             raise EvaluationError(f"cache.key: {exc.message}") from None
         parts: list[Any] = ["key", call.plan.workflow.name, call.row.step, call.step.task, given]
     else:
-        parts = ["default", call.step.task, call.row.inputs or {}, source_hash(call.function)]
+        parts = ["default", call.step.task, call.row.inputs or {}, source_hash(call.function) if call.function else ""]
     try:
         text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -98,19 +97,10 @@ def cache_key(call: Call) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def source_hash(function: Callable[..., Any] | None) -> str:
+@per_function
+def source_hash(function: Callable[..., Any]) -> str:
     """A hash of the function's source (a Celery task's ``run``); of its bytecode and constants
     where the source is not available."""
-    if function is None:
-        return ""
-    try:
-        return _source_hash(function)
-    except TypeError:  # an unhashable callable: computed each time
-        return _source_hash.__wrapped__(function)
-
-
-@functools.lru_cache(maxsize=1024)
-def _source_hash(function: Callable[..., Any]) -> str:
     target = inspect.unwrap(getattr(function, "run", function))
     try:
         text = inspect.getsource(target)
@@ -123,5 +113,5 @@ def _source_hash(function: Callable[..., Any]) -> str:
             named = target if inner is None else inner
             text = f"{type(target).__module__}.{type(target).__qualname__}:{getattr(named, '__qualname__', '')}"
             if inner is not None:
-                text += _source_hash(inner)
+                text += source_hash(inner)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
