@@ -36,6 +36,8 @@ DEFAULT_BREAKER_UNAVAILABLE_WAIT_S = 5.0
 DEFAULT_CACHE_UNAVAILABLE_WAIT_S = 2.0  # the store cannot be read before a cached or asserted call: wait, no call
 DEFAULT_LEASE_S = 30.0
 DEFAULT_RECORD_PATIENCE_S = 20.0
+DEFAULT_LOCAL_STEPS = 100  # steps one delivery may run in-process after its own (0: every step is a message)
+DEFAULT_LOCAL_BUDGET_S = 5.0  # ... and only while it has run for less than this
 DEFAULT_WORKER_FORGET_S = 7 * 86400.0
 DEFAULT_UNKNOWN_BROKER_REDISPATCH_S = 3600.0
 
@@ -80,6 +82,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     max_countdown_s: float = DEFAULT_MAX_COUNTDOWN_S
     lease_s: float = DEFAULT_LEASE_S
+    local_steps: int = DEFAULT_LOCAL_STEPS
+    local_budget_s: float = DEFAULT_LOCAL_BUDGET_S
     actor: str | None = None
     signal_ttl: str = DEFAULT_SIGNAL_TTL
     max_depth: int = DEFAULT_MAX_DEPTH

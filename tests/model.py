@@ -12,7 +12,7 @@ the store; at the end the world turns healthy and every run must end.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -69,12 +69,21 @@ class Broker:
 
 @dataclass
 class Outcomes:
-    """What the next execution of a step function does."""
+    """What the next executions of a step function do (then "ok")."""
 
-    next: str = "ok"
+    def __init__(self) -> None:
+        self.queue: list[str] = []
+
+    @property
+    def next(self) -> str:
+        return self.queue[0] if self.queue else "ok"
+
+    @next.setter
+    def next(self, outcome: str) -> None:
+        self.queue = [outcome]
 
     def function(self, **inputs: Any) -> Any:
-        outcome, self.next = self.next, "ok"
+        outcome = self.queue.pop(0) if self.queue else "ok"
         if outcome == "fail":
             raise ConnectionError("the service is down")
         if outcome == "fatal":
@@ -180,6 +189,16 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
             self.execute(message, outcome)
 
         @precondition(lambda self: self.broker.messages)
+        @rule(
+            pick=st.integers(0, 50),
+            outcomes=st.lists(st.sampled_from(["ok", "ok", "fail", "fatal", "timeout", "die"]), min_size=1, max_size=4),
+        )
+        def deliver_continuing(self, pick: int, outcomes: list[str]) -> None:
+            """A worker runs the step, then the steps it makes ready, in-process (local continuation)."""
+            message = self.broker.messages.pop(pick % len(self.broker.messages))
+            self.execute(message, outcomes[0], may_continue=True, then=outcomes[1:])
+
+        @precondition(lambda self: self.broker.messages)
         @rule(pick=st.integers(0, 50), outcome=st.sampled_from(["ok", "fail", "die"]))
         def deliver_twice(self, pick: int, outcome: str) -> None:
             """The broker hands the same message to two workers."""
@@ -200,13 +219,13 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
         @precondition(lambda self: self.dead)
         @rule()
         def leases_lapse(self) -> None:
-            """Time passes: the claims of dead workers are no longer renewed."""
-            ids = [m.step_run_id for m in self.dead]
+            """Time passes: the claims of dead workers are no longer renewed (between rules nothing
+            executes, so every running step is a dead worker's: also one it had continued to)."""
             self.dead = []
             with self.repo.transaction() as tx:
                 tx.c.execute(
                     t.step_runs.update()
-                    .where(t.step_runs.c.id.in_(ids), t.step_runs.c.status == "running")
+                    .where(t.step_runs.c.status == "running", t.step_runs.c.lease_expires_at.is_not(None))
                     .values(lease_expires_at=now() - timedelta(hours=1))
                 )
 
@@ -318,16 +337,19 @@ def state_machine(make_repo: Callable[[], Repository], countdown_limits: tuple[f
             except OrchestratorError:
                 pass
 
-        def execute(self, message: Dispatch, outcome: str) -> None:
+        def execute(
+            self, message: Dispatch, outcome: str, may_continue: bool = False, then: Sequence[str] = ()
+        ) -> None:
             assert self.engine is not None
-            self.outcomes.next = outcome
+            self.outcomes.queue = [outcome, *then]
             self.broker.delivered.append(message)
             if message.wake:
                 self.engine.send(wake_step(self.engine, message.step_run_id))
                 self.outcomes.next = "ok"
                 return
             try:
-                self.engine.send(Executor(self.engine).execute(message.step_run_id, message.dispatch_id))
+                executor = Executor(self.engine)
+                self.engine.send(executor.execute(message.step_run_id, message.dispatch_id, may_continue=may_continue))
             except WorkerDied:
                 self.dead.append(message)
             self.outcomes.next = "ok"

@@ -23,6 +23,8 @@ from orchestrator.runtime.middleware import Call, Stack, default_stack
 from orchestrator.runtime.scheduler import Advancer, Dispatch
 from orchestrator.settings import (
     DEFAULT_LEASE_S,
+    DEFAULT_LOCAL_BUDGET_S,
+    DEFAULT_LOCAL_STEPS,
     DEFAULT_MAX_COUNTDOWN_S,
     DEFAULT_POISON_LIMIT,
     DEFAULT_RECONCILE_STALE_S,
@@ -72,6 +74,8 @@ class Timing:
     stale_s: float = DEFAULT_RECONCILE_STALE_S
     record_patience_s: float = DEFAULT_RECORD_PATIENCE_S
     poison_limit: int = DEFAULT_POISON_LIMIT
+    local_steps: int = DEFAULT_LOCAL_STEPS
+    local_budget_s: float = DEFAULT_LOCAL_BUDGET_S
 
 
 class PlanCache:

@@ -35,7 +35,7 @@ from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.lease import Holder
 from orchestrator.runtime.machine import gate_problem
 from orchestrator.runtime.middleware import Call, Defer
-from orchestrator.runtime.scheduler import Dispatch, Failure, label_for, new_dispatch_id
+from orchestrator.runtime.scheduler import Dispatch, Failure, counted_down, label_for, new_dispatch_id
 from orchestrator.runtime.typed import to_data
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now, storable
@@ -65,19 +65,60 @@ class Deferred:
 Outcome = Succeeded | Failed | Deferred
 
 
+@dataclass
+class Continuation:
+    """How much more a delivery may run in-process: a step it made ready is claimed in the same
+    transaction that recorded its own, and run here with no broker hop (it is leased and recorded
+    exactly as a delivered step, so a crash leaves it to the reconciler like any other)."""
+
+    steps: int
+    until: float  # time.monotonic() after which no further step is taken
+
+    def allows(self) -> bool:
+        return self.steps > 0 and time.monotonic() < self.until
+
+
+@dataclass(frozen=True)
+class Taken:
+    row: StepRow
+    plan: Plan
+    token: str
+
+
 class Executor:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         assert engine.lease is not None
         self.lease = engine.lease
+        self._budget: Continuation | None = None
+        self._taken: Taken | None = None
+        self._token = ""  # the delivered message's id: every step this execution runs is under it
 
-    def execute(self, step_run_id: int, dispatch_id: str) -> list[Dispatch]:
-        """Run one delivered step, record the result, and advance the run (idempotent per message)."""
+    def execute(self, step_run_id: int, dispatch_id: str, may_continue: bool = False) -> list[Dispatch]:
+        """Run one delivered step, record the result, and advance the run (idempotent per message).
+
+        With ``may_continue`` (the delivery has no time limit of its own), a step it makes ready
+        that has no timeout either is run next, here, within ``Timing.local_steps`` and
+        ``local_budget_s``; the other messages it leads to are sent before that step starts."""
         holder = self.lease.holder()
         claimed = self._claim(step_run_id, dispatch_id, holder)
         if isinstance(claimed, list):
             return claimed
+        timing = self.engine.timing
+        if may_continue and timing.local_steps > 0:
+            self._budget = Continuation(timing.local_steps, time.monotonic() + timing.local_budget_s)
         row, plan = claimed
+        self._token = dispatch_id
+        taken: Taken | None = Taken(row, plan, dispatch_id)
+        while True:
+            assert taken is not None
+            dispatches = self._execute_claimed(taken.row, taken.plan, taken.token)
+            taken, self._taken = self._taken, None
+            if taken is None:
+                return dispatches
+            self.engine.send(dispatches)
+
+    def _execute_claimed(self, row: StepRow, plan: Plan, token: str) -> list[Dispatch]:
         self.lease.hold(row.id)
         try:
             try:
@@ -85,7 +126,7 @@ class Executor:
             except Exception as exc:  # ours, not the step's: give the claim back before failing
                 self._release(row, exc)
                 raise
-            return self._record(row, plan, dispatch_id, outcome)
+            return self._record(row, plan, token, outcome)
         finally:
             self.lease.drop(row.id)
 
@@ -195,6 +236,7 @@ class Executor:
         deadline = time.monotonic() + self.engine.timing.record_patience_s
         delay = 0.2
         while True:
+            self._taken = None  # a claim made by a write that did not commit is void
             try:
                 return self._write(row, plan, owner, outcome)
             except StoreRefused as exc:
@@ -224,24 +266,71 @@ class Executor:
     def _succeeded(self, row: StepRow, plan: Plan, owner: str, output: Any, call: Call | None) -> list[Dispatch]:
         hit = call.cached if call is not None else None
         with self.engine.repo.transaction() as tx:
-            run = tx.lock_run(row.run_id)
             at = now()
-            if run is None:
-                return []
             if hit is not None:
-                if not tx.finish_cached(row, owner, at, output):
+                run = tx.lock_run(row.run_id)
+                if run is None or not tx.finish_cached(row, owner, at, output):
                     return []
-            elif not tx.finish(row, owner, StepStatus.SUCCEEDED, at, output=output):
-                return []
+            else:
+                run, ended = tx.finish_locked(row, owner, at, output, counted_down(plan, row))
+                if run is None or not ended:
+                    return []
             if call is not None:
                 self.engine.stack.after_succeeded(tx, call, output)
             done = StepRow(**{**row.__dict__, "status": StepStatus.SUCCEEDED, "output": output})
             advancer = self.engine.advancer(tx, plan, run)
+            if self._budget is not None and self._budget.allows():
+                advancer.keep = self._keep
             if hit is not None:
                 done.attempts, done.cached = row.attempts - 1, True
                 advancer.event("step.cached", done, {"from_run": hit.run_id})
             advancer.event("step.succeeded", done)
-            return advancer.step_finished(done)
+            return self._take_one(tx, advancer.step_finished(done))
+
+    def _keep(self, tx: Tx, d: Dispatch, inputs: Any) -> bool:
+        """The advance made a step ready: claim it for this process to run next, in place of
+        queueing it (see ``execute``). Only a plain step message without a timeout of its own is
+        kept: a timeout is enforced by Celery, per message."""
+        if self._taken is not None or not _local(d):
+            return False
+        holder = self.lease.holder()
+        lease_s = self.engine.timing.lease_s
+        claimed = tx.claim(
+            d.step_run_id,
+            d.dispatch_id,
+            holder.id,
+            holder.name,
+            lease_s,
+            now(),
+            self._token,
+            pending=True,
+            inputs=inputs,
+        )
+        return claimed is not None and self._took(tx, claimed)
+
+    def _take_one(self, tx: Tx, dispatches: list[Dispatch]) -> list[Dispatch]:
+        """If the advance kept no step (``_keep``), claim one of the foreach items it queued for
+        this process to run next; the other dispatches are returned to be sent."""
+        budget = self._budget
+        if self._taken is not None or budget is None or not budget.allows():
+            return dispatches
+        for i, d in enumerate(dispatches):
+            if not _local(d):
+                continue
+            holder = self.lease.holder()
+            lease_s = self.engine.timing.lease_s
+            claimed = tx.claim(d.step_run_id, d.dispatch_id, holder.id, holder.name, lease_s, now(), self._token)
+            if claimed is not None and self._took(tx, claimed):
+                return dispatches[:i] + dispatches[i + 1 :]
+        return dispatches
+
+    def _took(self, tx: Tx, claimed: tuple[StepRow, str]) -> bool:
+        assert self._budget is not None
+        row, version = claimed
+        plan = self.engine.plans.cached(version) or self.engine.plans.get(tx, version)
+        self._taken = Taken(row, plan, self._token)
+        self._budget.steps -= 1
+        return True
 
     def _gate(self, row: StepRow, plan: Plan, output: Any) -> str | None:
         with self.engine.repo.transaction() as tx:
@@ -352,6 +441,11 @@ def lose(engine: Engine, tx: Tx, plan: Plan, run: RunRow, row: StepRow) -> list[
     failed = StepRow(**{**row.__dict__, "status": StepStatus.FAILED, "error": error})
     failure = Failure(failed, plan, error, WorkerLost.__name__, None, "poison message", at)
     return fail_for_good(engine, tx, plan, run, failure)
+
+
+def _local(d: Dispatch) -> bool:
+    """A dispatch this process may run itself: a step message, due now, with no timeout."""
+    return not (d.wake or d.local or d.stop_run is not None or d.countdown or d.timeout)
 
 
 def _text(value: str) -> str:

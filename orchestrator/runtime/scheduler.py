@@ -94,6 +94,7 @@ class Failure:
 
 
 FailureHook = Callable[[Tx, Failure], None]
+Keep = Callable[[Tx, Dispatch, Any], bool]  # claims a step about to be queued (with its inputs) for this process
 RetryVerdict = Callable[[StepRow, StepPlan, Exception], RetryDecision]
 
 
@@ -147,6 +148,8 @@ class Advancer:
         self.events: list[dict[str, Any]] = []
         self.dispatches: list[Dispatch] = []
         self.queued: list[tuple[int, str]] = []
+        self.to_queue: list[tuple[int, Any, str]] = []
+        self.keep: Keep | None = None
         self.worklist: deque[str] = deque()
         self.to_refill: set[str] = set()
         self.to_recount: set[str] = set()
@@ -216,6 +219,7 @@ class Advancer:
                 self.to_refill.discard(step)
                 self.load([step])
                 self.refill(self.plan.steps[step])
+        self.keep_one()
         self.flush()
         if self.to_recount:  # last, once every ended step has counted itself down
             self.recount(s for s in sorted(self.to_recount) if self.rows[s].status is StepStatus.PENDING)
@@ -223,6 +227,7 @@ class Advancer:
         if (self.maybe_done or self.failing) and not self.run.status.terminal:
             if not self.tx.has_open_steps(self.run.id):
                 self.finish_run()
+                self.flush()  # a compensation it queued
         self.tx.add_events(self.events)
         self.events = []
         return self.dispatches
@@ -333,7 +338,7 @@ class Advancer:
     def queue(self, row: StepRow, inputs: Any) -> None:
         """Send the step to a worker: the task kind's start."""
         dispatch_id = new_dispatch_id()
-        self.tx.update_step(row.id, status=StepStatus.QUEUED, inputs=inputs, dispatch_id=dispatch_id, queued_at=self.at)
+        self.to_queue.append((row.id, inputs, dispatch_id))  # written by flush(), with the others
         row.status = StepStatus.QUEUED
         self.dispatches.append(
             Dispatch(row.id, dispatch_id, timeout=self.plan.steps[row.step].timeout, label=label_for(self.plan, row))
@@ -347,10 +352,29 @@ class Advancer:
         self.dispatches.append(Dispatch(step_run_id, dispatch_id, timeout=timeout, label=about))
 
     def flush(self) -> None:
-        """Write the items chosen so far as queued, before anything reads their status again."""
+        """Write the steps and items chosen so far as queued, before anything reads their status again."""
+        if self.to_queue:
+            self.tx.queue(self.to_queue, self.at)
+            self.to_queue = []
         if self.queued:
             self.tx.queue_many(self.queued, self.at)
             self.queued = []
+
+    def keep_one(self) -> None:
+        """Offer the steps about to be queued to ``keep`` (the executor's local continuation): the
+        first it takes is claimed in place of being queued, and sends no message."""
+        if self.keep is None or not self.to_queue:
+            return
+        for i, (row_id, inputs, dispatch_id) in enumerate(self.to_queue):
+            sent = next((d for d in self.dispatches if d.step_run_id == row_id and d.dispatch_id == dispatch_id), None)
+            if sent is None:
+                continue
+            self.tx.add_events(self.events)  # logged before the claim's own event
+            self.events = []
+            if self.keep(self.tx, sent, inputs):
+                del self.to_queue[i]
+                self.dispatches.remove(sent)
+                return
 
     def settle(
         self,
@@ -462,7 +486,7 @@ class Advancer:
         if row.step.startswith(COMPENSATE_PREFIX):
             self.maybe_done = True  # the next compensation, or the run's end
             return
-        dependents = self.plan.steps[row.step].dependents
+        dependents = counted_down(self.plan, row)
         if not dependents:
             self.maybe_done = True  # a leaf ended: the run may be over (checked once, in drain)
             return
@@ -620,6 +644,13 @@ class Advancer:
         if index == STEP_ROW:
             index = None
         return {"run_id": self.run.id, "step": step, "item_index": index, "kind": kind, "detail": detail, "at": self.at}
+
+
+def counted_down(plan: Plan, row: StepRow) -> tuple[str, ...]:
+    """The steps whose ``needs_open`` counts ``row``'s end (in a DAG's advance: its dependents)."""
+    if row.is_item or plan.machine is not None or row.step.startswith(COMPENSATE_PREFIX):
+        return ()
+    return tuple(plan.steps[row.step].dependents)
 
 
 def _checked(value: Any, where: str) -> Any:

@@ -58,6 +58,7 @@ class Tx(
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection
         self.dialect = connection.dialect.name
+        self._events: list[dict[str, Any]] = []  # written before the transaction commits
 
     # Definitions and subscriptions
 
@@ -233,10 +234,22 @@ class Tx(
     # Events
 
     def add_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Log events: buffered, and written in order with the transaction's next statement that
+        takes them (a claim) or just before it commits, so they cost no round trip of their own."""
+        self._events.extend(events)
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """The buffered events, for a statement that writes them itself (and then owns them)."""
+        events, self._events = self._events, []
+        return events
+
+    def flush_events(self) -> None:
+        events = self.take_events()
         if events:
-            self.c.execute(t.events.insert(), list(events))
+            self.c.execute(t.events.insert(), events)
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
+        self.flush_events()
         e = t.events.c
         query = sa.select(e.step, e.item_index, e.kind, e.detail, e.at).where(e.run_id == run_id).order_by(e.id)
         return [dict(r._mapping, at=aware(r.at)) for r in self.c.execute(query)]
@@ -244,6 +257,7 @@ class Tx(
     def events_after(self, run_id: str, after_id: int, limit: int) -> list[dict[str, Any]]:
         """The run's events with an id above ``after_id``, oldest first, at most ``limit``: what a
         follower has not seen yet, read through the (run_id, id) index."""
+        self.flush_events()
         e = t.events.c
         query = (
             sa.select(e.id, e.step, e.item_index, e.kind, e.detail, e.at)
@@ -286,7 +300,9 @@ class Repository:
     def transaction(self) -> Iterator[Tx]:
         with self._errors():
             with self.engine.begin() as connection:
-                yield Tx(connection)
+                tx = Tx(connection)
+                yield tx
+                tx.flush_events()
 
     @contextmanager
     def statements(self) -> Iterator[Tx]:
@@ -297,7 +313,9 @@ class Repository:
             return
         with self._errors():
             with get_engine(self._url_text, autocommit=True).connect() as connection:
-                yield Tx(connection)
+                tx = Tx(connection)
+                yield tx
+                tx.flush_events()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -69,8 +69,8 @@ class RunRow:
     compensation: Any = None
 
     @classmethod
-    def from_row(cls, row: sa.Row[Any]) -> RunRow:
-        data = dict(row._mapping)
+    def from_row(cls, row: sa.Row[Any] | dict[str, Any]) -> RunRow:
+        data = dict(row) if isinstance(row, dict) else dict(row._mapping)
         data["status"] = RunStatus(data["status"])
         for key in ("created_at", "started_at", "finished_at"):
             data[key] = aware(data[key])

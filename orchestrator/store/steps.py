@@ -6,6 +6,7 @@ found through partial indexes, a join's readiness through its ``needs_open`` cou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from orchestrator.status import StepStatus
 from orchestrator.store import tables as t
 from orchestrator.store.clock import db_later
-from orchestrator.store.rows import STEP_ROW, StepRow, aware, event_row
+from orchestrator.store.rows import STEP_ROW, RunRow, StepRow, aware, event_row
 
 _s = t.step_runs.c
 
@@ -39,23 +40,51 @@ _STEPS_NAMED = (
 _PAUSED_RUN = sa.select(t.runs.c.id).where(t.runs.c.id == _s.run_id, t.runs.c.status == "paused").exists()
 _OPEN_STEP = sa.select(_s.id).where(_s.run_id == sa.bindparam("run_id"), _OPEN_STEP_ROW).limit(1)
 
-# PostgreSQL: a claim and its event in one statement, so it needs no explicit transaction.
-_PG_CLAIM = sa.text("""
+# PostgreSQL: a claim and its event in one statement, so it needs no explicit transaction. A claim
+# takes a queued step for its message; or, ``pending``, a step its run just made ready, in place of
+# queueing it (its inputs written with it). ``logging`` also writes the events the transaction has
+# buffered, in order, before the claim's own.
+_CLAIM_WHERE = {
+    False: "dispatch_id = :dispatch AND status = 'queued'",
+    True: "status = 'pending'",
+}
+_CLAIM_SET = {False: "", True: "inputs = CAST(:inputs AS jsonb), queued_at = :at,"}
+_RUNNING_EVENT = """SELECT {n} run_id, step, CASE WHEN item_index = -1 THEN NULL ELSE item_index END, 'step.running',
+           jsonb_build_object('attempt', attempts, 'worker', worker), CAST(:at AS timestamptz)
+    FROM claimed"""
+_BUFFERED_EVENTS = (
+    """SELECT run_id, step, item_index, kind, detail, at FROM (
+        SELECT e.n, e.run_id, e.step, e.item_index, e.kind, e.detail, e.at
+        FROM jsonb_to_recordset(CAST(:events AS jsonb))
+             AS e(n int, run_id text, step text, item_index int, kind text, detail jsonb, at timestamptz)
+        UNION ALL
+        """
+    + _RUNNING_EVENT.format(n="2147483647,")
+    + """
+    ) AS pending ORDER BY n"""
+)
+
+
+def _claim_statement(pending: bool, logging: bool) -> sa.TextClause:
+    return sa.text(f"""
 WITH claimed AS (
     UPDATE step_runs SET status = 'running', attempts = attempts + 1, worker = :worker, worker_id = :worker_id,
-           started_at = :at, error = NULL,
+           started_at = :at, error = NULL, dispatch_id = :token, {_CLAIM_SET[pending]}
            lease_expires_at = statement_timestamp() + make_interval(secs => :lease_s)
-    WHERE id = :row_id AND dispatch_id = :dispatch AND status = 'queued'
+    WHERE id = :row_id AND {_CLAIM_WHERE[pending]}
       AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = step_runs.run_id AND runs.status = 'paused')
     RETURNING *
 ), logged AS (
     INSERT INTO events (run_id, step, item_index, kind, detail, at)
-    SELECT run_id, step, CASE WHEN item_index = -1 THEN NULL ELSE item_index END, 'step.running',
-           jsonb_build_object('attempt', attempts, 'worker', worker), :at
-    FROM claimed
+    {_BUFFERED_EVENTS if logging else _RUNNING_EVENT.format(n="")}
 )
 SELECT claimed.*, runs.version AS run_version FROM claimed JOIN runs ON runs.id = claimed.run_id
 """)
+
+
+_PG_CLAIMS = {
+    (pending, logging): _claim_statement(pending, logging) for pending in (False, True) for logging in (False, True)
+}
 
 # PostgreSQL: a step's end and its attempt record in one statement. The attempt number fences the
 # write: a holder whose lease lapsed and whose step was taken over records nothing.
@@ -71,6 +100,66 @@ WITH done AS (
 )
 SELECT count(*) FROM done
 """).bindparams(sa.bindparam("output", type_=t.Json))
+
+
+# PostgreSQL: the run's lock, then the step's end and its attempt, and one need counted down in each
+# of its dependents, in one round trip. Each change is gated on the one before it (the step changes
+# only if the run exists, the dependents only if the step ended), so whatever order PostgreSQL runs
+# the parts in, the run row is locked before any step row, as every writer locks them.
+_DEPENDENT = [c.name for c in t.step_runs.c]
+_FINISH_LOCKED = """
+WITH run AS (
+    SELECT * FROM runs WHERE id = :run_id FOR UPDATE
+), done AS (
+    UPDATE step_runs SET status = :status, output = :output, error = NULL, traceback = NULL,
+           finished_at = :at, lease_expires_at = NULL
+    WHERE id = :row_id AND dispatch_id = :owner AND attempts = :attempt AND status = 'running'
+      AND EXISTS (SELECT 1 FROM run)
+    RETURNING id, attempts, worker, started_at
+), tried AS (
+    INSERT INTO attempts (step_run_id, number, status, error, worker, started_at, finished_at)
+    SELECT id, attempts, :status, NULL, worker, started_at, :at FROM done
+), counted AS (
+    UPDATE step_runs SET needs_open = needs_open - 1
+    WHERE run_id = :run_id AND {dependents} AND item_index = :step_row AND EXISTS (SELECT 1 FROM done)
+    RETURNING *
+)
+SELECT run.*, (SELECT count(*) FROM done) AS step_finished, {columns}
+FROM run LEFT JOIN counted ON true
+"""
+# One dependent (a chain) is found by equality, which the planner always reads through the unique
+# (run_id, step, item_index) index; ``item_index`` is a parameter, not a constant, so no partial index
+# of open steps (every open step of the run) is chosen instead.
+_PG_FINISH_LOCKED = {
+    many: sa.text(
+        _FINISH_LOCKED.format(
+            dependents="step = ANY(CAST(:dependents AS text[]))" if many else "step = :dependent",
+            columns=", ".join(f"counted.{c} AS dep_{c}" for c in _DEPENDENT),
+        )
+    ).bindparams(sa.bindparam("output", type_=t.Json))
+    for many in (False, True)
+}
+
+_NEED_ENDED = (
+    t.step_runs.update()
+    .where(
+        _s.run_id == sa.bindparam("of_run"),
+        _s.item_index == STEP_ROW,
+        _s.step.in_(sa.bindparam("names", expanding=True)),
+    )
+    .values(needs_open=_s.needs_open - 1)
+    .returning(*t.step_runs.c)
+)
+_QUEUE = (
+    t.step_runs.update()
+    .where(_s.id == sa.bindparam("row_id"))
+    .values(
+        status=StepStatus.QUEUED,
+        inputs=sa.bindparam("inputs", type_=t.Json),
+        dispatch_id=sa.bindparam("dispatch"),
+        queued_at=sa.bindparam("at"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -97,8 +186,15 @@ class StepQueries:
 
     c: sa.Connection
     dialect: str
+    _counted: tuple[str, tuple[str, ...], list[StepRow]] | None = None
 
     def add_events(self, events: Sequence[dict[str, Any]]) -> None:
+        raise NotImplementedError  # provided by Tx
+
+    def lock_run(self, run_id: str) -> RunRow | None:
+        raise NotImplementedError  # provided by Tx
+
+    def take_events(self) -> list[dict[str, Any]]:
         raise NotImplementedError  # provided by Tx
 
     def steps(self, run_id: str, names: Iterable[str] | None = None) -> dict[str, StepRow]:
@@ -126,41 +222,63 @@ class StepQueries:
         return [StepRow.from_row(r) for r in self.c.execute(query.order_by(_s.step, _s.item_index))]
 
     def claim(
-        self, step_run_id: int, dispatch_id: str, worker_id: int, worker: str, lease_s: float, at: datetime
+        self,
+        step_run_id: int,
+        dispatch_id: str,
+        worker_id: int,
+        worker: str,
+        lease_s: float,
+        at: datetime,
+        token: str | None = None,
+        *,
+        pending: bool = False,
+        inputs: Any = None,
     ) -> tuple[StepRow, str] | None:
         """Take a queued step for this delivery under a lease, and log it; with the run's definition
         version. None when the step is not queued for this delivery (stale, duplicate or finished)
-        or its run is paused."""
-        params = {
+        or its run is paused. ``token``: the dispatch token it runs under from now on (default: the
+        delivery's), the id of the Celery message whose execution runs it, which revoking stops.
+        ``pending``: take a pending step its run just made ready instead of queueing it, with its
+        ``inputs`` (``dispatch_id`` is then the token it would have been sent with, unused)."""
+        token = token or dispatch_id
+        params: dict[str, Any] = {
             "row_id": step_run_id,
             "dispatch": dispatch_id,
+            "token": token,
             "worker": worker,
             "worker_id": worker_id,
             "at": at,
             "lease_s": float(lease_s),
         }
         if self.dialect == "postgresql":
-            found = self.c.execute(_PG_CLAIM, params).first()
+            events = self.take_events()
+            if events:
+                params["events"] = json.dumps([{**e, "n": n, "at": e["at"].isoformat()} for n, e in enumerate(events)])
+            if pending:
+                params["inputs"] = json.dumps(inputs)
+            found = self.c.execute(_PG_CLAIMS[pending, bool(events)], params).first()
             if found is None:
                 return None
             data = dict(found._mapping)
             version = data.pop("run_version")
             return StepRow.from_row(data), version
-        statement = (
-            t.step_runs.update()
-            .where(_s.id == step_run_id, _s.dispatch_id == dispatch_id, _s.status == StepStatus.QUEUED, ~_PAUSED_RUN)
-            .values(
-                status=StepStatus.RUNNING,
-                attempts=_s.attempts + 1,
-                worker=worker,
-                worker_id=worker_id,
-                started_at=at,
-                error=None,
-                lease_expires_at=db_later(self.dialect, lease_s),
-            )
-            .returning(*t.step_runs.c)
-        )
-        found = self.c.execute(statement).first()
+        status = StepStatus.PENDING if pending else StepStatus.QUEUED
+        condition = sa.and_(_s.id == step_run_id, _s.status == status, ~_PAUSED_RUN)
+        values: dict[str, Any] = {
+            "status": StepStatus.RUNNING,
+            "attempts": _s.attempts + 1,
+            "worker": worker,
+            "worker_id": worker_id,
+            "started_at": at,
+            "error": None,
+            "dispatch_id": token,
+            "lease_expires_at": db_later(self.dialect, lease_s),
+        }
+        if pending:
+            values.update(inputs=inputs, queued_at=at)
+        else:
+            condition = sa.and_(condition, _s.dispatch_id == dispatch_id)
+        found = self.c.execute(t.step_runs.update().where(condition).values(**values).returning(*t.step_runs.c)).first()
         if found is None:
             return None
         row = StepRow.from_row(found)
@@ -196,6 +314,46 @@ class StepQueries:
             return False
         self.record_attempt(row, status, error, at)
         return True
+
+    def finish_locked(
+        self, row: StepRow, owner: str, at: datetime, output: Any, dependents: Sequence[str] = ()
+    ) -> tuple[RunRow | None, bool]:
+        """Lock the step's run, then end the step as succeeded if this delivery and attempt still
+        hold it, recording the attempt: the run (None if gone) and whether the step was ended.
+        With ``dependents`` (PostgreSQL), their needs are counted down in the same round trip, and
+        the next ``need_ended`` for them returns those rows instead of counting again."""
+        if self.dialect != "postgresql":
+            run = self.lock_run(row.run_id)
+            return run, run is not None and self.finish(row, owner, StepStatus.SUCCEEDED, at, output=output)
+        params = {
+            "run_id": row.run_id,
+            "row_id": row.id,
+            "owner": owner,
+            "attempt": row.attempts,
+            "status": str(StepStatus.SUCCEEDED),
+            "output": output,
+            "at": at,
+            "dependents": list(dependents),
+            "dependent": dependents[0] if dependents else "",
+            "step_row": STEP_ROW,
+        }
+        found = self.c.execute(_PG_FINISH_LOCKED[len(dependents) != 1], params).all()
+        if not found:
+            return None, False
+        first = found[0]._mapping
+        run = RunRow.from_row({k: v for k, v in first.items() if not k.startswith("dep_") and k != "step_finished"})
+        ended = bool(first["step_finished"])
+        if ended and dependents:
+            counted = [StepRow.from_row({c: r._mapping[f"dep_{c}"] for c in _DEPENDENT}) for r in found]
+            self._counted = (row.run_id, tuple(dependents), [r for r in counted if r.id is not None])
+        return run, ended
+
+    def queue(self, queued: Sequence[tuple[int, Any, str]], at: datetime) -> None:
+        """Steps sent to workers: each queued with its inputs and its message's token (row id,
+        inputs, token), in one round trip."""
+        if queued:
+            params = [{"row_id": r, "inputs": inputs, "dispatch": d, "at": at} for r, inputs, d in queued]
+            self.c.execute(_QUEUE, params)
 
     def finish_cached(self, row: StepRow, owner: str, at: datetime, output: Any) -> bool:
         """End a running step with an output from the cache: it succeeded with no attempt (the
@@ -262,13 +420,11 @@ class StepQueries:
 
     def need_ended(self, run_id: str, dependents: Sequence[str]) -> list[StepRow]:
         """One need of each of ``dependents`` has ended: count it down; the dependents' rows."""
-        statement = (
-            t.step_runs.update()
-            .where(_s.run_id == run_id, _s.item_index == STEP_ROW, _s.step.in_(list(dependents)))
-            .values(needs_open=_s.needs_open - 1)
-            .returning(*t.step_runs.c)
-        )
-        return [StepRow.from_row(r) for r in self.c.execute(statement)]
+        counted, self._counted = self._counted, None
+        if counted is not None and counted[:2] == (run_id, tuple(dependents)):
+            return counted[2]  # counted down already, by the statement that ended the need
+        rows = self.c.execute(_NEED_ENDED, {"of_run": run_id, "names": list(dependents)})
+        return [StepRow.from_row(r) for r in rows]
 
     def set_needs_open(self, counts: Mapping[int, int]) -> None:
         if counts:

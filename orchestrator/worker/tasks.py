@@ -48,6 +48,8 @@ def build_engine(settings: Settings, repo: Repository | None = None) -> Engine:
         countdown_limit=settings.countdown_limit,
         stale_s=settings.reconcile_stale_s,
         poison_limit=settings.poison_limit,
+        local_steps=settings.local_steps,
+        local_budget_s=settings.local_budget_s,
     )
     transport = CeleryTransport(app, unsent=lambda dispatches: _hold_unsent(repo, dispatches))
     return Engine.create(repo, transport, resolve_task, timing=timing, breakers=Breakers(repo, settings.broker_url))
@@ -76,6 +78,7 @@ def send(dispatches: Sequence[Dispatch]) -> None:
 
 @app.task(
     name="orchestrator.execute_step",
+    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(StateStoreError,),
@@ -83,9 +86,17 @@ def send(dispatches: Sequence[Dispatch]) -> None:
     retry_backoff_max=60,
     max_retries=None,
 )
-def execute_step(step_run_id: int, dispatch_id: str) -> None:
+def execute_step(self: Task, step_run_id: int, dispatch_id: str) -> None:
     found = engine()
-    found.send(Executor(found).execute(step_run_id, dispatch_id))
+    found.send(Executor(found).execute(step_run_id, dispatch_id, may_continue=_untimed(self)))
+
+
+def _untimed(task: Task) -> bool:
+    """Whether this delivery runs under no Celery time limit (its message's, the task's or the
+    app's): only then may it go on to run the next step in-process, since a limit is per message."""
+    conf = task.app.conf
+    limits = (*(task.request.timelimit or ()), task.time_limit, task.soft_time_limit)
+    return not any(limits) and not conf.task_time_limit and not conf.task_soft_time_limit
 
 
 @app.task(name="orchestrator.submit", bind=True, acks_late=True, ignore_result=False)
