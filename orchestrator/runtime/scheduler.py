@@ -289,6 +289,7 @@ class Advancer:
         if row.status is not StepStatus.RUNNING:
             return
         self.flush()
+        none_pending = False  # known: none of its items is pending (they were just looked for)
         if self.run.status is RunStatus.PAUSED:
             pass  # no new item starts; resuming the run refills
         elif not self.failing or sp.trigger is Trigger.ALL_DONE:
@@ -296,6 +297,7 @@ class Advancer:
             room = None if limit is None else limit - self.tx.items_in_flight(self.run.id, sp.id)
             if room is None or room > 0:
                 chosen = self.tx.pending_items(self.run.id, sp.id, room)
+                none_pending = not chosen
                 if self.kinds.of(sp).queues:
                     for item_id, index in chosen:
                         self.dispatch(item_id, sp.timeout, Label(self.plan.workflow.name, sp.id, self.run.id, index, 1))
@@ -310,7 +312,8 @@ class Advancer:
             )
             detail = {"reason": FAIL_FAST_REASON}
             self.events += [self.event_row("step.cancelled", e.step, e.item_index, detail) for e in cancelled]
-        if not self.tx.has_open_items(self.run.id, sp.id):
+            none_pending = True
+        if not self.tx.has_open_items(self.run.id, sp.id, pending=not none_pending):
             self.close_foreach(row)
 
     def start_items(self, sp: StepPlan, item_ids: list[int]) -> None:

@@ -40,13 +40,17 @@ _STEPS_NAMED = (
 _PAUSED_RUN = sa.select(t.runs.c.id).where(t.runs.c.id == _s.run_id, t.runs.c.status == "paused").exists()
 _OPEN_STEP = sa.select(_s.id).where(_s.run_id == sa.bindparam("run_id"), _OPEN_STEP_ROW).limit(1)
 
+# Statements that change one step by id test its status as ``status || ''``, which no index can
+# answer: on a table without statistics (a new database, autovacuum off) PostgreSQL would otherwise
+# read the step through the (status, queued_at) index, every queued step of every run, per claim.
+
 # PostgreSQL: a claim and its event in one statement, so it needs no explicit transaction. A claim
 # takes a queued step for its message; or, ``pending``, a step its run just made ready, in place of
 # queueing it (its inputs written with it). ``logging`` also writes the events the transaction has
 # buffered, in order, before the claim's own.
 _CLAIM_WHERE = {
-    False: "dispatch_id = :dispatch AND status = 'queued'",
-    True: "status = 'pending'",
+    False: "dispatch_id = :dispatch AND status || '' = 'queued'",
+    True: "status || '' = 'pending'",
 }
 _CLAIM_SET = {False: "", True: "inputs = CAST(:inputs AS jsonb), queued_at = :at,"}
 _RUNNING_EVENT = """SELECT {n} run_id, step, CASE WHEN item_index = -1 THEN NULL ELSE item_index END, 'step.running',
@@ -92,7 +96,7 @@ _PG_FINISH = sa.text("""
 WITH done AS (
     UPDATE step_runs SET status = :status, output = :output, error = :error, traceback = :traceback,
            finished_at = :at, lease_expires_at = NULL
-    WHERE id = :row_id AND dispatch_id = :owner AND attempts = :attempt AND status = 'running'
+    WHERE id = :row_id AND dispatch_id = :owner AND attempts = :attempt AND status || '' = 'running'
     RETURNING id, attempts, worker, started_at
 ), tried AS (
     INSERT INTO attempts (step_run_id, number, status, error, worker, started_at, finished_at)
@@ -113,7 +117,7 @@ WITH run AS (
 ), done AS (
     UPDATE step_runs SET status = :status, output = :output, error = NULL, traceback = NULL,
            finished_at = :at, lease_expires_at = NULL
-    WHERE id = :row_id AND dispatch_id = :owner AND attempts = :attempt AND status = 'running'
+    WHERE id = :row_id AND dispatch_id = :owner AND attempts = :attempt AND status || '' = 'running'
       AND EXISTS (SELECT 1 FROM run)
     RETURNING id, attempts, worker, started_at
 ), tried AS (
@@ -160,6 +164,15 @@ _QUEUE = (
         queued_at=sa.bindparam("at"),
     )
 )
+
+
+def _probe(state: sa.TextClause) -> sa.Exists:
+    of_step = sa.and_(_s.run_id == sa.bindparam("of_run"), _s.step == sa.bindparam("of_step"))
+    return sa.select(_s.id).where(of_step, state).exists()
+
+
+_ACTIVE_ITEMS = sa.select(_probe(_ACTIVE_ITEM))
+_OPEN_ITEMS = sa.select(sa.or_(_probe(_PENDING_ITEM), _probe(_ACTIVE_ITEM)))
 
 
 @dataclass(frozen=True)
@@ -483,13 +496,12 @@ class StepQueries:
         query = sa.select(sa.func.count()).where(_s.run_id == run_id, _s.step == step, _ACTIVE_ITEM)
         return int(self.c.execute(query).scalar_one())
 
-    def has_open_items(self, run_id: str, step: str) -> bool:
-        """Whether any item of the step is pending, queued, running or waiting (two probes of small indexes)."""
-        for state in (_PENDING_ITEM, _ACTIVE_ITEM):
-            query = sa.select(_s.id).where(_s.run_id == run_id, _s.step == step, state).limit(1)
-            if self.c.execute(query).first() is not None:
-                return True
-        return False
+    def has_open_items(self, run_id: str, step: str, pending: bool = True) -> bool:
+        """Whether any item of the step is pending, queued, running or waiting: probes of two small
+        indexes in one round trip (``pending=False``: only the active ones; the caller has just
+        seen, under the run's lock, that none is pending)."""
+        params = {"of_run": run_id, "of_step": step}
+        return bool(self.c.execute(_OPEN_ITEMS if pending else _ACTIVE_ITEMS, params).scalar_one())
 
     def pending_items(self, run_id: str, step: str, limit: int | None) -> list[tuple[int, int]]:
         query = (

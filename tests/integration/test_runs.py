@@ -285,7 +285,7 @@ steps:
   never: {{needs: [long], task: "{STEPS}:echo"}}
 """,
     )
-    cluster.start_worker()
+    cluster.start_worker(concurrency=1)  # `long` runs where `first` ended, in the same execution
     run_id = cluster.start(path)
     deadline = time.monotonic() + 30
     from orchestrator.runtime.views import run_view
@@ -306,8 +306,9 @@ steps:
     assert cluster.cli("cancel", run_id).returncode == 0, "cancelling twice is harmless"
     kinds = [e["kind"] for e in events_of(cluster, run_id)]
     assert kinds[-1] == "run.cancelled"
-    # The revoked step's worker is still healthy and takes new work
-    again = cluster.wait(cluster.start(ROOT / "config/examples/linear.yaml", x=1, y=2))
+    # The revoked step was stopped (the only process is free long before its 30 s nap would end),
+    # and its worker is still healthy and takes new work
+    again = cluster.wait(cluster.start(ROOT / "config/examples/linear.yaml", x=1, y=2), timeout=15)
     assert again["status"] == "succeeded"
 
 
