@@ -167,7 +167,10 @@ class RecoveryQueries:
         if not rows:
             return set()
         ids = [r for r, _, _ in rows]
-        failed = {r[0] for r in self.c.execute(sa.select(_s.id).where(_s.id.in_(ids), _s.status == StepStatus.FAILED))}
+        # By primary key alone, the status checked here: a planner short of statistics (a table
+        # just filled) would otherwise scan every failed row and test each against every id.
+        found = self.c.execute(sa.select(_s.id, _s.status).where(_s.id.in_(ids)))
+        failed = {row_id for row_id, status in found if status == StepStatus.FAILED}
         todo = [r for r in rows if r[0] in failed]
         if not todo:
             return set()
@@ -210,10 +213,15 @@ class RecoveryQueries:
         )
 
     def first_failures(self, run_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-        """Each run's earliest still-failed step: (step, error)."""
+        """Each run's earliest still-failed step: (step, error).
+
+        The status test is written so that it is no index condition: the rows are found through the
+        runs' ids, never through the status index, which a planner short of statistics (a table just
+        filled) would pick, testing every failed row in the table against every id."""
+        failed = (_s.status == StepStatus.FAILED).is_(sa.true())
         query = (
             sa.select(_s.run_id, _s.step, _s.error)
-            .where(_s.run_id.in_(list(run_ids)), _s.status == StepStatus.FAILED, _s.item_index == STEP_ROW)
+            .where(_s.run_id.in_(list(run_ids)), _s.item_index == STEP_ROW, failed)
             .order_by(_s.finished_at)
         )
         found: dict[str, tuple[str, str | None]] = {}
