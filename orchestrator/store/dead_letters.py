@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from orchestrator.store import tables as t
 from orchestrator.store.rows import aware
+from orchestrator.store.sql import among
 
 
 @dataclass
@@ -90,7 +91,8 @@ class DeadLetterQueries:
         to ``status``. By primary key alone: a planner short of statistics (a table just filled)
         would otherwise scan every open entry and test each against every id."""
         d = t.dead_letters.c
-        self.c.execute(t.dead_letters.update().where(d.id.in_(list(entry_ids))).values(status=status, resolved_at=at))
+        statement = t.dead_letters.update().where(among(d.id, entry_ids, self.dialect))
+        self.c.execute(statement.values(status=status, resolved_at=at))
 
     def resolve_dead_letters_of_run(self, run_id: str, at: datetime) -> int:
         """Every open entry of a run is resolved (a child run whose parent's step took over)."""
