@@ -162,14 +162,14 @@ def _replay_batch(
         for e in good
     ]
     dispatches = reopen(engine, tx, runs, steps)
-    for e in good:
-        detail = {
-            "run_id": e.run_id,
-            "step": e.step,
-            "item_index": e.item_index,
-            "corrected_inputs": inputs is not None,
-        }
-        audit.record(tx, who or Who(DEFAULT_SERVICE_ACTOR), "dlq.replay", f"dlq:{e.id}", detail)
+    records = [
+        (
+            f"dlq:{e.id}",
+            {"run_id": e.run_id, "step": e.step, "item_index": e.item_index, "corrected_inputs": inputs is not None},
+        )
+        for e in good
+    ]
+    audit.record_many(tx, who or Who(DEFAULT_SERVICE_ACTOR), "dlq.replay", records)
     result.entries = [e.id for e in good]
     result.runs = [e.run_id for e in good]
     return result, dispatches

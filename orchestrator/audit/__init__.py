@@ -2,7 +2,8 @@
 ``verify`` walks.
 
 Operations call ``record(tx, who, action, target, detail)`` inside the transaction of their
-change. Action names, by target:
+change (``record_many`` for a batch of changes of one action: the same records, one append).
+Action names, by target:
 
 - ``run:<id>``: ``run.submit`` (detail ``via``: cli, client, celery, schedule), ``run.cancel``,
   ``run.pause``, ``run.resume``, ``run.retry``, ``step.approve``, ``step.reject``, ``step.skip``,
@@ -17,7 +18,7 @@ change. Action names, by target:
 
 from __future__ import annotations
 
-from orchestrator.audit.chain import GENESIS, Actor, canonical, digest, record
+from orchestrator.audit.chain import GENESIS, Actor, canonical, digest, record, record_many
 from orchestrator.audit.trail import FORMATS, export, list_records
 from orchestrator.audit.verify import Verified, verify
 
@@ -57,5 +58,6 @@ __all__ = [
     "export",
     "list_records",
     "record",
+    "record_many",
     "verify",
 ]

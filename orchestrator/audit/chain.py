@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -65,9 +66,39 @@ def record(tx: Tx, who: Actor, action: str, target: str, detail: dict[str, Any] 
     lock is held until commit, and taken after the others it cannot deadlock with them.
     Returns the record's seq."""
     key = audit_key()
-    text = None if detail is None else canonical(detail)
+    tx.lock_audit()
+    row = _chained(tx.audit_head(), who, action, target, detail, key)
+    tx.append_audit(row)
+    return int(row["seq"])
+
+
+def record_many(tx: Tx, who: Actor, action: str, targets: Sequence[tuple[str, dict[str, Any] | None]]) -> list[int]:
+    """Append one record per ``(target, detail)``, in order, as ``record`` would one after the
+    other (the same records, seqs and hashes), with one lock, one head read and one insert: a
+    batch of changes (a ``dlq replay --all`` batch) costs three round trips, not three per record."""
+    if not targets:
+        return []
+    key = audit_key()
     tx.lock_audit()
     head = tx.audit_head()
+    rows = []
+    for target, detail in targets:
+        row = _chained(head, who, action, target, detail, key)
+        rows.append(row)
+        head = (int(row["seq"]), str(row["hash"]))
+    tx.append_audits(rows)
+    return [int(row["seq"]) for row in rows]
+
+
+def _chained(
+    head: tuple[int, str] | None,
+    who: Actor,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None,
+    key: bytes | None,
+) -> dict[str, Any]:
+    """The record appended after ``head`` (seq and hash of the newest record, None for the first)."""
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
     row: dict[str, Any] = {
         "seq": seq,
@@ -76,10 +107,9 @@ def record(tx: Tx, who: Actor, action: str, target: str, detail: dict[str, Any] 
         "action": action,
         "target": target[:_TARGET_CHARS],
         "reason": who.reason,
-        "detail": text,
+        "detail": None if detail is None else canonical(detail),
         "mode": SHA256 if key is None else HMAC_SHA256,
         "prev_hash": prev,
     }
     row["hash"] = digest(prev, row, key)
-    tx.append_audit(row)
-    return seq
+    return row

@@ -315,11 +315,14 @@ def reopen(engine: Engine, tx: Tx, runs: dict[str, RunRow], steps: Sequence[Reop
         raise UsageError(
             f"step {missing[0].step} of run {missing[0].run_id} has not failed; there is nothing to reopen"
         )
-    for run_id in run_ids:
-        parents = sorted({s.step for s in steps if s.run_id == run_id and s.item_index is not None})
-        if parents:
-            tx.reopen_parents(run_id, parents)
-            reset += [(run_id, step, STEP_ROW, str(StepStatus.RUNNING)) for step in parents]
+    items: dict[str, set[str]] = {}
+    for s in steps:
+        if s.item_index is not None:
+            items.setdefault(s.run_id, set()).add(s.step)
+    for run_id in sorted(items):
+        parents = sorted(items[run_id])
+        tx.reopen_parents(run_id, parents)
+        reset += [(run_id, step, STEP_ROW, str(StepStatus.RUNNING)) for step in parents]
     failing = tx.first_failures(run_ids)
     tx.resume_runs([r for r in run_ids if r not in failing])
     for run_id, (step, error) in failing.items():

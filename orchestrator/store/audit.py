@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +38,11 @@ class AuditQueries:
 
     def append_audit(self, record: dict[str, Any]) -> None:
         self.c.execute(t.audit_log.insert().values(**record))
+
+    def append_audits(self, records: Sequence[dict[str, Any]]) -> None:
+        """Several records (already chained, in seq order) in one statement."""
+        if records:
+            self.c.execute(t.audit_log.insert(), list(records))
 
     def audit_chain(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Records with a seq above ``after_seq``, in chain order, at most ``limit``."""

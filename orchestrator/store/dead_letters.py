@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from orchestrator.store import tables as t
 from orchestrator.store.rows import aware
+from orchestrator.store.sql import among
 
 
 @dataclass
@@ -86,12 +87,12 @@ class DeadLetterQueries:
         return result.rowcount == 1
 
     def resolve_dead_letters(self, entry_ids: Sequence[str], status: str, at: datetime) -> None:
+        """Move entries this transaction locked open (``dead_letter(lock=True)``, ``dead_letters(lock_open=True)``)
+        to ``status``. By primary key alone: a planner short of statistics (a table just filled)
+        would otherwise scan every open entry and test each against every id."""
         d = t.dead_letters.c
-        self.c.execute(
-            t.dead_letters.update()
-            .where(d.id.in_(list(entry_ids)), d.status == "open")
-            .values(status=status, resolved_at=at)
-        )
+        statement = t.dead_letters.update().where(among(d.id, entry_ids, self.dialect))
+        self.c.execute(statement.values(status=status, resolved_at=at))
 
     def resolve_dead_letters_of_run(self, run_id: str, at: datetime) -> int:
         """Every open entry of a run is resolved (a child run whose parent's step took over)."""

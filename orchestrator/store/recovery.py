@@ -16,6 +16,7 @@ from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import tables as t
 from orchestrator.store.clock import db_now
 from orchestrator.store.rows import STEP_ROW, RunRow, StepRow
+from orchestrator.store.sql import among
 
 _s = t.step_runs.c
 _r = t.runs.c
@@ -155,7 +156,7 @@ class RecoveryQueries:
         status = sa.case((_s.reason == parents, str(StepStatus.RUNNING)), else_=str(StepStatus.PENDING))
         statement = (
             t.step_runs.update()
-            .where(_s.run_id.in_(list(run_ids)), ended_by_failure)
+            .where(among(_s.run_id, run_ids, self.dialect), ended_by_failure)
             .values(status=status, reason=None, finished_at=None, dispatch_id=None)
             .returning(_s.run_id, _s.step, _s.item_index, _s.status)
         )
@@ -167,7 +168,10 @@ class RecoveryQueries:
         if not rows:
             return set()
         ids = [r for r, _, _ in rows]
-        failed = {r[0] for r in self.c.execute(sa.select(_s.id).where(_s.id.in_(ids), _s.status == StepStatus.FAILED))}
+        # By primary key alone, the status checked here: a planner short of statistics (a table
+        # just filled) would otherwise scan every failed row and test each against every id.
+        found = self.c.execute(sa.select(_s.id, _s.status).where(among(_s.id, ids, self.dialect)))
+        failed = {row_id for row_id, status in found if status == StepStatus.FAILED}
         todo = [r for r in rows if r[0] in failed]
         if not todo:
             return set()
@@ -210,10 +214,15 @@ class RecoveryQueries:
         )
 
     def first_failures(self, run_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-        """Each run's earliest still-failed step: (step, error)."""
+        """Each run's earliest still-failed step: (step, error).
+
+        The status test is written so that it is no index condition: the rows are found through the
+        runs' ids, never through the status index, which a planner short of statistics (a table just
+        filled) would pick, testing every failed row in the table against every id."""
+        failed = (_s.status == StepStatus.FAILED).is_(sa.true())
         query = (
             sa.select(_s.run_id, _s.step, _s.error)
-            .where(_s.run_id.in_(list(run_ids)), _s.status == StepStatus.FAILED, _s.item_index == STEP_ROW)
+            .where(among(_s.run_id, run_ids, self.dialect), _s.item_index == STEP_ROW, failed)
             .order_by(_s.finished_at)
         )
         found: dict[str, tuple[str, str | None]] = {}
@@ -227,7 +236,7 @@ class RecoveryQueries:
             status = sa.case((_r.status == str(RunStatus.PAUSED), str(RunStatus.PAUSED)), else_=str(RunStatus.RUNNING))
             self.c.execute(
                 t.runs.update()
-                .where(_r.id.in_(list(run_ids)))
+                .where(among(_r.id, run_ids, self.dialect))
                 .values(status=status, error=error, outputs=None, finished_at=None)
             )
 
@@ -257,7 +266,7 @@ class RecoveryQueries:
 
     def lock_runs(self, run_ids: Sequence[str]) -> dict[str, RunRow]:
         """Several runs, locked in id order (the same order everywhere, so no deadlock)."""
-        query = sa.select(t.runs).where(_r.id.in_(sorted(run_ids))).order_by(_r.id)
+        query = sa.select(t.runs).where(among(_r.id, sorted(run_ids), self.dialect)).order_by(_r.id)
         if self.dialect == "postgresql":
             query = query.with_for_update()
         return {row.id: RunRow.from_row(row) for row in self.c.execute(query)}

@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import redis
-from celery import Celery, group
+from celery import Celery, Task, group
+from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from orchestrator.runtime.scheduler import Dispatch
-from orchestrator.settings import DEFAULT_HARD_TIMEOUT_GRACE_S
 from orchestrator.store import StepRow
+from orchestrator.worker.publish import batchable, monitoring, publish, time_limits
 
 log = logging.getLogger(__name__)
 _ID = re.compile(rb'"correlation_id": ?"([0-9a-fA-F-]{36})"')
@@ -44,9 +45,13 @@ class CeleryTransport:
         url = str(app.conf.broker_url or "")
         self.redis = redis.Redis.from_url(url) if url.startswith(("redis://", "rediss://")) else None
         self.memory = url.startswith("memory://")
+        self._batchable: bool | None = None
 
     def send(self, dispatches: Sequence[Dispatch]) -> None:
-        """Publish step messages; several at once go out as one Celery group. A failure to publish
+        """Publish step messages: on Redis, a batch through one producer and one pipeline
+        (``publish``); elsewhere, several at once as one Celery group. A batch that fails goes
+        again through Celery's path, with its retries (a message the failed pipeline did deliver
+        is then sent twice, and its second delivery is refused by the claim). A failure to publish
         is not raised: the steps are held in the state store and the reconciler sends them again."""
         wakes = [d for d in dispatches if d.wake]
         if wakes:
@@ -57,14 +62,30 @@ class CeleryTransport:
         from orchestrator.worker.tasks import execute_step
 
         published = {"published_at": time.time()}
+        if self.batched(execute_step):
+            try:
+                publish(self.app, execute_step, dispatches, published)
+                return
+            except (KombuError, redis.RedisError, OSError) as exc:
+                log.warning(
+                    "could not publish %d step message(s) in a batch: %s; trying Celery's path", len(dispatches), exc
+                )
+        self._send_group(execute_step, dispatches, published)
+
+    def batched(self, task: Task) -> bool:
+        if self._batchable is None:
+            self._batchable = batchable(self.app, task)
+        return self._batchable
+
+    def _send_group(self, task: Task, dispatches: Sequence[Dispatch], published: dict[str, float]) -> None:
         signatures = [
-            execute_step.signature(
+            task.signature(
                 (d.step_run_id, d.dispatch_id),
                 task_id=d.dispatch_id,
                 countdown=d.countdown or None,
                 immutable=True,
                 headers=published,
-                **_time_limits(d.timeout),
+                **time_limits(d.timeout),
                 **monitoring(d),
             )
             for d in dispatches
@@ -148,29 +169,3 @@ def _lost_in_redis(client: redis.Redis, queue: str, rows: Sequence[StepRow]) -> 
 
 def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
-
-
-def monitoring(d: Dispatch) -> dict[str, str]:
-    """How Flower and the worker's log name a step message: ``workflow.step`` (Celery's ``shadow``
-    name) and readable arguments (``argsrepr``/``kwargsrepr``) naming the run, the step, the item and
-    the attempt. These ride in the headers; the body stays the two ids the task needs."""
-    if d.label is None:
-        return {}
-    about: dict[str, object] = {"run": d.label.run_id, "step": d.label.step}
-    if d.label.item_index is not None:
-        about["item"] = d.label.item_index
-    if d.label.attempt is not None:
-        about["attempt"] = d.label.attempt
-    return {
-        "shadow": f"{d.label.workflow}.{d.label.step}",
-        "argsrepr": repr((d.step_run_id, d.dispatch_id)),
-        "kwargsrepr": repr(about),
-    }
-
-
-def _time_limits(timeout: float | None) -> dict[str, float]:
-    """A step's timeout as Celery time limits: the soft one raises inside the step (a failed attempt
-    that follows the retry policy); the hard one, a little later, kills a step that ignores it."""
-    if not timeout:
-        return {}
-    return {"soft_time_limit": timeout, "time_limit": timeout + DEFAULT_HARD_TIMEOUT_GRACE_S}

@@ -182,6 +182,27 @@ def test_verify_names_an_inserted_record_whose_hash_is_wrong(engine: Engine) -> 
     assert "changed or inserted" in (found.problem or "")
 
 
+def test_a_batch_of_records_is_the_records_one_by_one(engine: Engine) -> None:
+    # Given the same three changes recorded one by one, then as one batch, after a first record
+    targets = [("dlq:a", {"step": "one"}), ("dlq:b", None), ("dlq:c", {"step": "three"})]
+    with engine.repo.transaction() as tx:
+        audit.record(tx, ANA, "cache.clear", "cache")
+    with engine.repo.transaction() as tx:
+        singles = [audit.record(tx, BEN, "dlq.replay", target, detail) for target, detail in targets]
+    with engine.repo.transaction() as tx:
+        batch = audit.record_many(tx, BEN, "dlq.replay", targets)
+        assert audit.record_many(tx, BEN, "dlq.replay", []) == []
+    assert (singles, batch) == ([2, 3, 4], [5, 6, 7])
+    found = audit.verify(engine.repo)
+    assert (found.ok, found.records) == (True, 7)
+
+    def kept(r: dict[str, object]) -> tuple[object, ...]:
+        return r["actor"], r["action"], r["target"], r["reason"], r["detail"]
+
+    newest_first = records_of(engine, action="dlq.replay")
+    assert [kept(r) for r in newest_first[:3]] == [kept(r) for r in newest_first[3:]]
+
+
 def test_eight_concurrent_writers_never_fork_the_chain(engine: Engine) -> None:
     def write(n: int) -> None:
         for i in range(10):
