@@ -149,6 +149,15 @@ class Store:
         if failed:
             raise RuntimeError(f"{failed} of {runs} scale runs did not succeed")
 
+    def rows_read(self) -> tuple[int, int]:
+        """Rows of step_runs read so far (by scans and index fetches), as the statistics count them,
+        and how many times autovacuum has analyzed it: until it has, the claim may be planned on the
+        status index and read every queued row (bench/README.md). A backend reports its counts when
+        it goes idle or exits, so read this after the worker stopped."""
+        with self.engine.connect() as conn:
+            read, analyzed = conn.execute(sa.text(_ROWS_READ)).one()
+        return int(read), int(analyzed)
+
     def open_steps(self) -> int:
         """Step rows not ended after every run succeeded: there should be none."""
         return int(self.scalar("SELECT count(*) FROM step_runs WHERE status IN ('pending', 'queued', 'running')"))
@@ -206,6 +215,11 @@ SELECT count(*),
 FROM gap
 """
 
+_ROWS_READ = """
+SELECT seq_tup_read + coalesce(idx_tup_fetch, 0), autoanalyze_count FROM pg_stat_user_tables
+WHERE relname = 'step_runs'
+"""
+
 _SIZE = "SELECT pg_total_relation_size(CAST(:t AS regclass)), pg_indexes_size(CAST(:t AS regclass))"
 
 _JOIN_GAP = """
@@ -213,6 +227,14 @@ SELECT EXTRACT(EPOCH FROM j.started_at
        - (SELECT max(finished_at) FROM step_runs WHERE step = 'fan' AND item_index >= 0))
 FROM step_runs j WHERE j.step = 'join'
 """
+
+
+def _settled(store: Store, before: tuple[int, int]) -> tuple[int, int]:
+    """Rows read and autoanalyze runs since ``before``, once the stopped worker's backends have
+    exited and reported their counts."""
+    time.sleep(1.0)
+    read, analyzed = store.rows_read()
+    return read - before[0], analyzed - before[1]
 
 
 def _per_1k(size_bytes: int, rows: int) -> float:
@@ -225,18 +247,22 @@ def _per_1k(size_bytes: int, rows: int) -> float:
 def foreach_case(services: Services, ours: Ours, n: int, size: Sizes) -> Iterator[dict[str, Any]]:
     store = Store(ours)
     store.reset()
+    read_before = store.rows_read()
     with services.worker("ours", size.workers) as process, PeakRss(process.pid) as rss:
         start = time.perf_counter()
         ours.operations.submit(ours.engine, foreach_plan(size.concurrency), {"items": list(range(n))})
         submitted = time.perf_counter() - start
         store.wait(1, max(600.0, n * 0.05))
         elapsed = time.perf_counter() - start
+    read, analyzed = _settled(store, read_before)
     yield {
         "name": "scale_foreach",
         "n": n,
         "ours_s": round(elapsed, 3),
         "per_item_ms": round(elapsed / n * 1000, 3),
         "submit_s": round(submitted, 3),
+        "rows_read_per_item": round(read / n, 1),
+        "autoanalyzed": analyzed,
         "join_gap_ms": store.join_gap_ms(),
         "open_steps": store.open_steps(),
         "concurrency": size.concurrency,
@@ -251,6 +277,7 @@ def linear_case(services: Services, ours: Ours, size: Sizes) -> Iterator[dict[st
     store.reset()
     plan = chain_plan(size.steps, "bench-scale-linear")
     n = size.runs * size.steps
+    read_before = store.rows_read()
     with services.worker("ours", size.workers) as process, PeakRss(process.pid) as rss:
         start = time.perf_counter()
         for _ in range(size.runs):
@@ -258,6 +285,7 @@ def linear_case(services: Services, ours: Ours, size: Sizes) -> Iterator[dict[st
         submitted = time.perf_counter() - start
         store.wait(size.runs, max(600.0, n * 0.05))
         elapsed = time.perf_counter() - start
+    read, analyzed = _settled(store, read_before)
     yield {
         "name": "scale_linear",
         "n": n,
@@ -266,6 +294,8 @@ def linear_case(services: Services, ours: Ours, size: Sizes) -> Iterator[dict[st
         "ours_s": round(elapsed, 3),
         "steps_per_s": round(n / elapsed, 1),
         "submit_s": round(submitted, 3),
+        "rows_read_per_step": round(read / n, 1),
+        "autoanalyzed": analyzed,
         "open_steps": store.open_steps(),
         "workers": size.workers,
     }
