@@ -170,7 +170,15 @@ class Store:
                 total, index = conn.execute(sa.text(_SIZE), {"t": table}).one()
                 per_1k[table] = {"total_kb": _per_1k(total, rows), "index_kb": _per_1k(index, rows)}
         all_kb = round(sum(t["total_kb"] for t in per_1k.values()), 1)
-        return {"name": "scale_pg_size", "case": case, "n": n, "step_rows": rows, "kb_per_1k_steps": all_kb, **per_1k}
+        return {
+            "name": "scale_pg_size",
+            "case": case,
+            "n": n,
+            "step_rows": rows,
+            "kb_per_1k_steps": all_kb,
+            **per_1k,
+            "autovacuum": self.scalar("SHOW autovacuum"),  # off: the dead row versions are all counted
+        }
 
     def gaps_line(self, plan: Plan, runs: int) -> dict[str, Any]:
         """From a step's end (finished_at) to its dependent's claim (started_at), over every edge of
