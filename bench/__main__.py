@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [CASE...]``: run the benchmarks, one JSON line per measurement.
+"""``python -m bench [--quick] [--scale] [CASE...]``: run the benchmarks, one JSON line per measurement.
 
 Against Redis and PostgreSQL (``ORCHESTRATOR_BROKER_URL``, ``ORCHESTRATOR_DATABASE_URL``; defaults:
 the local servers). The bench creates its own database and uses an empty Redis database, starts
@@ -14,18 +14,22 @@ import sys
 import time
 
 CASES = ["compile", "store", "runs", "dlq", "compose", "cache", "metrics", "audit"]
-NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "metrics", "audit"}
+OPT_IN = ["scale"]  # minutes at full size: only when asked for (``--scale``), never in the default run
+NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "metrics", "audit", "scale"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, same cases (under a minute)")
+    parser.add_argument(
+        "--scale", action="store_true", help="also the scale group: 4 worker processes, 100k items (bench/README.md)"
+    )
     parser.add_argument("cases", nargs="*", help=f"cases to run (default: all of {', '.join(CASES)})")
     args = parser.parse_args(argv)
-    unknown = set(args.cases) - set(CASES)
+    unknown = set(args.cases) - set(CASES + OPT_IN)
     if unknown:
         parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
-    chosen = [c for c in CASES if c in (args.cases or CASES)]
+    chosen = chosen_cases(args.cases, args.scale)
     started = time.perf_counter()
     for case in [c for c in chosen if c not in NEEDS_SERVICES]:
         _emit(importlib.import_module(f"bench.{case}").run(args.quick))
@@ -38,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
                 _emit(importlib.import_module(f"bench.{case}").run(svc, args.quick))
     print(f"# total {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0
+
+
+def chosen_cases(cases: list[str], scale: bool) -> list[str]:
+    """The named cases, else every default one; ``--scale`` adds the scale group (alone if no case is named)."""
+    asked = set(cases) | ({"scale"} if scale else set())
+    return [c for c in CASES + OPT_IN if c in (asked or set(CASES))]
 
 
 def _emit(lines: object) -> None:

@@ -21,11 +21,12 @@ import redis
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORKER_CONCURRENCY = 2
 WORKER_FLAGS = [
     "-P",
     "prefork",
     "-c",
-    "2",
+    str(DEFAULT_WORKER_CONCURRENCY),
     "--without-mingle",
     "--without-gossip",
     "--without-heartbeat",
@@ -50,10 +51,13 @@ class Services:
         self.logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
 
     @contextmanager
-    def worker(self, side: str) -> Iterator[None]:
-        """Our worker (``orchestrator worker``) or the baseline's, with the same flags."""
+    def worker(self, side: str, concurrency: int = DEFAULT_WORKER_CONCURRENCY) -> Iterator[subprocess.Popen[bytes]]:
+        """Our worker (``orchestrator worker``) or the baseline's, with the same flags; the main
+        process is yielded (its pool children share its process group) so a case can watch it."""
+        flags = [*WORKER_FLAGS]
+        flags[flags.index("-c") + 1] = str(concurrency)
         if side == "ours":
-            command = [sys.executable, "-m", "orchestrator", "worker", *WORKER_FLAGS]
+            command = [sys.executable, "-m", "orchestrator", "worker", *flags]
         else:
             command = [
                 sys.executable,
@@ -64,7 +68,7 @@ class Services:
                 "worker",
                 "-Q",
                 "bench-baseline",
-                *WORKER_FLAGS,
+                *flags,
             ]
         log_path = self.logs / f"{side}-{uuid.uuid4().hex[:6]}.log"
         with log_path.open("wb") as log:
@@ -82,7 +86,7 @@ class Services:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{side} worker did not start: {log_path.read_text()}")
                 time.sleep(0.05)
-            yield
+            yield process
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             try:

@@ -31,3 +31,22 @@ def test_unknown_case_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "unknown case(s): nope" in result.stderr
+
+
+def test_scale_group_runs_only_when_asked_for() -> None:
+    from bench.__main__ import CASES, chosen_cases
+
+    assert chosen_cases([], scale=False) == CASES
+    assert chosen_cases([], scale=True) == ["scale"]
+    assert chosen_cases(["runs"], scale=True) == ["runs", "scale"]
+    assert chosen_cases(["scale"], scale=False) == ["scale"]
+
+
+def test_scale_sizes_are_small_with_quick_and_overridden_by_the_environment() -> None:
+    from bench.scale import QUICK, Sizes, sizes
+
+    assert sizes(False, {}) == Sizes(items=100_000, runs=2_000, steps=10, concurrency=100, workers=4)
+    assert sizes(True, {}) == QUICK
+    assert sizes(True, {"BENCH_SCALE_ITEMS": "5000", "BENCH_SCALE_WORKERS": "2"}) == Sizes(
+        items=5_000, runs=QUICK.runs, workers=2
+    )
