@@ -68,7 +68,8 @@ def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
     dsn = make_url(services.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn) as conn:
         conn.execute(
-            "CREATE TEMPORARY TABLE raw_events (id bigserial PRIMARY KEY, run_id varchar(36), "
+            # A real table, as durable as ours: a temporary table's commit does not wait for the disk
+            "CREATE TABLE raw_events (id bigserial PRIMARY KEY, run_id varchar(36), "
             "step varchar(200), item_index int, kind varchar(40), detail jsonb, at timestamptz)"
         )
         conn.commit()

@@ -41,7 +41,7 @@ def get_engine(url: str, autocommit: bool = False) -> Engine:
     """One engine per process, URL and mode (engines must not cross a fork).
 
     The autocommit engine has its own pool, so a one-statement transition costs one round trip
-    and no connection ever switches modes.
+    and no connection ever switches modes. On PostgreSQL its commits are asynchronous.
     """
     key = (os.getpid(), url, autocommit)
     engine = _ENGINES.get(key)
@@ -73,6 +73,8 @@ def create_engine(url: str, autocommit: bool = False) -> Engine:
         options["isolation_level"] = "AUTOCOMMIT"
     if parsed.get_backend_name() == "postgresql":
         options["connect_args"] = {"connect_timeout": 5}
+        if autocommit:  # see Repository.statements: its commits need not wait for the disk
+            options["connect_args"]["options"] = "-c synchronous_commit=off"
     return sa.create_engine(parsed, **options)
 
 

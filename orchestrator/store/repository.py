@@ -306,7 +306,15 @@ class Repository:
 
     @contextmanager
     def statements(self) -> Iterator[Tx]:
-        """A ``Tx`` whose every statement commits by itself (PostgreSQL), for one-statement changes."""
+        """A ``Tx`` whose every statement commits by itself (PostgreSQL), for one-statement changes.
+
+        Only for a change whose loss the system repairs by itself, since these commits do not wait
+        for the disk (``synchronous_commit=off``): if the server crashes, the last fraction of a
+        second of them may be gone. The one user is a worker's claim: a lost claim leaves its step
+        queued, the worker's outcome is refused (its write requires the step to be running), and the
+        reconciler sends the step again (at least once, as any lost message). Every later commit
+        that waits for the disk, the step's own end included, makes the claim durable with it:
+        PostgreSQL writes its log in order."""
         if self.engine.dialect.name != "postgresql":
             with self.transaction() as tx:
                 yield tx
