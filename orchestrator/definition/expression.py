@@ -81,7 +81,7 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class References:
     """What an expression reads, for the static checks."""
 
@@ -97,7 +97,7 @@ class References:
         self.places |= other.places
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expression:
     """One parsed expression; ``evaluate`` runs it against a run's data."""
 
@@ -147,11 +147,13 @@ def _parse_path(text: str) -> Expression | None:
     operators, a malformed ``steps`` path) returns None and goes through ``ast`` for its
     precise error message.
     """
+    keys: list[str | int]
     if "[" not in text:
         parts = text.split(".")
-        if not all(part.isidentifier() for part in parts):
+        if not all(map(str.isidentifier, parts)):
             return None
-        root, keys = parts[0], list[str | int](parts[1:])
+        root = parts[0]
+        keys = list(parts[1:])
     else:
         if not _PATH.fullmatch(text):
             return None
@@ -446,7 +448,7 @@ _COMPILERS: dict[type[ast.AST], Callable[..., Evaluator]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Template:
     """A value from a workflow file (any JSON data) with its ``${{ }}`` expressions compiled."""
 
@@ -471,14 +473,13 @@ def compile_template(value: Any) -> Template:
 
 def _compile_value(value: Any, refs: References, found: list[Expression]) -> Evaluator | None:
     """A renderer for ``value``, or None when it holds no expression (it renders as itself)."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind in _PLAIN:
+        return None
+    if kind is str or isinstance(value, str):
         return _compile_string(value, refs, found)
-    if isinstance(value, Mapping):
-        parts = {k: _compile_value(v, refs, found) for k, v in value.items()}
-        if all(p is None for p in parts.values()):
-            return None
-        items = [(k, p, value[k]) for k, p in parts.items()]
-        return lambda ctx: {k: (p(ctx) if p else v) for k, p, v in items}
+    if kind is dict or isinstance(value, Mapping):
+        return _compile_mapping(value, refs, found)
     if isinstance(value, list | tuple):
         elements = [(_compile_value(v, refs, found), v) for v in value]
         if all(p is None for p, _ in elements):
@@ -487,23 +488,40 @@ def _compile_value(value: Any, refs: References, found: list[Expression]) -> Eva
     return None
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})  # never hold an expression: no isinstance chain
+
+
+def _compile_mapping(value: Mapping[Any, Any], refs: References, found: list[Expression]) -> Evaluator | None:
+    items = [(k, _compile_value(v, refs, found), v) for k, v in value.items()]
+    if all(p is None for _, p, _ in items):
+        return None
+    return lambda ctx: {k: (p(ctx) if p else v) for k, p, v in items}
+
+
 def _compile_string(text: str, refs: References, found: list[Expression]) -> Evaluator | None:
     if "${{" not in text:
         return None
-    pieces = _split_template(text)
-    expressions = [p for p in pieces if isinstance(p, Expression)]
+    render, expressions = _compile_text(text)
     for expression in expressions:
         refs.merge(expression.refs)
     found.extend(expressions)
-    if len(pieces) == 1:
-        return expressions[0].evaluate
-    return lambda ctx: "".join(p if isinstance(p, str) else _as_text(p.evaluate(ctx)) for p in pieces)
+    return render
+
+
+@lru_cache(maxsize=4096)
+def _compile_text(text: str) -> tuple[Evaluator, tuple[Expression, ...]]:
+    """One template string's renderer and expressions, compiled once per distinct text (a failure
+    is not cached: it raises again, and the plan names the step each time)."""
+    if text.startswith("${{") and text.endswith("}}") and text.find("}}") == len(text) - 2:
+        lone = parse_expression(text[3:-2])
+        return lone.evaluate, (lone,)
+    pieces = _split_template(text)
+    expressions = tuple(p for p in pieces if isinstance(p, Expression))
+    return lambda ctx: "".join(p if isinstance(p, str) else _as_text(p.evaluate(ctx)) for p in pieces), expressions
 
 
 def _split_template(text: str) -> list[str | Expression]:
-    """Literal text and parsed expressions, in order; a lone expression stands alone."""
-    if text.startswith("${{") and text.endswith("}}") and text.find("}}") == len(text) - 2:
-        return [_parse_cached(text[3:-2])]
+    """Literal text and parsed expressions, in order (a lone expression is parsed before)."""
     pieces: list[str | Expression] = []
     cursor = 0
     while True:

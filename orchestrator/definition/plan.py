@@ -26,7 +26,7 @@ from orchestrator.settings import DEFAULT_STEP_TIMEOUT_S
 _DEFAULT_RETRY = RetryPolicy()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepPlan:
     """One step as the scheduler sees it: compiled expressions and effective options."""
 
@@ -175,6 +175,8 @@ def _build(
         check.check_exception_names(breaker.exclude, ("breakers", name, "exclude"), report, modules)
     default_retry = _effective_retry(None, workflow, report, modules)
     upstream_cache: dict[str, frozenset[str]] = {}
+    tasks: dict[str, tuple[str | None, bool]] = {}
+    kind = "states" if machine_like else "steps"
     steps: dict[str, StepPlan] = {}
     for step_id, step in workflow.nodes.items():
         compiled = _compile_step(step_id, step, report)
@@ -184,7 +186,7 @@ def _build(
         spec = _spec_key(step)
         for where, template in (("if", condition), ("foreach", foreach), (spec, arguments)):
             if template is not None and not template.is_constant:
-                loc = ("states" if machine_like else "steps", step_id, where)
+                loc = (kind, step_id, where)
                 if machine_like:  # states loop: any state's latest output may be read
                     _check_state_refs(step_id, where, template.refs, workflow, report)
                 else:
@@ -193,16 +195,17 @@ def _build(
         check.check_trigger(step_id, step, report)
         check.check_breaker(step_id, step.breaker, breakers, report)
         if check_tasks and step.task is not None:
-            check.check_task(step_id, step.task, report, modules)
+            check.check_task(step_id, step.task, report, modules, tasks)
         check.check_approval(step_id, step, report)
         check.check_schemas(step_id, step, report, modules, check_tasks)
         asserts, cache_key = _compile_checks(step_id, step, workflow, needs, layering.level_of, upstream_cache, report)
-        check.check_input_refs(
-            set().union(*(t.refs.inputs for t in (*asserts, cache_key) if t is not None)),
-            declared_inputs,
-            ("states" if machine_like else "steps", step_id, "assert"),
-            report,
-        )
+        if declared_inputs is not None and (asserts or cache_key is not None):
+            check.check_input_refs(
+                set().union(*(t.refs.inputs for t in (*asserts, cache_key) if t is not None)),
+                declared_inputs,
+                (kind, step_id, "assert"),
+                report,
+            )
         steps[step_id] = StepPlan(
             id=step_id,
             step=step,
@@ -275,6 +278,8 @@ def _compile_checks(
 ) -> tuple[tuple[Template, ...], Template | None]:
     """A step's ``assert`` expressions (they read ``output`` too) and its cache key expression,
     with the references each may make checked like the step's ``with``."""
+    if not step.assert_ and (step.cache is None or step.cache.key is None):
+        return (), None
     asserts: list[Template] = []
     sources = [("assert", text) for text in step.assert_]
     if step.cache is not None and step.cache.key is not None:
