@@ -116,11 +116,7 @@ class Expression:
 
 def parse_expression(source: str) -> Expression:
     """Parse and check one expression (the text between ``${{`` and ``}}``)."""
-    text = source.strip()
-    if not text:
-        raise ExpressionError("empty expression ${{ }}")
-    if len(text) > DEFAULT_MAX_EXPRESSION_CHARS:
-        raise ExpressionError(f"expression is {len(text)} characters long; the limit is {DEFAULT_MAX_EXPRESSION_CHARS}")
+    text = _checked_text(source)
     path = _parse_path(text)
     if path is not None:
         return path
@@ -136,6 +132,15 @@ def parse_expression(source: str) -> Expression:
     return Expression(text, refs, fn)
 
 
+def _checked_text(source: str) -> str:
+    text = source.strip()
+    if not text:
+        raise ExpressionError("empty expression ${{ }}")
+    if len(text) > DEFAULT_MAX_EXPRESSION_CHARS:
+        raise ExpressionError(f"expression is {len(text)} characters long; the limit is {DEFAULT_MAX_EXPRESSION_CHARS}")
+    return text
+
+
 _PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[(?:-?\d+|'[^'\\]*'|\"[^\"\\]*\")\])*")
 _SEGMENT = re.compile(r"\.([A-Za-z_]\w*)|\[(-?\d+)\]|\['([^'\\]*)'\]|\[\"([^\"\\]*)\"\]")
 
@@ -147,6 +152,25 @@ def _parse_path(text: str) -> Expression | None:
     operators, a malformed ``steps`` path) returns None and goes through ``ast`` for its
     precise error message.
     """
+    found = _path(text)
+    if found is None:
+        return None
+    root, path, refs = found
+
+    def walk(ctx: Context) -> Any:
+        try:
+            value = ctx[root]
+        except KeyError:
+            raise EvaluationError(f"'{root}' is not defined here") from None
+        for key in path:
+            value = _get(value, key)
+        return value
+
+    return Expression(text, refs, walk)
+
+
+def _path(text: str) -> tuple[str, tuple[str | int, ...], References] | None:
+    """A plain data path's root, keys and references, or None when it is not one."""
     keys: list[str | int]
     if "[" not in text:
         parts = text.split(".")
@@ -177,18 +201,7 @@ def _parse_path(text: str) -> Expression | None:
         refs.places.add(root)
     else:
         refs.uses_item = True
-    path = tuple(keys)
-
-    def walk(ctx: Context) -> Any:
-        try:
-            value = ctx[root]
-        except KeyError:
-            raise EvaluationError(f"'{root}' is not defined here") from None
-        for key in path:
-            value = _get(value, key)
-        return value
-
-    return Expression(text, refs, walk)
+    return root, tuple(keys), refs
 
 
 def _check_bracket_depth(text: str) -> None:
@@ -448,27 +461,80 @@ _COMPILERS: dict[type[ast.AST], Callable[..., Evaluator]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class Template:
-    """A value from a workflow file (any JSON data) with its ``${{ }}`` expressions compiled."""
+    """A value from a workflow file (any JSON data) with its ``${{ }}`` expressions checked and
+    their references known. The renderer is built on the first render: compiling a workflow
+    pays for the checks only, and a step that never runs never builds one."""
 
-    refs: References
-    expressions: tuple[Expression, ...]
-    _render: Callable[[Context], Any]
-    is_constant: bool
+    __slots__ = ("refs", "is_constant", "_value", "_render")
+
+    def __init__(self, value: Any, refs: References, is_constant: bool) -> None:
+        self.refs = refs
+        self.is_constant = is_constant
+        self._value = value
+        self._render: Evaluator | None = None
 
     def render(self, context: Context) -> Any:
-        return self._render(context)
+        render = self._render
+        if render is None:
+            render = self._render = _renderer(self._value)
+        return render(context)
+
+    @property
+    def expressions(self) -> tuple[Expression, ...]:
+        found: list[Expression] = []
+        _compile_value(self._value, References(), found)
+        return tuple(found)
 
 
 def compile_template(value: Any) -> Template:
-    """Compile every ``${{ }}`` in ``value`` (strings, lists and objects, recursively)."""
+    """Check every ``${{ }}`` in ``value`` (strings, lists and objects, recursively); the error
+    of the first bad one is raised, as compiling it would."""
     refs = References()
-    expressions: list[Expression] = []
-    render = _compile_value(value, refs, expressions)
-    if render is None:
-        return Template(refs, (), lambda ctx: value, True)
-    return Template(refs, tuple(expressions), render, False)
+    return Template(value, refs, not _scan_value(value, refs))
+
+
+def _renderer(value: Any) -> Evaluator:
+    render = _compile_value(value, References(), [])
+    return (lambda ctx: value) if render is None else render
+
+
+def _scan_value(value: Any, refs: References) -> bool:
+    """Whether ``value`` holds an expression; each is checked and its references added to
+    ``refs``, in the order ``_compile_value`` visits them."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if kind is str or isinstance(value, str):
+        if "${{" not in value:
+            return False
+        refs.merge(_text_refs(value))
+        return True
+    if kind is dict or isinstance(value, Mapping):
+        found = False
+        for item in value.values():
+            found = _scan_value(item, refs) or found
+        return found
+    if isinstance(value, list | tuple):
+        found = False
+        for item in value:
+            found = _scan_value(item, refs) or found
+        return found
+    return False
+
+
+@lru_cache(maxsize=4096)
+def _text_refs(text: str) -> References:
+    """What one template string reads (never mutated: it is shared by every string of that text).
+    A lone plain path is read without building its evaluator; anything else is compiled."""
+    if text.startswith("${{") and text.endswith("}}") and text.find("}}") == len(text) - 2:
+        path = _path(_checked_text(text[3:-2]))
+        if path is not None:
+            return path[2]
+    refs = References()
+    for expression in _compile_text(text)[1]:
+        refs.merge(expression.refs)
+    return refs
 
 
 def _compile_value(value: Any, refs: References, found: list[Expression]) -> Evaluator | None:
