@@ -182,16 +182,15 @@ def _build(
         compiled = _compile_step(step_id, step, report)
         if compiled is None:
             continue
-        condition, foreach, arguments = compiled
-        spec = _spec_key(step)
+        condition, foreach, arguments, spec = compiled
         for where, template in (("if", condition), ("foreach", foreach), (spec, arguments)):
             if template is not None and not template.is_constant:
-                loc = (kind, step_id, where)
                 if machine_like:  # states loop: any state's latest output may be read
                     _check_state_refs(step_id, where, template.refs, workflow, report)
                 else:
                     _check_refs(step_id, where, template.refs, step, needs, layering.level_of, upstream_cache, report)
-                check.check_input_refs(template.refs.inputs, declared_inputs, loc, report)
+                if declared_inputs is not None:
+                    check.check_input_refs(template.refs.inputs, declared_inputs, (kind, step_id, where), report)
         check.check_trigger(step_id, step, report)
         check.check_breaker(step_id, step.breaker, breakers, report)
         if check_tasks and step.task is not None:
@@ -246,25 +245,27 @@ def _build(
 
 def _compile_step(
     step_id: str, step: Step, report: check.Report
-) -> tuple[Template | None, Template | None, Template] | None:
-    compiled: dict[str, Template | None] = {}
-    ok = True
+) -> tuple[Template | None, Template | None, Template, str] | None:
+    """A step's ``if``, ``foreach`` and ``with`` (or its wait or approval spec, named by the
+    last value), or None after reporting each one that does not compile."""
     spec_key = _spec_key(step)
-    for key, value in (("if", step.if_), ("foreach", step.foreach), ("with", _spec(step))):
+    compiled: list[Template | None] = []
+    ok = True
+    for where, value in (("if", step.if_), ("foreach", step.foreach), (spec_key, _spec(step))):
         if value is None:
-            compiled[key] = None
+            compiled.append(None)
             continue
         try:
-            compiled[key] = compile_template(value)
+            compiled.append(compile_template(value))
         except ExpressionError as exc:
-            where = spec_key if key == "with" else key
             report.error(f"{where}: {exc.message}", ("steps", step_id, where))
+            compiled.append(None)
             ok = False
     if not ok:
         return None
-    arguments = compiled["with"]
+    condition, foreach, arguments = compiled
     assert arguments is not None
-    return compiled["if"], compiled["foreach"], arguments
+    return condition, foreach, arguments, spec_key
 
 
 def _compile_checks(
@@ -339,6 +340,8 @@ def _check_refs(
     report: check.Report,
     item_ok: bool = False,
 ) -> None:
+    if not refs.places and not refs.uses_item and all(map(needs[step_id].__contains__, refs.steps)):
+        return  # only direct needs are read: nothing to report
     loc = ("steps", step_id, where.split(".")[0])
     for ref in sorted(refs.steps):
         if ref not in needs:
@@ -481,7 +484,7 @@ def _effective_retry(
     default: RetryPolicy = _DEFAULT_RETRY,
 ) -> RetryPolicy:
     own = workflow.defaults.retry if step is None else step.retry
-    if own is None:
+    if own is None:  # most steps: nothing to check or merge
         return default
     loc = ("defaults", "retry") if step_id is None else ("steps", step_id, "retry")
     check.check_exception_names(own.retry_on, (*loc, "retry_on"), report, modules)

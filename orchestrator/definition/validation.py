@@ -53,15 +53,16 @@ def known_needs(workflow: Workflow, report: Report) -> dict[str, tuple[str, ...]
     for step_id, step in workflow.steps.items():
         kept: list[str] = []
         for index, need in enumerate(step.needs):
+            if need in ids and need != step_id and need not in kept:
+                kept.append(need)
+                continue
             loc = ("steps", step_id, "needs", index)
             if need == step_id:
                 report.error("needs itself", loc)
             elif need not in ids:
                 report.error(f"needs unknown step '{need}'{hint(need, ids)}", loc)
-            elif need in kept:
-                report.error(f"needs '{need}' twice", loc)
             else:
-                kept.append(need)
+                report.error(f"needs '{need}' twice", loc)
         result[step_id] = tuple(kept)
     return result
 
