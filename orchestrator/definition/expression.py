@@ -155,7 +155,9 @@ def _parse_path(text: str) -> Expression | None:
     found = _path(text)
     if found is None:
         return None
-    root, path, refs = found
+    root, path = found
+    refs = References()
+    _add_path_refs(root, path, refs)
 
     def walk(ctx: Context) -> Any:
         try:
@@ -169,8 +171,8 @@ def _parse_path(text: str) -> Expression | None:
     return Expression(text, refs, walk)
 
 
-def _path(text: str) -> tuple[str, tuple[str | int, ...], References] | None:
-    """A plain data path's root, keys and references, or None when it is not one."""
+def _path(text: str) -> tuple[str, tuple[str | int, ...]] | None:
+    """A plain data path's root and keys, or None when it is not one."""
     keys: list[str | int]
     if "[" not in text:
         parts = text.split(".")
@@ -189,11 +191,14 @@ def _path(text: str) -> tuple[str, tuple[str | int, ...], References] | None:
             keys.append(int(number) if number is not None else (name or single or double or ""))
     if root not in ROOTS:
         return None
-    refs = References()
+    if root == "steps" and (not keys or not isinstance(keys[0], str) or (len(keys) > 1 and keys[1] not in STEP_FIELDS)):
+        return None
+    return root, tuple(keys)
+
+
+def _add_path_refs(root: str, keys: tuple[str | int, ...], refs: References) -> None:
     if root == "steps":
-        if not keys or not isinstance(keys[0], str) or (len(keys) > 1 and keys[1] not in STEP_FIELDS):
-            return None
-        refs.steps.add(keys[0])
+        refs.steps.add(str(keys[0]))
     elif root == "inputs":
         if keys and isinstance(keys[0], str):
             refs.inputs.add(keys[0])
@@ -201,7 +206,6 @@ def _path(text: str) -> tuple[str, tuple[str | int, ...], References] | None:
         refs.places.add(root)
     else:
         refs.uses_item = True
-    return root, tuple(keys), refs
 
 
 def _check_bracket_depth(text: str) -> None:
@@ -508,12 +512,17 @@ def _scan_value(value: Any, refs: References) -> bool:
     if kind is str or isinstance(value, str):
         if "${{" not in value:
             return False
-        refs.merge(_text_refs(value))
+        _scan_text(value, refs)
         return True
     if kind is dict or isinstance(value, Mapping):
         found = False
         for item in value.values():
-            found = _scan_value(item, refs) or found
+            if type(item) is str:  # the usual ``with`` entry, without a call per value
+                if "${{" in item:
+                    _scan_text(item, refs)
+                    found = True
+            elif type(item) not in _PLAIN:
+                found = _scan_value(item, refs) or found
         return found
     if isinstance(value, list | tuple):
         found = False
@@ -523,18 +532,16 @@ def _scan_value(value: Any, refs: References) -> bool:
     return False
 
 
-@lru_cache(maxsize=4096)
-def _text_refs(text: str) -> References:
-    """What one template string reads (never mutated: it is shared by every string of that text).
-    A lone plain path is read without building its evaluator; anything else is compiled."""
+def _scan_text(text: str, refs: References) -> None:
+    """Check one template string and add what it reads to ``refs``. A lone plain path is read
+    without building its evaluator; anything else is compiled (once per distinct text)."""
     if text.startswith("${{") and text.endswith("}}") and text.find("}}") == len(text) - 2:
         path = _path(_checked_text(text[3:-2]))
         if path is not None:
-            return path[2]
-    refs = References()
+            _add_path_refs(*path, refs)
+            return
     for expression in _compile_text(text)[1]:
         refs.merge(expression.refs)
-    return refs
 
 
 def _compile_value(value: Any, refs: References, found: list[Expression]) -> Evaluator | None:

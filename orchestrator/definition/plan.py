@@ -153,7 +153,17 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            _promote_young()
             gc.enable()
+
+
+def _promote_young() -> None:
+    """Move the young generations (mostly the plan just built) to the oldest one, as surviving
+    two collections would, instead of tracing them all in the collection that follows ``enable``.
+    Skipped when anything is frozen: ``unfreeze`` must not release another caller's ``gc.freeze``."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def _build(
