@@ -201,13 +201,23 @@ def _build(
                     _check_refs(step_id, where, template.refs, step, needs, layering.level_of, upstream_cache, report)
                 if declared_inputs is not None:
                     check.check_input_refs(template.refs.inputs, declared_inputs, (kind, step_id, where), report)
-        check.check_trigger(step_id, step, report)
-        check.check_breaker(step_id, step.breaker, breakers, report)
+        # Each guard below is its check's own first test, kept here to save a call per step.
+        if step.trigger is not Trigger.ALL_SUCCEEDED:
+            check.check_trigger(step_id, step, report)
+        if step.breaker is not None:
+            check.check_breaker(step_id, step.breaker, breakers, report)
         if check_tasks and step.task is not None:
             check.check_task(step_id, step.task, report, modules, tasks)
-        check.check_approval(step_id, step, report)
-        check.check_schemas(step_id, step, report, modules, check_tasks)
-        asserts, cache_key = _compile_checks(step_id, step, workflow, needs, layering.level_of, upstream_cache, report)
+        if step.approval is not None:
+            check.check_approval(step_id, step, report)
+        if step.input_schema is not None or step.output_schema is not None:
+            check.check_schemas(step_id, step, report, modules, check_tasks)
+        asserts: tuple[Template, ...] = ()
+        cache_key = None
+        if step.assert_ or step.cache is not None:
+            asserts, cache_key = _compile_checks(
+                step_id, step, workflow, needs, layering.level_of, upstream_cache, report
+            )
         if declared_inputs is not None and (asserts or cache_key is not None):
             check.check_input_refs(
                 set().union(*(t.refs.inputs for t in (*asserts, cache_key) if t is not None)),
@@ -215,6 +225,9 @@ def _build(
                 (kind, step_id, "assert"),
                 report,
             )
+        retry = default_retry
+        if step.retry is not None:
+            retry = _effective_retry(step, workflow, report, modules, step_id, default_retry)
         steps[step_id] = StepPlan(
             id=step_id,
             step=step,
@@ -224,7 +237,7 @@ def _build(
             condition=condition,
             foreach=foreach,
             arguments=arguments,
-            retry=_effective_retry(step, workflow, report, modules, step_id, default_retry),
+            retry=retry,
             timeout=_effective_timeout(step, workflow),
             asserts=asserts,
             cache_key=cache_key,
