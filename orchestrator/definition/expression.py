@@ -81,7 +81,7 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class References:
     """What an expression reads, for the static checks."""
 
@@ -97,7 +97,7 @@ class References:
         self.places |= other.places
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expression:
     """One parsed expression; ``evaluate`` runs it against a run's data."""
 
@@ -116,11 +116,7 @@ class Expression:
 
 def parse_expression(source: str) -> Expression:
     """Parse and check one expression (the text between ``${{`` and ``}}``)."""
-    text = source.strip()
-    if not text:
-        raise ExpressionError("empty expression ${{ }}")
-    if len(text) > DEFAULT_MAX_EXPRESSION_CHARS:
-        raise ExpressionError(f"expression is {len(text)} characters long; the limit is {DEFAULT_MAX_EXPRESSION_CHARS}")
+    text = _checked_text(source)
     path = _parse_path(text)
     if path is not None:
         return path
@@ -136,6 +132,15 @@ def parse_expression(source: str) -> Expression:
     return Expression(text, refs, fn)
 
 
+def _checked_text(source: str) -> str:
+    text = source.strip()
+    if not text:
+        raise ExpressionError("empty expression ${{ }}")
+    if len(text) > DEFAULT_MAX_EXPRESSION_CHARS:
+        raise ExpressionError(f"expression is {len(text)} characters long; the limit is {DEFAULT_MAX_EXPRESSION_CHARS}")
+    return text
+
+
 _PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[(?:-?\d+|'[^'\\]*'|\"[^\"\\]*\")\])*")
 _SEGMENT = re.compile(r"\.([A-Za-z_]\w*)|\[(-?\d+)\]|\['([^'\\]*)'\]|\[\"([^\"\\]*)\"\]")
 
@@ -147,35 +152,12 @@ def _parse_path(text: str) -> Expression | None:
     operators, a malformed ``steps`` path) returns None and goes through ``ast`` for its
     precise error message.
     """
-    if "[" not in text:
-        parts = text.split(".")
-        if not all(part.isidentifier() for part in parts):
-            return None
-        root, keys = parts[0], list[str | int](parts[1:])
-    else:
-        if not _PATH.fullmatch(text):
-            return None
-        root_end = text.index("[") if "." not in text else min(text.index("["), text.index("."))
-        root = text[:root_end]
-        keys = []
-        for match in _SEGMENT.finditer(text, root_end):
-            name, number, single, double = match.groups()
-            keys.append(int(number) if number is not None else (name or single or double or ""))
-    if root not in ROOTS:
+    found = _path(text)
+    if found is None:
         return None
+    root, path = found
     refs = References()
-    if root == "steps":
-        if not keys or not isinstance(keys[0], str) or (len(keys) > 1 and keys[1] not in STEP_FIELDS):
-            return None
-        refs.steps.add(keys[0])
-    elif root == "inputs":
-        if keys and isinstance(keys[0], str):
-            refs.inputs.add(keys[0])
-    elif root in PLACE_ROOTS:
-        refs.places.add(root)
-    else:
-        refs.uses_item = True
-    path = tuple(keys)
+    _add_path_refs(root, path, refs)
 
     def walk(ctx: Context) -> Any:
         try:
@@ -187,6 +169,43 @@ def _parse_path(text: str) -> Expression | None:
         return value
 
     return Expression(text, refs, walk)
+
+
+def _path(text: str) -> tuple[str, tuple[str | int, ...]] | None:
+    """A plain data path's root and keys, or None when it is not one."""
+    keys: list[str | int]
+    if "[" not in text:
+        parts = text.split(".")
+        if not all(map(str.isidentifier, parts)):
+            return None
+        root = parts[0]
+        keys = list(parts[1:])
+    else:
+        if not _PATH.fullmatch(text):
+            return None
+        root_end = text.index("[") if "." not in text else min(text.index("["), text.index("."))
+        root = text[:root_end]
+        keys = []
+        for match in _SEGMENT.finditer(text, root_end):
+            name, number, single, double = match.groups()
+            keys.append(int(number) if number is not None else (name or single or double or ""))
+    if root not in ROOTS:
+        return None
+    if root == "steps" and (not keys or not isinstance(keys[0], str) or (len(keys) > 1 and keys[1] not in STEP_FIELDS)):
+        return None
+    return root, tuple(keys)
+
+
+def _add_path_refs(root: str, keys: tuple[str | int, ...], refs: References) -> None:
+    if root == "steps":
+        refs.steps.add(str(keys[0]))
+    elif root == "inputs":
+        if keys and isinstance(keys[0], str):
+            refs.inputs.add(keys[0])
+    elif root in PLACE_ROOTS:
+        refs.places.add(root)
+    else:
+        refs.uses_item = True
 
 
 def _check_bracket_depth(text: str) -> None:
@@ -446,39 +465,94 @@ _COMPILERS: dict[type[ast.AST], Callable[..., Evaluator]] = {
 }
 
 
-@dataclass(frozen=True)
 class Template:
-    """A value from a workflow file (any JSON data) with its ``${{ }}`` expressions compiled."""
+    """A value from a workflow file (any JSON data) with its ``${{ }}`` expressions checked and
+    their references known. The renderer is built on the first render: compiling a workflow
+    pays for the checks only, and a step that never runs never builds one."""
 
-    refs: References
-    expressions: tuple[Expression, ...]
-    _render: Callable[[Context], Any]
-    is_constant: bool
+    __slots__ = ("refs", "is_constant", "_value", "_render")
+
+    def __init__(self, value: Any, refs: References, is_constant: bool) -> None:
+        self.refs = refs
+        self.is_constant = is_constant
+        self._value = value
+        self._render: Evaluator | None = None
 
     def render(self, context: Context) -> Any:
-        return self._render(context)
+        render = self._render
+        if render is None:
+            render = self._render = _renderer(self._value)
+        return render(context)
+
+    @property
+    def expressions(self) -> tuple[Expression, ...]:
+        found: list[Expression] = []
+        _compile_value(self._value, References(), found)
+        return tuple(found)
 
 
 def compile_template(value: Any) -> Template:
-    """Compile every ``${{ }}`` in ``value`` (strings, lists and objects, recursively)."""
+    """Check every ``${{ }}`` in ``value`` (strings, lists and objects, recursively); the error
+    of the first bad one is raised, as compiling it would."""
     refs = References()
-    expressions: list[Expression] = []
-    render = _compile_value(value, refs, expressions)
-    if render is None:
-        return Template(refs, (), lambda ctx: value, True)
-    return Template(refs, tuple(expressions), render, False)
+    return Template(value, refs, not _scan_value(value, refs))
+
+
+def _renderer(value: Any) -> Evaluator:
+    render = _compile_value(value, References(), [])
+    return (lambda ctx: value) if render is None else render
+
+
+def _scan_value(value: Any, refs: References) -> bool:
+    """Whether ``value`` holds an expression; each is checked and its references added to
+    ``refs``, in the order ``_compile_value`` visits them."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if kind is str or isinstance(value, str):
+        if "${{" not in value:
+            return False
+        _scan_text(value, refs)
+        return True
+    if kind is dict or isinstance(value, Mapping):
+        found = False
+        for item in value.values():
+            if type(item) is str:  # the usual ``with`` entry, without a call per value
+                if "${{" in item:
+                    _scan_text(item, refs)
+                    found = True
+            elif type(item) not in _PLAIN:
+                found = _scan_value(item, refs) or found
+        return found
+    if isinstance(value, list | tuple):
+        found = False
+        for item in value:
+            found = _scan_value(item, refs) or found
+        return found
+    return False
+
+
+def _scan_text(text: str, refs: References) -> None:
+    """Check one template string and add what it reads to ``refs``. A lone plain path is read
+    without building its evaluator; anything else is compiled (once per distinct text)."""
+    if text.startswith("${{") and text.endswith("}}") and text.find("}}") == len(text) - 2:
+        path = _path(_checked_text(text[3:-2]))
+        if path is not None:
+            _add_path_refs(*path, refs)
+            return
+    for expression in _compile_text(text)[1]:
+        refs.merge(expression.refs)
 
 
 def _compile_value(value: Any, refs: References, found: list[Expression]) -> Evaluator | None:
     """A renderer for ``value``, or None when it holds no expression (it renders as itself)."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind in _PLAIN:
+        return None
+    if kind is str or isinstance(value, str):
         return _compile_string(value, refs, found)
-    if isinstance(value, Mapping):
-        parts = {k: _compile_value(v, refs, found) for k, v in value.items()}
-        if all(p is None for p in parts.values()):
-            return None
-        items = [(k, p, value[k]) for k, p in parts.items()]
-        return lambda ctx: {k: (p(ctx) if p else v) for k, p, v in items}
+    if kind is dict or isinstance(value, Mapping):
+        return _compile_mapping(value, refs, found)
     if isinstance(value, list | tuple):
         elements = [(_compile_value(v, refs, found), v) for v in value]
         if all(p is None for p, _ in elements):
@@ -487,23 +561,40 @@ def _compile_value(value: Any, refs: References, found: list[Expression]) -> Eva
     return None
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})  # never hold an expression: no isinstance chain
+
+
+def _compile_mapping(value: Mapping[Any, Any], refs: References, found: list[Expression]) -> Evaluator | None:
+    items = [(k, _compile_value(v, refs, found), v) for k, v in value.items()]
+    if all(p is None for _, p, _ in items):
+        return None
+    return lambda ctx: {k: (p(ctx) if p else v) for k, p, v in items}
+
+
 def _compile_string(text: str, refs: References, found: list[Expression]) -> Evaluator | None:
     if "${{" not in text:
         return None
-    pieces = _split_template(text)
-    expressions = [p for p in pieces if isinstance(p, Expression)]
+    render, expressions = _compile_text(text)
     for expression in expressions:
         refs.merge(expression.refs)
     found.extend(expressions)
-    if len(pieces) == 1:
-        return expressions[0].evaluate
-    return lambda ctx: "".join(p if isinstance(p, str) else _as_text(p.evaluate(ctx)) for p in pieces)
+    return render
+
+
+@lru_cache(maxsize=4096)
+def _compile_text(text: str) -> tuple[Evaluator, tuple[Expression, ...]]:
+    """One template string's renderer and expressions, compiled once per distinct text (a failure
+    is not cached: it raises again, and the plan names the step each time)."""
+    if text.startswith("${{") and text.endswith("}}") and text.find("}}") == len(text) - 2:
+        lone = parse_expression(text[3:-2])
+        return lone.evaluate, (lone,)
+    pieces = _split_template(text)
+    expressions = tuple(p for p in pieces if isinstance(p, Expression))
+    return lambda ctx: "".join(p if isinstance(p, str) else _as_text(p.evaluate(ctx)) for p in pieces), expressions
 
 
 def _split_template(text: str) -> list[str | Expression]:
-    """Literal text and parsed expressions, in order; a lone expression stands alone."""
-    if text.startswith("${{") and text.endswith("}}") and text.find("}}") == len(text) - 2:
-        return [_parse_cached(text[3:-2])]
+    """Literal text and parsed expressions, in order (a lone expression is parsed before)."""
     pieces: list[str | Expression] = []
     cursor = 0
     while True:

@@ -26,7 +26,7 @@ from orchestrator.settings import DEFAULT_STEP_TIMEOUT_S
 _DEFAULT_RETRY = RetryPolicy()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepPlan:
     """One step as the scheduler sees it: compiled expressions and effective options."""
 
@@ -153,7 +153,17 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            _promote_young()
             gc.enable()
+
+
+def _promote_young() -> None:
+    """Move the young generations (mostly the plan just built) to the oldest one, as surviving
+    two collections would, instead of tracing them all in the collection that follows ``enable``.
+    Skipped when anything is frozen: ``unfreeze`` must not release another caller's ``gc.freeze``."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def _build(
@@ -175,34 +185,49 @@ def _build(
         check.check_exception_names(breaker.exclude, ("breakers", name, "exclude"), report, modules)
     default_retry = _effective_retry(None, workflow, report, modules)
     upstream_cache: dict[str, frozenset[str]] = {}
+    tasks: dict[str, tuple[str | None, bool]] = {}
+    kind = "states" if machine_like else "steps"
     steps: dict[str, StepPlan] = {}
     for step_id, step in workflow.nodes.items():
         compiled = _compile_step(step_id, step, report)
         if compiled is None:
             continue
-        condition, foreach, arguments = compiled
-        spec = _spec_key(step)
+        condition, foreach, arguments, spec = compiled
         for where, template in (("if", condition), ("foreach", foreach), (spec, arguments)):
             if template is not None and not template.is_constant:
-                loc = ("states" if machine_like else "steps", step_id, where)
                 if machine_like:  # states loop: any state's latest output may be read
                     _check_state_refs(step_id, where, template.refs, workflow, report)
                 else:
                     _check_refs(step_id, where, template.refs, step, needs, layering.level_of, upstream_cache, report)
-                check.check_input_refs(template.refs.inputs, declared_inputs, loc, report)
-        check.check_trigger(step_id, step, report)
-        check.check_breaker(step_id, step.breaker, breakers, report)
+                if declared_inputs is not None:
+                    check.check_input_refs(template.refs.inputs, declared_inputs, (kind, step_id, where), report)
+        # Each guard below is its check's own first test, kept here to save a call per step.
+        if step.trigger is not Trigger.ALL_SUCCEEDED:
+            check.check_trigger(step_id, step, report)
+        if step.breaker is not None:
+            check.check_breaker(step_id, step.breaker, breakers, report)
         if check_tasks and step.task is not None:
-            check.check_task(step_id, step.task, report, modules)
-        check.check_approval(step_id, step, report)
-        check.check_schemas(step_id, step, report, modules, check_tasks)
-        asserts, cache_key = _compile_checks(step_id, step, workflow, needs, layering.level_of, upstream_cache, report)
-        check.check_input_refs(
-            set().union(*(t.refs.inputs for t in (*asserts, cache_key) if t is not None)),
-            declared_inputs,
-            ("states" if machine_like else "steps", step_id, "assert"),
-            report,
-        )
+            check.check_task(step_id, step.task, report, modules, tasks)
+        if step.approval is not None:
+            check.check_approval(step_id, step, report)
+        if step.input_schema is not None or step.output_schema is not None:
+            check.check_schemas(step_id, step, report, modules, check_tasks)
+        asserts: tuple[Template, ...] = ()
+        cache_key = None
+        if step.assert_ or step.cache is not None:
+            asserts, cache_key = _compile_checks(
+                step_id, step, workflow, needs, layering.level_of, upstream_cache, report
+            )
+        if declared_inputs is not None and (asserts or cache_key is not None):
+            check.check_input_refs(
+                set().union(*(t.refs.inputs for t in (*asserts, cache_key) if t is not None)),
+                declared_inputs,
+                (kind, step_id, "assert"),
+                report,
+            )
+        retry = default_retry
+        if step.retry is not None:
+            retry = _effective_retry(step, workflow, report, modules, step_id, default_retry)
         steps[step_id] = StepPlan(
             id=step_id,
             step=step,
@@ -212,7 +237,7 @@ def _build(
             condition=condition,
             foreach=foreach,
             arguments=arguments,
-            retry=_effective_retry(step, workflow, report, modules, step_id, default_retry),
+            retry=retry,
             timeout=_effective_timeout(step, workflow),
             asserts=asserts,
             cache_key=cache_key,
@@ -243,25 +268,27 @@ def _build(
 
 def _compile_step(
     step_id: str, step: Step, report: check.Report
-) -> tuple[Template | None, Template | None, Template] | None:
-    compiled: dict[str, Template | None] = {}
-    ok = True
+) -> tuple[Template | None, Template | None, Template, str] | None:
+    """A step's ``if``, ``foreach`` and ``with`` (or its wait or approval spec, named by the
+    last value), or None after reporting each one that does not compile."""
     spec_key = _spec_key(step)
-    for key, value in (("if", step.if_), ("foreach", step.foreach), ("with", _spec(step))):
+    compiled: list[Template | None] = []
+    ok = True
+    for where, value in (("if", step.if_), ("foreach", step.foreach), (spec_key, _spec(step))):
         if value is None:
-            compiled[key] = None
+            compiled.append(None)
             continue
         try:
-            compiled[key] = compile_template(value)
+            compiled.append(compile_template(value))
         except ExpressionError as exc:
-            where = spec_key if key == "with" else key
             report.error(f"{where}: {exc.message}", ("steps", step_id, where))
+            compiled.append(None)
             ok = False
     if not ok:
         return None
-    arguments = compiled["with"]
+    condition, foreach, arguments = compiled
     assert arguments is not None
-    return compiled["if"], compiled["foreach"], arguments
+    return condition, foreach, arguments, spec_key
 
 
 def _compile_checks(
@@ -275,6 +302,8 @@ def _compile_checks(
 ) -> tuple[tuple[Template, ...], Template | None]:
     """A step's ``assert`` expressions (they read ``output`` too) and its cache key expression,
     with the references each may make checked like the step's ``with``."""
+    if not step.assert_ and (step.cache is None or step.cache.key is None):
+        return (), None
     asserts: list[Template] = []
     sources = [("assert", text) for text in step.assert_]
     if step.cache is not None and step.cache.key is not None:
@@ -334,6 +363,8 @@ def _check_refs(
     report: check.Report,
     item_ok: bool = False,
 ) -> None:
+    if not refs.places and not refs.uses_item and all(map(needs[step_id].__contains__, refs.steps)):
+        return  # only direct needs are read: nothing to report
     loc = ("steps", step_id, where.split(".")[0])
     for ref in sorted(refs.steps):
         if ref not in needs:
@@ -476,7 +507,7 @@ def _effective_retry(
     default: RetryPolicy = _DEFAULT_RETRY,
 ) -> RetryPolicy:
     own = workflow.defaults.retry if step is None else step.retry
-    if own is None:
+    if own is None:  # most steps: nothing to check or merge
         return default
     loc = ("defaults", "retry") if step_id is None else ("steps", step_id, "retry")
     check.check_exception_names(own.retry_on, (*loc, "retry_on"), report, modules)

@@ -53,15 +53,16 @@ def known_needs(workflow: Workflow, report: Report) -> dict[str, tuple[str, ...]
     for step_id, step in workflow.steps.items():
         kept: list[str] = []
         for index, need in enumerate(step.needs):
+            if need in ids and need != step_id and need not in kept:
+                kept.append(need)
+                continue
             loc = ("steps", step_id, "needs", index)
             if need == step_id:
                 report.error("needs itself", loc)
             elif need not in ids:
                 report.error(f"needs unknown step '{need}'{hint(need, ids)}", loc)
-            elif need in kept:
-                report.error(f"needs '{need}' twice", loc)
             else:
-                kept.append(need)
+                report.error(f"needs '{need}' twice", loc)
         result[step_id] = tuple(kept)
     return result
 
@@ -137,29 +138,50 @@ def check_exception_names(names: Iterable[str], loc: tuple[Any, ...], report: Re
             report.error(f"'{name}' is not an exception class", where)
 
 
-def check_task(step_id: str, task: str, report: Report, modules: dict[str, Any]) -> None:
+def check_task(
+    step_id: str,
+    task: str,
+    report: Report,
+    modules: dict[str, Any],
+    seen: dict[str, tuple[str | None, bool]] | None = None,
+) -> None:
     """A ``module:function`` task must resolve here; a missing module is only a warning,
-    since the workers' environment may have it."""
+    since the workers' environment may have it. ``seen`` keeps each task's finding, so a task
+    named by many steps is resolved once and reported on each of them."""
     if ":" not in task:
         return
+    found = seen.get(task) if seen is not None else None
+    if found is None:
+        found = task_problem(task, modules)
+        if seen is not None:
+            seen[task] = found
+    problem, fatal = found
+    if problem is not None:
+        (report.error if fatal else report.warning)(problem, ("steps", step_id, "task"))
+
+
+def task_problem(task: str, modules: dict[str, Any]) -> tuple[str | None, bool]:
+    """Why ``module:function`` does not resolve here, and whether that is an error (the module
+    imports, the function is missing or not callable) or only a warning (no import here)."""
     module_name, _, attr = task.partition(":")
-    loc = ("steps", step_id, "task")
     module = _import(module_name, modules)
     if isinstance(module, Exception):
-        report.warning(f"task '{task}' not checked: {_import_failure(module_name, module)}", loc)
-        return
+        return f"task '{task}' not checked: {_import_failure(module_name, module)}", False
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)
     if target is None:
-        report.error(f"task '{task}': module '{module_name}' has no '{attr}'", loc)
-    elif not callable(target):
-        report.error(f"task '{task}' is not callable", loc)
+        return f"task '{task}': module '{module_name}' has no '{attr}'", True
+    if not callable(target):
+        return f"task '{task}' is not callable", True
+    return None, False
 
 
 def check_schemas(step_id: str, step: Step, report: Report, modules: dict[str, Any], import_ok: bool) -> None:
     """``input_schema`` and ``output_schema`` must be valid JSON Schemas, or name a pydantic model
     (one that cannot be imported here is only a warning: the workers may have it)."""
+    if step.input_schema is None and step.output_schema is None:
+        return
     for key, schema in (("input_schema", step.input_schema), ("output_schema", step.output_schema)):
         loc = ("steps", step_id, key)
         if isinstance(schema, dict):

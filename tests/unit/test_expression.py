@@ -122,3 +122,18 @@ def test_nested_data_renders_recursively_and_constants_stay_constant() -> None:
 def test_unclosed_template_is_an_error() -> None:
     with pytest.raises(ExpressionError, match="unclosed"):
         compile_template("value ${{ inputs.n")
+
+
+def test_a_template_is_checked_when_compiled_and_rendered_when_used() -> None:
+    # Given: a bad expression deep inside a value, after good ones
+    with pytest.raises(ExpressionError, match="unknown name 'nope'"):
+        compile_template({"a": "${{ inputs.n }}", "b": [1, {"c": "x ${{ nope }}"}]})
+    # When: a good template is compiled, its references are known before any render
+    template = compile_template({"a": "${{ steps.s.output }}", "b": ["${{ steps.s.output }}", "${{ item }}"]})
+    assert template.refs.steps == {"s"} and template.refs.uses_item and not template.is_constant
+    assert [e.source for e in template.expressions] == ["steps.s.output", "steps.s.output", "item"]
+    # Then: it renders the same every time
+    context = {"steps": {"s": {"output": 3}}, "item": "i"}
+    assert template.render(context) == template.render(context) == {"a": 3, "b": [3, "i"]}
+    constant = {"x": [1, "plain"]}
+    assert compile_template(constant).render({}) is constant

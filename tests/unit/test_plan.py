@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+
 from orchestrator.definition import build_plan, plan_file
 from orchestrator.definition.model import Workflow
 
@@ -35,3 +37,23 @@ def test_a_wide_generated_dag_plans() -> None:
     plan = build_plan(Workflow.model_validate({"name": "big", "steps": steps}), check_tasks=False)
     position = {s: i for i, s in enumerate(plan.order)}
     assert all(position[n] < position[s] for s, v in steps.items() for n in v["needs"])
+
+
+def test_planning_leaves_the_collector_as_it_found_it() -> None:
+    workflow = Workflow.model_validate({"name": "gc", "steps": {"a": {"task": "m:f"}}})
+    assert gc.isenabled()
+    build_plan(workflow, check_tasks=False)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        build_plan(workflow, check_tasks=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    gc.freeze()  # as a pre-forking server does: planning must not unfreeze it
+    try:
+        frozen = gc.get_freeze_count()
+        build_plan(workflow, check_tasks=False)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

@@ -177,3 +177,39 @@ def test_trigger_without_needs_is_a_warning(write: Write) -> None:
     loaded = load_file(write("name: t\nsteps:\n  a: {task: m:f, trigger: all_done}\n"))
     plan = build_plan(loaded.workflow, loaded.source, check_tasks=False)
     assert [p.message for p in plan.warnings] == ["trigger all_done has no effect on a step without needs"]
+
+
+def test_a_text_shared_by_steps_is_reported_on_each_step() -> None:
+    # Given: template texts and a task compiled or resolved once per build, but used by two steps each
+    found = errors_of(
+        "name: s\nsteps:\n  a: {task: m:f}\n"
+        "  b: {task: m:f, needs: [a], with: {x: '${{ steps.zz.output }}'}}\n"
+        "  c: {task: m:f, needs: [a], with: {x: '${{ steps.zz.output }}'}}\n"
+        "  d: {task: m:f, if: '${{ 1 + }}'}\n"
+        "  e: {task: m:f, if: '${{ 1 + }}'}\n"
+        "  f: {task: 'tasks.examples:nothing'}\n"
+        "  g: {task: 'tasks.examples:nothing'}\n"
+    )
+    # Then: each step gets its own line, as if nothing were shared
+    assert found == [
+        "wf.yaml:4: step 'b': with: steps.zz is not a step",
+        "wf.yaml:5: step 'c': with: steps.zz is not a step",
+        "wf.yaml:6: step 'd': if: invalid expression ${{ 1 + }}: invalid syntax",
+        "wf.yaml:7: step 'e': if: invalid expression ${{ 1 + }}: invalid syntax",
+        "wf.yaml:8: step 'f': task 'tasks.examples:nothing': module 'tasks.examples' has no 'nothing'",
+        "wf.yaml:9: step 'g': task 'tasks.examples:nothing': module 'tasks.examples' has no 'nothing'",
+    ]
+
+
+def test_every_bad_expression_of_a_step_is_reported() -> None:
+    found = errors_of(
+        "name: b\nsteps:\n  a:\n    task: m:f\n    if: '${{ 1 + }}'\n    foreach: '${{ nope }}'\n"
+        "    with: {x: [1, {y: 'a ${{ steps.a.output'}]}\n",
+        check_tasks=False,
+    )
+    assert found == [
+        "wf.yaml:5: step 'a': if: invalid expression ${{ 1 + }}: invalid syntax",
+        "wf.yaml:6: step 'a': foreach: invalid expression ${{ nope }}: unknown name 'nope' (known: event, index, "
+        "inputs, item, output, run, schedule, steps)",
+        "wf.yaml:7: step 'a': with: unclosed ${{ in 'a ${{ steps.a.output': close it with }}",
+    ]
