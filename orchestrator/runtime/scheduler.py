@@ -293,10 +293,12 @@ class Advancer:
         if self.run.status is RunStatus.PAUSED:
             pass  # no new item starts; resuming the run refills
         elif not self.failing or sp.trigger is Trigger.ALL_DONE:
-            limit = sp.step.concurrency
-            room = None if limit is None else limit - self.tx.items_in_flight(self.run.id, sp.id)
+            limit, room, highest = sp.step.concurrency, None, None
+            if limit is not None:
+                in_flight, highest = self.tx.items_in_flight(self.run.id, sp.id)
+                room = limit - in_flight
             if room is None or room > 0:
-                chosen = self.tx.pending_items(self.run.id, sp.id, room)
+                chosen = self.tx.pending_items(self.run.id, sp.id, room, above=highest)
                 none_pending = not chosen
                 if self.kinds.of(sp).queues:
                     for item_id, index in chosen:

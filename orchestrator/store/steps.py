@@ -491,10 +491,14 @@ class StepQueries:
             ],
         )
 
-    def items_in_flight(self, run_id: str, step: str) -> int:
-        """Queued, running and waiting items of a foreach step (bounded by its concurrency)."""
-        query = sa.select(sa.func.count()).where(_s.run_id == run_id, _s.step == step, _ACTIVE_ITEM)
-        return int(self.c.execute(query).scalar_one())
+    def items_in_flight(self, run_id: str, step: str) -> tuple[int, int | None]:
+        """Queued, running and waiting items of a foreach step (bounded by its concurrency): how
+        many, and the highest index among them."""
+        query = sa.select(sa.func.count(), sa.func.max(_s.item_index)).where(
+            _s.run_id == run_id, _s.step == step, _ACTIVE_ITEM
+        )
+        count, highest = self.c.execute(query).one()
+        return int(count), highest
 
     def has_open_items(self, run_id: str, step: str, pending: bool = True) -> bool:
         """Whether any item of the step is pending, queued, running or waiting: probes of two small
@@ -503,7 +507,14 @@ class StepQueries:
         params = {"of_run": run_id, "of_step": step}
         return bool(self.c.execute(_OPEN_ITEMS if pending else _ACTIVE_ITEMS, params).scalar_one())
 
-    def pending_items(self, run_id: str, step: str, limit: int | None) -> list[tuple[int, int]]:
+    def pending_items(
+        self, run_id: str, step: str, limit: int | None, above: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Pending items, lowest index first, at most ``limit``. With ``above`` (the highest index in
+        flight), those past it are looked for first: items start in index order, so the index
+        entries below it are of items that started long ago, dead row versions a scan from the
+        start would step over on every refill until vacuum removes them. Only if those are too
+        few (the end of the list, or items a repair reopened) is the whole range read."""
         query = (
             sa.select(_s.id, _s.item_index)
             .where(_s.run_id == run_id, _s.step == step, _PENDING_ITEM)
@@ -511,6 +522,10 @@ class StepQueries:
         )
         if limit is not None:
             query = query.limit(limit)
+        if above is not None and limit is not None:
+            found = [(r[0], r[1]) for r in self.c.execute(query.where(_s.item_index > above))]
+            if len(found) == limit:
+                return found
         return [(r[0], r[1]) for r in self.c.execute(query)]
 
     def queue_many(self, queued: Sequence[tuple[int, str]], at: datetime) -> None:
