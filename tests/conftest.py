@@ -137,7 +137,9 @@ class Cluster:
 
         self.repo = Repository.from_url(database_url)
 
-    def start_worker(self, *args: str, concurrency: int = 2, name: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, *args: str, concurrency: int = 2, name: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers)}"
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
@@ -156,7 +158,7 @@ class Cluster:
                 "INFO",
                 *args,
             ],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

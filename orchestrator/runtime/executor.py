@@ -112,11 +112,19 @@ class Executor:
         taken: Taken | None = Taken(row, plan, dispatch_id)
         while True:
             assert taken is not None
-            dispatches = self._execute_claimed(taken.row, taken.plan, taken.token)
+            try:
+                dispatches = self._execute_claimed(taken.row, taken.plan, taken.token)
+            except BaseException:
+                self._forget_taken()  # its lease lapses: the reconciler retakes it
+                raise
             taken, self._taken = self._taken, None
             if taken is None:
                 return dispatches
-            self.engine.send(dispatches)
+            try:
+                self.engine.send(dispatches)
+            except BaseException:
+                self.lease.drop(taken.row.id)
+                raise
 
     def _execute_claimed(self, row: StepRow, plan: Plan, token: str) -> list[Dispatch]:
         self.lease.hold(row.id)
@@ -236,7 +244,7 @@ class Executor:
         deadline = time.monotonic() + self.engine.timing.record_patience_s
         delay = 0.2
         while True:
-            self._taken = None  # a claim made by a write that did not commit is void
+            self._forget_taken()  # a claim made by a write that did not commit is void
             try:
                 return self._write(row, plan, owner, outcome)
             except StoreRefused as exc:
@@ -329,8 +337,14 @@ class Executor:
         row, version = claimed
         plan = self.engine.plans.cached(version) or self.engine.plans.get(tx, version)
         self._taken = Taken(row, plan, self._token)
+        self.lease.hold(row.id)  # renewed from now on, while the other messages are sent
         self._budget.steps -= 1
         return True
+
+    def _forget_taken(self) -> None:
+        if self._taken is not None:
+            self.lease.drop(self._taken.row.id)
+            self._taken = None
 
     def _gate(self, row: StepRow, plan: Plan, output: Any) -> str | None:
         with self.engine.repo.transaction() as tx:

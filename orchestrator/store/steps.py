@@ -357,8 +357,12 @@ class StepQueries:
         run = RunRow.from_row({k: v for k, v in first.items() if not k.startswith("dep_") and k != "step_finished"})
         ended = bool(first["step_finished"])
         if ended and dependents:
-            counted = [StepRow.from_row({c: r._mapping[f"dep_{c}"] for c in _DEPENDENT}) for r in found]
-            self._counted = (row.run_id, tuple(dependents), [r for r in counted if r.id is not None])
+            counted = [
+                StepRow.from_row({c: r._mapping[f"dep_{c}"] for c in _DEPENDENT})
+                for r in found
+                if r._mapping["dep_id"] is not None  # no dependent row matched: the LEFT JOIN's NULLs
+            ]
+            self._counted = (row.run_id, tuple(dependents), counted)
         return run, ended
 
     def queue(self, queued: Sequence[tuple[int, Any, str]], at: datetime) -> None:

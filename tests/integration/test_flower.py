@@ -86,8 +86,9 @@ def seen(url: str, run_id: str) -> dict[str, Any]:
 
 
 def test_flower_lists_a_step_under_its_workflow_name(cluster: Cluster, flower: str, tmp_path: Path) -> None:
-    # Given a live worker that Flower has turned task events on for
-    cluster.start_worker(concurrency=1)
+    # Given a live worker that Flower has turned task events on for (every step a message: a step
+    # run in-process after the one delivered is not a Celery task, and Flower sees tasks only)
+    cluster.start_worker(concurrency=1, env={"ORCHESTRATOR_LOCAL_STEPS": "0"})
     deadline = time.monotonic() + 60
     while not api(flower, "/api/workers?refresh=1"):
         assert time.monotonic() < deadline, "Flower never saw the worker"

@@ -44,8 +44,9 @@ steps:
   cleanup: {{needs: [fan], trigger: all_done, task: "{STEPS}:echo", with: {{value: cleaned}}}}
 """,
     )
-    # One worker slot: when the failure lands, the foreach's next item is queued or pending, never running
-    trusted.start_worker(concurrency=1)
+    # One worker slot: when the failure lands, the foreach's next item is queued or pending, never running.
+    # Every step a message: run in-process, the items would all run before `broken`'s message is taken
+    trusted.start_worker(concurrency=1, env={"ORCHESTRATOR_LOCAL_STEPS": "0"})
     view = trusted.wait(trusted.start(path), timeout=40)
     steps = view["steps"]
     assert view["status"] == "failed"
