@@ -148,7 +148,7 @@ class Advancer:
         self.events: list[dict[str, Any]] = []
         self.dispatches: list[Dispatch] = []
         self.queued: list[tuple[int, str]] = []
-        self.to_queue: list[tuple[int, Any, str]] = []
+        self.to_queue: list[tuple[Dispatch, Any]] = []  # steps queued, their rows not yet written
         self.keep: Keep | None = None
         self.worklist: deque[str] = deque()
         self.to_refill: set[str] = set()
@@ -342,12 +342,12 @@ class Advancer:
 
     def queue(self, row: StepRow, inputs: Any) -> None:
         """Send the step to a worker: the task kind's start."""
-        dispatch_id = new_dispatch_id()
-        self.to_queue.append((row.id, inputs, dispatch_id))  # written by flush(), with the others
-        row.status = StepStatus.QUEUED
-        self.dispatches.append(
-            Dispatch(row.id, dispatch_id, timeout=self.plan.steps[row.step].timeout, label=label_for(self.plan, row))
+        sent = Dispatch(
+            row.id, new_dispatch_id(), timeout=self.plan.steps[row.step].timeout, label=label_for(self.plan, row)
         )
+        self.to_queue.append((sent, inputs))  # written by flush(), with the others
+        row.status = StepStatus.QUEUED
+        self.dispatches.append(sent)
         self.event("step.queued", row)
 
     def dispatch(self, step_run_id: int, timeout: float | None = None, about: Label | None = None) -> None:
@@ -359,7 +359,7 @@ class Advancer:
     def flush(self) -> None:
         """Write the steps and items chosen so far as queued, before anything reads their status again."""
         if self.to_queue:
-            self.tx.queue(self.to_queue, self.at)
+            self.tx.queue([(d.step_run_id, inputs, d.dispatch_id) for d, inputs in self.to_queue], self.at)
             self.to_queue = []
         if self.queued:
             self.tx.queue_many(self.queued, self.at)
@@ -370,12 +370,9 @@ class Advancer:
         first it takes is claimed in place of being queued, and sends no message."""
         if self.keep is None or not self.to_queue:
             return
-        for i, (row_id, inputs, dispatch_id) in enumerate(self.to_queue):
-            sent = next((d for d in self.dispatches if d.step_run_id == row_id and d.dispatch_id == dispatch_id), None)
-            if sent is None:
-                continue
-            self.tx.add_events(self.events)  # logged before the claim's own event
-            self.events = []
+        self.tx.add_events(self.events)  # logged before the claim's own event
+        self.events = []
+        for i, (sent, inputs) in enumerate(self.to_queue):
             if self.keep(self.tx, sent, inputs):
                 del self.to_queue[i]
                 self.dispatches.remove(sent)
