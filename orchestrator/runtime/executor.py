@@ -299,22 +299,7 @@ class Executor:
         """The advance made a step ready: claim it for this process to run next, in place of
         queueing it (see ``execute``). Only a plain step message without a timeout of its own is
         kept: a timeout is enforced by Celery, per message."""
-        if self._taken is not None or not _local(d):
-            return False
-        holder = self.lease.holder()
-        lease_s = self.engine.timing.lease_s
-        claimed = tx.claim(
-            d.step_run_id,
-            d.dispatch_id,
-            holder.id,
-            holder.name,
-            lease_s,
-            now(),
-            self._token,
-            pending=True,
-            inputs=inputs,
-        )
-        return claimed is not None and self._took(tx, claimed)
+        return self._taken is None and _local(d) and self._claim_here(tx, d, pending=True, inputs=inputs)
 
     def _take_one(self, tx: Tx, dispatches: list[Dispatch]) -> list[Dispatch]:
         """If the advance kept no step (``_keep``), claim one of the foreach items it queued for
@@ -323,17 +308,18 @@ class Executor:
         if self._taken is not None or budget is None or not budget.allows():
             return dispatches
         for i, d in enumerate(dispatches):
-            if not _local(d):
-                continue
-            holder = self.lease.holder()
-            lease_s = self.engine.timing.lease_s
-            claimed = tx.claim(d.step_run_id, d.dispatch_id, holder.id, holder.name, lease_s, now(), self._token)
-            if claimed is not None and self._took(tx, claimed):
+            if _local(d) and self._claim_here(tx, d):
                 return dispatches[:i] + dispatches[i + 1 :]
         return dispatches
 
-    def _took(self, tx: Tx, claimed: tuple[StepRow, str]) -> bool:
+    def _claim_here(self, tx: Tx, d: Dispatch, **how: Any) -> bool:
+        """Claim ``d``'s step for this execution (under its message's token), leased and held."""
         assert self._budget is not None
+        holder = self.lease.holder()
+        lease_s = self.engine.timing.lease_s
+        claimed = tx.claim(d.step_run_id, d.dispatch_id, holder.id, holder.name, lease_s, now(), self._token, **how)
+        if claimed is None:
+            return False
         row, version = claimed
         plan = self.engine.plans.cached(version) or self.engine.plans.get(tx, version)
         self._taken = Taken(row, plan, self._token)
