@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Definitions
@@ -82,8 +83,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     max_countdown_s: float = DEFAULT_MAX_COUNTDOWN_S
     lease_s: float = DEFAULT_LEASE_S
-    local_steps: int = DEFAULT_LOCAL_STEPS
-    local_budget_s: float = DEFAULT_LOCAL_BUDGET_S
+    local_steps: int = Field(DEFAULT_LOCAL_STEPS, ge=0)
+    local_budget_s: float = Field(DEFAULT_LOCAL_BUDGET_S, ge=0)
     actor: str | None = None
     signal_ttl: str = DEFAULT_SIGNAL_TTL
     max_depth: int = DEFAULT_MAX_DEPTH
@@ -149,4 +150,14 @@ def parse_size(text: str) -> int:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; a variable that does not parse is a usage error naming it (exit 2), not a traceback."""
+    from pydantic import ValidationError
+
+    from orchestrator.errors import UsageError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "ORCHESTRATOR_" + str(first["loc"][0]).upper() if first["loc"] else "an ORCHESTRATOR_ variable"
+        raise UsageError(f"{name}: {first['msg']} (got {str(first.get('input'))[:80]!r})") from None
