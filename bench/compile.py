@@ -30,7 +30,7 @@ def generate(n: int, seed: int = 7) -> dict[str, list[str]]:
 def as_workflow(graph: dict[str, list[str]]) -> Workflow:
     steps: dict[str, Any] = {}
     for name, needs in graph.items():
-        step: dict[str, Any] = {"task": "tasks.examples:add", "needs": needs}
+        step: dict[str, Any] = {"task": "orchestrator.examples:add", "needs": needs}
         if needs:
             step["with"] = {"a": f"${{{{ steps.{needs[0]}.output }}}}", "b": 1}
         steps[name] = step

@@ -92,7 +92,7 @@ def _failed_runs(n: int) -> None:
 
 
 def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
-    from dlq import replay_all
+    from orchestrator.dlq import replay_all
     from orchestrator.settings import get_settings
     from orchestrator.store import Repository
     from orchestrator.worker.tasks import build_engine

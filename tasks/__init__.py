@@ -1,1 +1,3 @@
-"""Step functions that ship with the orchestrator: the examples' steps, and built-in steps."""
+"""The old home of the built-in HTTP step, kept in the repository until ``orchestrator.steps.http``
+replaces it. Not shipped in the wheel: an installed top-level ``tasks`` package would shadow a
+user's own ``tasks`` module."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlq import discard, purge, replay
 from orchestrator import audit
 from orchestrator.definition import Plan, build_plan, load_text
+from orchestrator.dlq import discard, purge, replay
 from orchestrator.runtime import approval, caching, operations, repair, versions
 from orchestrator.runtime.breaker import Breakers
 from orchestrator.runtime.emit import emit

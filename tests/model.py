@@ -20,8 +20,8 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from dlq import replay
 from orchestrator.definition import Trigger, Workflow, build_plan
+from orchestrator.dlq import replay
 from orchestrator.errors import OrchestratorError
 from orchestrator.runtime import approval, operations, repair
 from orchestrator.runtime.engine import Engine, Timing

@@ -85,7 +85,10 @@ def seed(repo: Repository, runs: list[SeededRun]) -> None:
             steps = (
                 {s: ({"needs": NEEDS[s]} if NEEDS.get(s) else {}) for s in NEEDS} if name == "shop" else {"send": {}}
             )
-            snapshot = {"name": name, "steps": {s: {"task": "tasks.examples:add", **spec} for s, spec in steps.items()}}
+            snapshot = {
+                "name": name,
+                "steps": {s: {"task": "orchestrator.examples:add", **spec} for s, spec in steps.items()},
+            }
             tx.c.execute(
                 t.definitions.insert().values(version=f"v-{name}", name=name, snapshot=snapshot, created_at=BASE)
             )

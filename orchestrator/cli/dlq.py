@@ -7,16 +7,16 @@ from typing import Any
 
 import click
 
-from dlq import discard as discard_entries
-from dlq import list_entries, replay_all
-from dlq import purge as purge_entries
-from dlq import replay as replay_entries
-from dlq import show as show_entry
-from dlq.queue import STATUSES, Replayed
 from orchestrator.cli import render
 from orchestrator.cli.control import who, who_options
 from orchestrator.cli.runs import check_broker, follow, parse_inputs
 from orchestrator.definition.duration import parse_duration
+from orchestrator.dlq import discard as discard_entries
+from orchestrator.dlq import list_entries, replay_all
+from orchestrator.dlq import purge as purge_entries
+from orchestrator.dlq import replay as replay_entries
+from orchestrator.dlq import show as show_entry
+from orchestrator.dlq.queue import STATUSES, Replayed
 from orchestrator.errors import UsageError
 from orchestrator.runtime.connect import open_repository
 from orchestrator.runtime.engine import Engine

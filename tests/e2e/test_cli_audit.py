@@ -20,7 +20,7 @@ __all__ = ["embedded"]
 BROKEN = """
 name: broken
 steps:
-  add: {task: tasks.examples:add, with: {a: "x", b: 1}}
+  add: {task: orchestrator.examples:add, with: {a: "x", b: 1}}
 """
 
 

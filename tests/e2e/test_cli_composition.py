@@ -20,7 +20,7 @@ CHILD = """
 name: price-one
 inputs: {type: object, required: [n], properties: {n: {type: number}}}
 steps:
-  twice: {task: tasks.examples:multiply, with: {a: "${{ inputs.n }}", b: 2}}
+  twice: {task: orchestrator.examples:multiply, with: {a: "${{ inputs.n }}", b: 2}}
 outputs: {price: "${{ steps.twice.output }}"}
 """
 PARENT = """
@@ -32,7 +32,7 @@ steps:
     with: {n: "${{ item }}"}
   sum:
     needs: each
-    task: tasks.examples:total
+    task: orchestrator.examples:total
     with: {values: "${{ [steps.each.output[0].price, steps.each.output[1].price, steps.each.output[2].price] }}"}
 outputs: {total: "${{ steps.sum.output }}"}
 """
@@ -92,7 +92,7 @@ def test_the_feature_flow_example_loops_through_rejection_then_publishes(
 def test_emit_starts_a_subscribed_workflow_embedded(embedded: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "sub.yaml").write_text(
         "name: on-upload\non:\n  - event: file.uploaded\n    inputs: {name: '${{ event.data.name }}'}\n"
-        "steps:\n  note: {task: tasks.examples:notify, with: {message: '${{ inputs.name }}'}}\n"
+        "steps:\n  note: {task: orchestrator.examples:notify, with: {message: '${{ inputs.name }}'}}\n"
         "outputs: {said: '${{ steps.note.output }}'}\n"
     )
     assert orchestrator(embedded, tmp_path, "workflows", "register", "sub.yaml").returncode == 0

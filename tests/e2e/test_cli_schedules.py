@@ -18,7 +18,7 @@ GOOD = """\
 name: report
 inputs: {type: object, properties: {at: {type: string}}}
 steps:
-  say: {task: tasks.examples:notify, with: {message: "${{ inputs.at }}"}}
+  say: {task: orchestrator.examples:notify, with: {message: "${{ inputs.at }}"}}
 outputs: {said: "${{ steps.say.output }}"}
 schedules:
   - name: morning
@@ -34,7 +34,7 @@ schedules:
 BAD = """\
 name: report
 steps:
-  say: {task: tasks.examples:notify, with: {message: hi}}
+  say: {task: orchestrator.examples:notify, with: {message: hi}}
 schedules:
   - {name: a, cron: "0 25 * * *"}
   - {name: b, cron: "0 6 * * *", timezone: Europe/Atlantis}

@@ -19,7 +19,7 @@ __all__ = ["embedded"]
 SUM = """
 name: sum
 steps:
-  add: {task: tasks.examples:add, with: {a: 1, b: B}}
+  add: {task: orchestrator.examples:add, with: {a: 1, b: B}}
 outputs: {result: "${{ steps.add.output }}"}
 """
 HINT = "(orchestrator workflows versions sum)"

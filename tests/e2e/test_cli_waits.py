@@ -40,7 +40,8 @@ def test_a_signal_from_another_terminal_completes_an_embedded_run(embedded: dict
         "name: waiter\n"
         "steps:\n"
         '  pay: {wait: {event: paid, key: "${{ inputs.order }}"}}\n'
-        "  ship: {needs: pay, task: tasks.examples:notify, with: {message: 'paid ${{ steps.pay.output.amount }}'}}\n"
+        "  ship: {needs: pay, task: orchestrator.examples:notify,"
+        " with: {message: 'paid ${{ steps.pay.output.amount }}'}}\n"
         "outputs: {shipped: '${{ steps.ship.output }}'}\n"
     )
     run = background(embedded, tmp_path, "run", "wait.yaml", "-i", "order=A1", "--json")
@@ -59,7 +60,7 @@ def test_a_signal_from_another_terminal_completes_an_embedded_run(embedded: dict
 def test_approve_and_retry_on_the_embedded_default(embedded: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "sign.yaml").write_text(
         "name: sign\nsteps:\n  ok: {approval: {approvers: [ann]}}\n"
-        "  after: {needs: ok, task: tasks.examples:notify, with: {message: 'by ${{ steps.ok.output.by[0] }}'}}\n"
+        "  after: {needs: ok, task: orchestrator.examples:notify, with: {message: 'by ${{ steps.ok.output.by[0] }}'}}\n"
     )
     run = background(embedded, tmp_path, "run", "sign.yaml", "--json")
     run_id = waiting(embedded, tmp_path, "ok")
@@ -78,7 +79,7 @@ def test_approve_and_retry_on_the_embedded_default(embedded: dict[str, str], tmp
     (tmp_path / "fix.yaml").write_text(
         "name: fix\nsteps:\n"
         f"  a: {{task: tests.integration.steps:fails_until, with: {{flag: '{flag}'}}}}\n"
-        "  b: {needs: a, task: tasks.examples:notify, with: {message: done}}\n"
+        "  b: {needs: a, task: orchestrator.examples:notify, with: {message: done}}\n"
     )
     failed = orchestrator(embedded, tmp_path, "run", "fix.yaml", "--json")
     assert failed.returncode == 1

@@ -87,7 +87,7 @@ steps:
     flag.write_text("up")
     # When every entry is replayed three at a time: three batches, each published as one pipeline
     replay = cluster.python(
-        "from dlq import replay_all\n"
+        "from orchestrator.dlq import replay_all\n"
         "from orchestrator.worker.tasks import engine\n"
         "print(sum(len(b.entries) for b in replay_all(engine(), 'batches', batch=3)))\n"
     )

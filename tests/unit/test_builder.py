@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator import examples
 from orchestrator.definition import WorkflowBuilder, build_plan, index, inputs, item, load_file
 from orchestrator.errors import InvalidDefinition
-from tasks import examples
 
 
 def build_order_pipeline() -> WorkflowBuilder:
@@ -35,7 +35,7 @@ def build_order_pipeline() -> WorkflowBuilder:
     )
     wf.step(
         "notify",
-        "tasks.examples:notify",
+        "orchestrator.examples:notify",
         needs=[charge],
         trigger="all_done",
         with_={"message": "order ${{ inputs.order_id }} done"},

@@ -286,7 +286,7 @@ def test_a_child_undoing_its_cancel_is_not_cancelled_again_by_the_sweep(engine: 
 
 
 def test_a_failed_item_of_a_workflow_foreach_replays_as_a_new_child(engine: Engine, ledger: Ledger) -> None:
-    from dlq import replay
+    from orchestrator.dlq import replay
 
     flaky = WorkflowBuilder("flaky", inputs={"type": "object"})
     flaky.step("work", "m:boom", with_={"ok": "${{ inputs.ok }}"})

@@ -3,9 +3,9 @@ with one message and one audit record per entry replayed, and replaying again re
 
 from __future__ import annotations
 
-from dlq import discard, replay_all
-from dlq.queue import Replayed
 from orchestrator import audit
+from orchestrator.dlq import discard, replay_all
+from orchestrator.dlq.queue import Replayed
 from orchestrator.runtime import operations, repair
 from orchestrator.runtime.engine import Engine, Recorder
 from tests.audit_scenario import ANA, BEN, FLAKY, plan_of, records_of

@@ -89,7 +89,7 @@ def test_when_no_transition_applies_the_run_fails_naming_the_state(engine: Engin
 def test_the_feature_flow_example_loops_once_through_rejection_then_reaches_done(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks import examples
+    from orchestrator import examples
 
     monkeypatch.setenv("ORCHESTRATOR_ARTIFACT_ROOT", str(tmp_path))
     get_settings.cache_clear()

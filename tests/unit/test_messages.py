@@ -37,9 +37,9 @@ def _run_chain(steps: int) -> tuple[dict[str, Any], list[int]]:
     from orchestrator.worker.tasks import build_engine
 
     wf = WorkflowBuilder("chain")
-    previous = wf.step("s0", "tasks.examples:add", with_={"a": 1, "b": 1})
+    previous = wf.step("s0", "orchestrator.examples:add", with_={"a": 1, "b": 1})
     for i in range(1, steps):
-        previous = wf.step(f"s{i}", "tasks.examples:add", needs=[previous], with_={"a": previous.output, "b": 1})
+        previous = wf.step(f"s{i}", "orchestrator.examples:add", needs=[previous], with_={"a": previous.output, "b": 1})
     plan = build_plan(wf.build())
     sizes: list[int] = []
 

@@ -152,8 +152,8 @@ def test_retry_merges_over_defaults() -> None:
 
 def test_tasks_resolve_or_warn() -> None:
     loaded = load_text(
-        "name: t\nsteps:\n  a: {task: tasks.examples:add}\n  b: {task: tasks.examples:nothing}\n"
-        "  c: {task: not_a_module_here:f}\n  d: {task: tasks.examples:_CATALOGUE}\n"
+        "name: t\nsteps:\n  a: {task: orchestrator.examples:add}\n  b: {task: orchestrator.examples:nothing}\n"
+        "  c: {task: not_a_module_here:f}\n  d: {task: orchestrator.examples:_CATALOGUE}\n"
         "  e: {task: celery.registered.name}\n",
         "wf.yaml",
     )
@@ -161,10 +161,10 @@ def test_tasks_resolve_or_warn() -> None:
         build_plan(loaded.workflow, loaded.source)
     found = {(p.step, p.severity): p.message for p in info.value.problems}
     assert found == {
-        ("b", Severity.ERROR): "task 'tasks.examples:nothing': module 'tasks.examples' has no 'nothing'",
+        ("b", Severity.ERROR): "task 'orchestrator.examples:nothing': module 'orchestrator.examples' has no 'nothing'",
         ("c", Severity.WARNING): "task 'not_a_module_here:f' not checked: module 'not_a_module_here' "
         "is not importable here",
-        ("d", Severity.ERROR): "task 'tasks.examples:_CATALOGUE' is not callable",
+        ("d", Severity.ERROR): "task 'orchestrator.examples:_CATALOGUE' is not callable",
     }
 
 
@@ -187,8 +187,8 @@ def test_a_text_shared_by_steps_is_reported_on_each_step() -> None:
         "  c: {task: m:f, needs: [a], with: {x: '${{ steps.zz.output }}'}}\n"
         "  d: {task: m:f, if: '${{ 1 + }}'}\n"
         "  e: {task: m:f, if: '${{ 1 + }}'}\n"
-        "  f: {task: 'tasks.examples:nothing'}\n"
-        "  g: {task: 'tasks.examples:nothing'}\n"
+        "  f: {task: 'orchestrator.examples:nothing'}\n"
+        "  g: {task: 'orchestrator.examples:nothing'}\n"
     )
     # Then: each step gets its own line, as if nothing were shared
     assert found == [
@@ -196,8 +196,8 @@ def test_a_text_shared_by_steps_is_reported_on_each_step() -> None:
         "wf.yaml:5: step 'c': with: steps.zz is not a step",
         "wf.yaml:6: step 'd': if: invalid expression ${{ 1 + }}: invalid syntax",
         "wf.yaml:7: step 'e': if: invalid expression ${{ 1 + }}: invalid syntax",
-        "wf.yaml:8: step 'f': task 'tasks.examples:nothing': module 'tasks.examples' has no 'nothing'",
-        "wf.yaml:9: step 'g': task 'tasks.examples:nothing': module 'tasks.examples' has no 'nothing'",
+        "wf.yaml:8: step 'f': task 'orchestrator.examples:nothing': module 'orchestrator.examples' has no 'nothing'",
+        "wf.yaml:9: step 'g': task 'orchestrator.examples:nothing': module 'orchestrator.examples' has no 'nothing'",
     ]
 
 

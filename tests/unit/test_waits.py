@@ -230,7 +230,7 @@ def test_skip_a_waiting_step_and_bad_input(engine: Engine) -> None:
 
 
 def test_replaying_a_timed_out_wait_waits_again(engine: Engine) -> None:
-    from dlq import replay
+    from orchestrator.dlq import replay
 
     run_id = start(engine, payment(timeout="1s"), {"order": "R1"})
     with engine.repo.transaction() as tx:

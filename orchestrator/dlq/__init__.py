@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from dlq.queue import discard, entry_view, list_entries, purge, replay, replay_all, show
+from orchestrator.dlq.queue import discard, entry_view, list_entries, purge, replay, replay_all, show
 
 __all__ = ["discard", "entry_view", "list_entries", "purge", "replay", "replay_all", "show"]
