@@ -128,6 +128,10 @@ class TaskNotFound(StepError):
     retryable = False
 
 
+class TaskNotAllowed(TaskNotFound):
+    """The step's task is outside ORCHESTRATOR_TASK_MODULES and the built-in steps."""
+
+
 class OutputNotSerialisable(StepError):
     """The step returned a value that is not JSON-serialisable."""
 

@@ -26,6 +26,9 @@ PG_ADMIN = os.environ.get("ORCHESTRATOR_TEST_PG", "postgresql://postgres@127.0.0
 REDIS_SERVER = os.environ.get("ORCHESTRATOR_TEST_REDIS", "redis://127.0.0.1:6379")
 _CLAIM_KEY = "orchestrator-test:claimed-by"
 IN_CI = os.environ.get("CI") == "true"
+# The test suite's own step modules (tests.*) are allowed, in this process and in every worker and
+# CLI run it starts (they inherit the environment); a test of the allowlist sets its own.
+os.environ["ORCHESTRATOR_TASK_MODULES"] = "tests"
 
 
 def _unavailable(what: str, error: Exception) -> None:

@@ -19,8 +19,14 @@ from orchestrator.store import Repository
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
-def validate(files: tuple[str, ...], as_json: bool) -> None:
-    """Check workflow files statically; exit 0 when all are valid, 2 when not."""
+@click.option(
+    "--import-any",
+    is_flag=True,
+    help="Also import and check modules outside ORCHESTRATOR_TASK_MODULES (the workers still refuse them: a warning).",
+)
+def validate(files: tuple[str, ...], as_json: bool, import_any: bool) -> None:
+    """Check workflow files statically; exit 0 when all are valid, 2 when not. Only the modules of
+    ORCHESTRATOR_TASK_MODULES and the built-in steps are imported, unless --import-any."""
     problems: list[Problem] = []
     summaries = []
     loaded_files: dict[str, Loaded | InvalidDefinition] = {}
@@ -35,7 +41,7 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
         try:
             if isinstance(loaded, InvalidDefinition):
                 raise loaded
-            plan = build_plan(loaded.workflow, loaded.source, known_workflows=known)
+            plan = build_plan(loaded.workflow, loaded.source, known_workflows=known, import_any=import_any)
         except InvalidDefinition as exc:
             problems.extend(exc.problems)
             summaries.append({"file": path, "valid": False})

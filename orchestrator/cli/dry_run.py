@@ -12,6 +12,7 @@ import yaml
 
 from orchestrator.cli import render
 from orchestrator.definition import Plan, build_plan, load_file
+from orchestrator.definition.allowlist import Allowlist
 from orchestrator.definition.model import Workflow
 from orchestrator.errors import NotFound, UsageError
 from orchestrator.runtime.dry_run import Mocks, dry_run, mocks_from
@@ -43,14 +44,16 @@ def dry_run_command(
 
 
 def _plan(target: str) -> Plan:
+    """The plan to walk; nothing is imported, but a task the workers would refuse is refused here too."""
+    allowed = Allowlist.current()
     if Path(target).exists() or target.endswith((".yaml", ".yml", ".json")):
         loaded = load_file(target)
-        return build_plan(loaded.workflow, loaded.source, check_tasks=False)
+        return build_plan(loaded.workflow, loaded.source, check_tasks=False, allowlist=allowed)
     with _store().transaction() as tx:  # a registered workflow (NAME or NAME@VERSION), read without writing
         snapshot = tx.definition(resolve_target(tx, target))
     if snapshot is None:
         raise NotFound(f"no workflow named '{target}' is registered, and no file of that name")
-    return build_plan(Workflow.model_validate(snapshot), check_tasks=False)
+    return build_plan(Workflow.model_validate(snapshot), check_tasks=False, allowlist=allowed)
 
 
 def _recorded(run_id: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from orchestrator.definition import validation as check
+from orchestrator.definition.allowlist import Allowlist
 from orchestrator.definition.expression import References, Template, compile_template
 from orchestrator.definition.graph import is_upstream, layer
 from orchestrator.definition.loader import Source
@@ -136,11 +137,18 @@ def build_plan(
     known_breakers: set[str] | frozenset[str] = frozenset(),
     check_tasks: bool = True,
     known_workflows: Mapping[str, Workflow] | None = None,
+    allowlist: Allowlist | None = None,
+    import_any: bool = False,
 ) -> Plan:
     """Check ``workflow`` statically and compile it; InvalidDefinition lists every error.
-    ``known_workflows`` (by name) lets the check follow sub-workflow calls and warn of unknown ones."""
+    ``known_workflows`` (by name) lets the check follow sub-workflow calls and warn of unknown ones.
+    ``check_tasks``: tasks outside ``allowlist`` (default: this process's) are refused and the others
+    are imported to check them; without it, only a given ``allowlist`` is checked, by name (a plan
+    built from a stored definition checks nothing: the worker refuses a task when it calls it).
+    ``import_any``: modules outside the allowlist are imported too, and a refusal is only a warning."""
+    imports = check.Imports(allowlist, import_any, imports=check_tasks)
     with _collector_paused():
-        return _build(workflow, source, known_breakers, check_tasks, known_workflows)
+        return _build(workflow, source, known_breakers, check_tasks or allowlist is not None, known_workflows, imports)
 
 
 @contextmanager
@@ -171,7 +179,8 @@ def _build(
     source: Source | None,
     known_breakers: set[str] | frozenset[str],
     check_tasks: bool,
-    known_workflows: Mapping[str, Workflow] | None = None,
+    known_workflows: Mapping[str, Workflow] | None,
+    modules: check.Imports,
 ) -> Plan:
     report = check.Report(source or Source("<workflow>"))
     machine_like = workflow.is_machine
@@ -180,7 +189,6 @@ def _build(
     check.report_cycles(layering.cycles, report)
     declared_inputs = check.check_inputs_schema(workflow, report)
     breakers = set(workflow.breakers) | set(known_breakers)
-    modules: dict[str, Any] = {}
     for name, breaker in workflow.breakers.items():
         check.check_exception_names(breaker.exclude, ("breakers", name, "exclude"), report, modules)
     default_retry = _effective_retry(None, workflow, report, modules)
@@ -211,7 +219,7 @@ def _build(
         if step.approval is not None:
             check.check_approval(step_id, step, report)
         if step.input_schema is not None or step.output_schema is not None:
-            check.check_schemas(step_id, step, report, modules, check_tasks)
+            check.check_schemas(step_id, step, report, modules, modules.imports)
         asserts: tuple[Template, ...] = ()
         cache_key = None
         if step.assert_ or step.cache is not None:
@@ -467,7 +475,7 @@ def _compile_compensations(
     declared: set[str] | None,
     default_retry: RetryPolicy,
     report: check.Report,
-    modules: dict[str, Any],
+    modules: check.Imports,
     check_tasks: bool,
 ) -> dict[str, StepPlan]:
     """Each ``compensate`` as a task step of its own, named ``compensate:<step>``; its ``with``
@@ -489,7 +497,7 @@ def _compile_compensations(
             report.error(f"compensate: '{name}' is not defined here", loc)
         check.check_input_refs(arguments.refs.inputs, declared, loc, report)
         if check_tasks:
-            check.check_task(step_id, spec.task, report, modules)
+            check.check_task(step_id, spec.task, report, modules, loc=(*loc, "task"))
         as_step = Step.model_validate({"task": spec.task, "with": spec.with_})
         retry = default_retry if spec.retry is None else spec.retry.merged_over(default_retry)
         timeout = spec.timeout if spec.timeout is not None else _effective_timeout(as_step, workflow)
@@ -502,7 +510,7 @@ def _effective_retry(
     step: Step | None,
     workflow: Workflow,
     report: check.Report,
-    modules: dict[str, Any],
+    modules: check.Imports,
     step_id: str | None = None,
     default: RetryPolicy = _DEFAULT_RETRY,
 ) -> RetryPolicy:

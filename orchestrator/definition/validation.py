@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import importlib
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from jsonschema import SchemaError
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 
+from orchestrator.definition.allowlist import VARIABLE, Allowlist, moved_hint
 from orchestrator.definition.duration import parse_duration
 from orchestrator.definition.loader import Source
 from orchestrator.definition.model import Schedule, Step, Trigger, Workflow, split_ref
@@ -116,8 +118,9 @@ def check_input_refs(names: Iterable[str], declared: set[str] | None, loc: tuple
         report.warning(f"inputs.{name} is not declared in the inputs schema{hint(name, declared)}", loc)
 
 
-def check_exception_names(names: Iterable[str], loc: tuple[Any, ...], report: Report, modules: dict[str, Any]) -> None:
-    """Each name must be a builtin exception or an importable dotted path to one."""
+def check_exception_names(names: Iterable[str], loc: tuple[Any, ...], report: Report, modules: Imports) -> None:
+    """Each name must be a builtin exception or an importable dotted path to one (a module outside
+    the allowlist, and not imported yet, is not imported: the name is matched as text at run time)."""
     for index, name in enumerate(names):
         where = (*loc, index)
         if "." not in name:
@@ -129,7 +132,7 @@ def check_exception_names(names: Iterable[str], loc: tuple[Any, ...], report: Re
                 )
             continue
         module_name, _, attr = name.rpartition(".")
-        module = _import(module_name, modules)
+        module = modules.module(module_name, loaded_ok=True)
         if isinstance(module, Exception):
             report.warning(f"cannot check exception '{name}': {_import_failure(module_name, module)}", where)
             continue
@@ -142,13 +145,16 @@ def check_task(
     step_id: str,
     task: str,
     report: Report,
-    modules: dict[str, Any],
+    modules: Imports,
     seen: dict[str, tuple[str | None, bool]] | None = None,
+    loc: tuple[Any, ...] | None = None,
 ) -> None:
-    """A ``module:function`` task must resolve here; a missing module is only a warning,
-    since the workers' environment may have it. ``seen`` keeps each task's finding, so a task
-    named by many steps is resolved once and reported on each of them."""
-    if ":" not in task:
+    """A task outside the allowlist is refused, with nothing imported; a ``module:function`` task
+    must resolve here, but a missing module is only a warning, since the workers' environment may
+    have it. ``seen`` keeps each task's finding, so a task named by many steps is resolved once and
+    reported on each of them."""
+    loc = loc or ("steps", step_id, "task")
+    if modules.refusal(modules.allowed.refusal(task), loc, report) or ":" not in task or not modules.imports:
         return
     found = seen.get(task) if seen is not None else None
     if found is None:
@@ -157,16 +163,17 @@ def check_task(
             seen[task] = found
     problem, fatal = found
     if problem is not None:
-        (report.error if fatal else report.warning)(problem, ("steps", step_id, "task"))
+        (report.error if fatal else report.warning)(problem, loc)
 
 
-def task_problem(task: str, modules: dict[str, Any]) -> tuple[str | None, bool]:
+def task_problem(task: str, modules: Imports) -> tuple[str | None, bool]:
     """Why ``module:function`` does not resolve here, and whether that is an error (the module
-    imports, the function is missing or not callable) or only a warning (no import here)."""
+    imports, the function is missing, not callable or defined outside the allowlist) or only a
+    warning (no import here)."""
     module_name, _, attr = task.partition(":")
-    module = _import(module_name, modules)
+    module = modules.module(module_name)
     if isinstance(module, Exception):
-        return f"task '{task}' not checked: {_import_failure(module_name, module)}", False
+        return f"task '{task}' not checked: {_import_failure(module_name, module, attr)}", False
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)
@@ -174,10 +181,12 @@ def task_problem(task: str, modules: dict[str, Any]) -> tuple[str | None, bool]:
         return f"task '{task}': module '{module_name}' has no '{attr}'", True
     if not callable(target):
         return f"task '{task}' is not callable", True
-    return None, False
+    if modules.any and not modules.allowed.allows(module_name):
+        return None, False  # the module's own refusal is reported already
+    return modules.allowed.target_refusal(task, target), not modules.any
 
 
-def check_schemas(step_id: str, step: Step, report: Report, modules: dict[str, Any], import_ok: bool) -> None:
+def check_schemas(step_id: str, step: Step, report: Report, modules: Imports, import_ok: bool) -> None:
     """``input_schema`` and ``output_schema`` must be valid JSON Schemas, or name a pydantic model
     (one that cannot be imported here is only a warning: the workers may have it)."""
     if step.input_schema is None and step.output_schema is None:
@@ -193,6 +202,10 @@ def check_schemas(step_id: str, step: Step, report: Report, modules: dict[str, A
             for ref in unresolvable_refs(schema):
                 report.error(f"{key}: $ref '{ref}' cannot be resolved (only references inside the schema are)", loc)
         elif isinstance(schema, str) and import_ok:
+            module_name, _, attr = schema.partition(":")
+            refusal = modules.allowed.module_refusal(f"{key} '{schema}'", module_name, attr)
+            if modules.refusal(refusal, loc, report):
+                continue
             problem, fatal = model_problem(schema, modules)
             if problem is not None:
                 (report.error if fatal else report.warning)(f"{key} {problem}", loc)
@@ -223,15 +236,15 @@ def unresolvable_refs(schema: dict[str, Any]) -> list[str]:
     return sorted(set(refs))
 
 
-def model_problem(ref: str, modules: dict[str, Any]) -> tuple[str | None, bool]:
+def model_problem(ref: str, modules: Imports) -> tuple[str | None, bool]:
     """Why ``module:Model`` is not a pydantic model here, and whether that is an error (it is
     importable and not a model) or only a warning (it cannot be imported here)."""
     from pydantic import BaseModel
 
     module_name, _, attr = ref.partition(":")
-    module = _import(module_name, modules)
+    module = modules.module(module_name)
     if isinstance(module, Exception):
-        return f"'{ref}' not checked: {_import_failure(module_name, module)}", False
+        return f"'{ref}' not checked: {_import_failure(module_name, module, attr)}", False
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)
@@ -301,19 +314,59 @@ def check_breaker(step_id: str, name: str | None, known: Mapping[str, Any] | set
         )
 
 
-def _import(module_name: str, cache: dict[str, Any]) -> Any:
-    """The module, or the exception importing it raised (cached either way)."""
-    if module_name not in cache:
-        try:
-            cache[module_name] = importlib.import_module(module_name)
-        except Exception as exc:  # a user's module may fail in any way; the failure is reported
-            cache[module_name] = exc
-    return cache[module_name]
+@dataclass
+class Imports:
+    """The modules the checks import, each once. Only allowed modules are imported (see
+    ``allowlist``), unless ``any`` is set (``validate --import-any``): then a step outside the
+    allowlist is a warning, since the workers will still refuse it, and its module is checked."""
+
+    allowlist: Allowlist | None = None  # None: this process's, read when first needed
+    any: bool = False
+    imports: bool = True  # False: tasks are only checked against the allowlist, by name
+    found: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def allowed(self) -> Allowlist:
+        if self.allowlist is None:
+            self.allowlist = Allowlist.current()
+        return self.allowlist
+
+    def refusal(self, problem: str | None, loc: tuple[Any, ...], report: Report) -> bool:
+        """Report ``problem`` (a refusal); whether the check must stop there (nothing imported)."""
+        if problem is None:
+            return False
+        if self.any:
+            report.warning(f"{problem} (checked anyway: --import-any; the workers will refuse it)", loc)
+            return False
+        report.error(problem, loc)
+        return True
+
+    def module(self, module_name: str, loaded_ok: bool = False) -> Any:
+        """The module, or the exception importing it raised (cached either way); a module the
+        allowlist refuses is not imported (the exception says so). ``loaded_ok``: one this process
+        has already imported may be looked at, since that runs no code (for exception names)."""
+        if loaded_ok and module_name in sys.modules:
+            return sys.modules[module_name]
+        if module_name not in self.found:
+            if not self.any and not self.allowed.allows(module_name):
+                self.found[module_name] = _NotAllowed(module_name)
+                return self.found[module_name]
+            try:
+                self.found[module_name] = importlib.import_module(module_name)
+            except Exception as exc:  # a user's module may fail in any way; the failure is reported
+                self.found[module_name] = exc
+        return self.found[module_name]
 
 
-def _import_failure(module_name: str, exc: Exception) -> str:
+class _NotAllowed(Exception):
+    """A module outside the allowlist, so not imported for a check."""
+
+
+def _import_failure(module_name: str, exc: Exception, attr: str = "") -> str:
+    if isinstance(exc, _NotAllowed):
+        return f"module '{module_name}' is not in {VARIABLE} (validate --import-any imports it)"
     if isinstance(exc, ModuleNotFoundError):
-        return f"module '{module_name}' is not importable here"
+        return f"module '{module_name}' is not importable here{moved_hint(module_name, attr)}"
     return f"importing '{module_name}' failed: {type(exc).__name__}: {exc}"
 
 

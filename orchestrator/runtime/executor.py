@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.definition import Plan
+from orchestrator.definition.allowlist import Allowlist, moved_hint
 from orchestrator.definition.machine import state_of
 from orchestrator.definition.plan import COMPENSATE_PREFIX
 from orchestrator.errors import (
@@ -28,6 +29,7 @@ from orchestrator.errors import (
     OutputNotStorable,
     StateStoreError,
     StoreRefused,
+    TaskNotAllowed,
     TaskNotFound,
     WorkerLost,
 )
@@ -468,19 +470,29 @@ def to_json(value: Any) -> Any:
         ) from None
 
 
-def resolve_function(task: str) -> Callable[..., Any]:
-    """``module:function`` to the function; other names need the worker layer's registry."""
+def resolve_function(task: str, allowlist: Allowlist | None = None) -> Callable[..., Any]:
+    """``module:function`` to the function; other names need the worker layer's registry. Only a
+    function of an allowed module (``ORCHESTRATOR_TASK_MODULES`` and the built-ins) is resolved:
+    a module outside is not even imported."""
+    allowlist = allowlist or Allowlist.current()
+    refusal = allowlist.refusal(task)
+    if refusal is not None:
+        raise TaskNotAllowed(refusal)
     if ":" not in task:
         raise TaskNotFound(f"task '{task}' is not 'module:function' and no task registry is available")
     module_name, _, attr = task.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise TaskNotFound(f"task '{task}': cannot import '{module_name}': {exc}") from None
+        hint = moved_hint(module_name, attr)
+        raise TaskNotFound(f"task '{task}': cannot import '{module_name}': {exc}{hint}") from None
     for part in attr.split("."):
         target = getattr(target, part, None)
         if target is None:
             raise TaskNotFound(f"task '{task}': module '{module_name}' has no '{attr}'")
     if not callable(target):
         raise TaskNotFound(f"task '{task}' is not callable")
+    refusal = allowlist.target_refusal(task, target)
+    if refusal is not None:
+        raise TaskNotAllowed(refusal)
     return target

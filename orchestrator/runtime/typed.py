@@ -24,6 +24,7 @@ from jsonschema.validators import validator_for
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from orchestrator.definition.allowlist import Allowlist
 from orchestrator.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ def resolve_model(ref: str, rule: str) -> type[pydantic.BaseModel]:
     if found is not None:
         return found
     module_name, _, attr = ref.partition(":")
+    refusal = Allowlist.current().module_refusal(f"{rule} '{ref}'", module_name, attr)
+    if refusal is not None:
+        raise ValidationError(refusal)
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:  # a user's module may fail in any way; the step says how

@@ -14,7 +14,8 @@ from typing import Any
 
 from celery import Task, signals
 
-from orchestrator.errors import StateStoreError, TaskNotFound
+from orchestrator.definition.allowlist import Allowlist
+from orchestrator.errors import StateStoreError, TaskNotAllowed, TaskNotFound
 from orchestrator.runtime import operations
 from orchestrator.runtime.breaker import Breakers
 from orchestrator.runtime.emit import emit as emit_event
@@ -61,14 +62,22 @@ def _hold_unsent(repo: Repository, dispatches: Sequence[Dispatch]) -> None:
 
 
 def resolve_task(name: str) -> Callable[..., Any]:
-    """``module:function``, or the name of a Celery task registered on this worker."""
+    """``module:function``, or the name of a Celery task registered on this worker from an allowed
+    module (never one of the orchestrator's own tasks: a workflow must not submit or execute steps)."""
+    allowlist = Allowlist.current()
     if ":" in name:
-        return resolve_function(name)
+        return resolve_function(name, allowlist)
+    refusal = allowlist.refusal(name)
+    if refusal is not None:
+        raise TaskNotAllowed(refusal)
     task = app.tasks.get(name)
-    if task is None or name.startswith("orchestrator."):
+    if task is None:
         raise TaskNotFound(
             f"no Celery task named '{name}' is registered on this worker: add its module to ORCHESTRATOR_TASK_MODULES"
         )
+    refusal = allowlist.target_refusal(name, task)
+    if refusal is not None:
+        raise TaskNotAllowed(refusal)
     return task
 
 

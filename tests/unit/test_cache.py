@@ -22,6 +22,7 @@ from orchestrator.runtime.engine import Engine, Recorder, Timing
 from orchestrator.runtime.executor import Executor
 from orchestrator.runtime.operations import Who
 from orchestrator.runtime.views import history_view, run_view
+from orchestrator.settings import get_settings
 from orchestrator.store import Repository, now
 from orchestrator.store import tables as t
 from tests.unit import typed_steps
@@ -118,10 +119,13 @@ def test_ttl_and_clear_end_an_entry(real: Engine) -> None:
 
 
 @pytest.fixture
-def edited_module(tmp_path: Path) -> Iterator[Path]:
+def edited_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "cache_edit_steps.py"
     sys.path.insert(0, str(tmp_path))
+    monkeypatch.setenv("ORCHESTRATOR_TASK_MODULES", "tests,cache_edit_steps")
+    get_settings.cache_clear()
     yield path
+    get_settings.cache_clear()
     sys.path.remove(str(tmp_path))
     sys.modules.pop("cache_edit_steps", None)
 

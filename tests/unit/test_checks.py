@@ -167,7 +167,7 @@ steps:
     assert: ["${{ steps.a.output }}"]
   c:
     task: tests.unit.typed_steps:total
-    output_schema: not_installed_anywhere:Model
+    output_schema: tests.not_installed_anywhere:Model
 """,
         "bad.yaml",
     )
@@ -182,8 +182,8 @@ steps:
         f"{path}:10: step 'b': output_schema 'tests.unit.typed_steps:Missing': module 'tests.unit.typed_steps' has "
         "no 'Missing'",
         f"{path}:11: step 'b': assert: steps.a is not upstream: add 'a' to needs",
-        f"{path}:14: warning: step 'c': output_schema 'not_installed_anywhere:Model' not checked: module "
-        "'not_installed_anywhere' is not importable here",
+        f"{path}:14: warning: step 'c': output_schema 'tests.not_installed_anywhere:Model' not checked: module "
+        "'tests.not_installed_anywhere' is not importable here",
     ]
 
 

@@ -28,8 +28,8 @@ def test_examples_are_valid_without_warnings(path: Path) -> None:
 
 def test_a_cycle_is_printed_in_run_order() -> None:
     found = errors_of(
-        "name: c\nsteps:\n  a: {task: m:f, needs: [c]}\n  b: {task: m:f, needs: [a]}\n"
-        "  c: {task: m:f, needs: [b]}\n  d: {task: m:f, needs: [c]}\n  e: {task: m:f}\n",
+        "name: c\nsteps:\n  a: {task: tests.m:f, needs: [c]}\n  b: {task: tests.m:f, needs: [a]}\n"
+        "  c: {task: tests.m:f, needs: [b]}\n  d: {task: tests.m:f, needs: [c]}\n  e: {task: tests.m:f}\n",
         check_tasks=False,
     )
     assert found == ["wf.yaml:3: step 'a': cycle: a -> b -> c -> a"]
@@ -37,8 +37,8 @@ def test_a_cycle_is_printed_in_run_order() -> None:
 
 def test_two_separate_cycles_are_both_reported() -> None:
     found = errors_of(
-        "name: c\nsteps:\n  a: {task: m:f, needs: [b]}\n  b: {task: m:f, needs: [a]}\n"
-        "  x: {task: m:f, needs: [y]}\n  y: {task: m:f, needs: [x]}\n",
+        "name: c\nsteps:\n  a: {task: tests.m:f, needs: [b]}\n  b: {task: tests.m:f, needs: [a]}\n"
+        "  x: {task: tests.m:f, needs: [y]}\n  y: {task: tests.m:f, needs: [x]}\n",
         check_tasks=False,
     )
     assert len(found) == 2 and all("cycle:" in f for f in found)
@@ -46,7 +46,7 @@ def test_two_separate_cycles_are_both_reported() -> None:
 
 def test_unknown_self_and_repeated_needs() -> None:
     found = errors_of(
-        "name: n\nsteps:\n  fetch: {task: m:f}\n  b: {task: m:f, needs: [fetc, b, fetch, fetch]}\n",
+        "name: n\nsteps:\n  fetch: {task: tests.m:f}\n  b: {task: tests.m:f, needs: [fetc, b, fetch, fetch]}\n",
         check_tasks=False,
     )
     assert found == [
@@ -58,9 +58,10 @@ def test_unknown_self_and_repeated_needs() -> None:
 
 def test_references_must_be_upstream_steps() -> None:
     found = errors_of(
-        "name: r\nsteps:\n  a: {task: m:f}\n  b: {task: m:f}\n"
-        "  c:\n    task: m:f\n    needs: [a]\n    with: {x: '${{ steps.b.output }}', y: '${{ steps.zz.output }}'}\n"
-        "  d:\n    task: m:f\n    needs: [c]\n    if: '${{ steps.a.output > 0 }}'\n"
+        "name: r\nsteps:\n  a: {task: tests.m:f}\n  b: {task: tests.m:f}\n"
+        "  c:\n    task: tests.m:f\n    needs: [a]\n"
+        "    with: {x: '${{ steps.b.output }}', y: '${{ steps.zz.output }}'}\n"
+        "  d:\n    task: tests.m:f\n    needs: [c]\n    if: '${{ steps.a.output > 0 }}'\n"
         "    with: {me: '${{ steps.d.output }}'}\n",
         check_tasks=False,
     )
@@ -72,8 +73,8 @@ def test_references_must_be_upstream_steps() -> None:
 
 def test_item_and_index_only_inside_foreach_with() -> None:
     found = errors_of(
-        "name: i\nsteps:\n  a: {task: m:f, with: {x: '${{ item }}'}}\n"
-        "  b: {task: m:f, foreach: [1, 2], if: '${{ index > 0 }}', with: {x: '${{ item }}'}}\n"
+        "name: i\nsteps:\n  a: {task: tests.m:f, with: {x: '${{ item }}'}}\n"
+        "  b: {task: tests.m:f, foreach: [1, 2], if: '${{ index > 0 }}', with: {x: '${{ item }}'}}\n"
         "outputs: {o: '${{ item }}'}\n",
         check_tasks=False,
     )
@@ -84,19 +85,19 @@ def test_item_and_index_only_inside_foreach_with() -> None:
 
 
 def test_invalid_expression_names_step_and_key() -> None:
-    found = errors_of("name: e\nsteps:\n  a:\n    task: m:f\n    if: '${{ 1 + }}'\n", check_tasks=False)
+    found = errors_of("name: e\nsteps:\n  a:\n    task: tests.m:f\n    if: '${{ 1 + }}'\n", check_tasks=False)
     assert found == ["wf.yaml:5: step 'a': if: invalid expression ${{ 1 + }}: invalid syntax"]
 
 
 def test_invalid_inputs_schema() -> None:
-    found = errors_of("name: s\ninputs: {type: objectx}\nsteps:\n  a: {task: m:f}\n", check_tasks=False)
+    found = errors_of("name: s\ninputs: {type: objectx}\nsteps:\n  a: {task: tests.m:f}\n", check_tasks=False)
     assert found[0].startswith("wf.yaml:2: inputs is not a valid JSON Schema at type:")
 
 
 def test_undeclared_input_is_a_warning() -> None:
     loaded = load_text(
         "name: s\ninputs: {type: object, properties: {order_id: {type: string}}}\n"
-        "steps:\n  a: {task: m:f, with: {x: '${{ inputs.order }}'}}\n"
+        "steps:\n  a: {task: tests.m:f, with: {x: '${{ inputs.order }}'}}\n"
     )
     plan = build_plan(loaded.workflow, loaded.source, check_tasks=False)
     assert [p.message for p in plan.warnings] == [
@@ -107,7 +108,7 @@ def test_undeclared_input_is_a_warning() -> None:
 def test_unknown_breaker_and_exception_names() -> None:
     found = errors_of(
         "name: b\nbreakers:\n  payments-api: {fail_max: 3, exclude: [ValueEror]}\n"
-        "steps:\n  a:\n    task: m:f\n    breaker: payment-api\n"
+        "steps:\n  a:\n    task: tests.m:f\n    breaker: payment-api\n"
         "    retry: {retry_on: [ConectionError, builtins.ValueError, json.dumps]}\n",
         check_tasks=False,
     )
@@ -119,7 +120,7 @@ def test_unknown_breaker_and_exception_names() -> None:
 
 
 def test_breakers_known_from_config_are_accepted() -> None:
-    loaded = load_text("name: b\nsteps:\n  a: {task: m:f, breaker: shared}\n")
+    loaded = load_text("name: b\nsteps:\n  a: {task: tests.m:f, breaker: shared}\n")
     plan = build_plan(loaded.workflow, loaded.source, known_breakers={"shared"}, check_tasks=False)
     assert plan.steps["a"].step.breaker == "shared"
 
@@ -136,13 +137,13 @@ def test_breakers_known_from_config_are_accepted() -> None:
 )
 def test_nonsensical_retry_policies(retry: str, message: str) -> None:
     with pytest.raises(InvalidDefinition, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_text(f"name: r\nsteps:\n  a: {{task: m:f, retry: {retry}}}\n")
+        load_text(f"name: r\nsteps:\n  a: {{task: tests.m:f, retry: {retry}}}\n")
 
 
 def test_retry_merges_over_defaults() -> None:
     loaded = load_text(
         "name: r\ndefaults: {retry: {max_attempts: 5, delay: 2s}, timeout: 1m}\n"
-        "steps:\n  a: {task: m:f, retry: {max_attempts: 2}}\n  b: {task: m:f, timeout: 5s}\n"
+        "steps:\n  a: {task: tests.m:f, retry: {max_attempts: 2}}\n  b: {task: tests.m:f, timeout: 5s}\n"
     )
     plan = build_plan(loaded.workflow, check_tasks=False)
     assert (plan.steps["a"].retry.max_attempts, plan.steps["a"].retry.delay) == (2, 2.0)
@@ -153,7 +154,7 @@ def test_retry_merges_over_defaults() -> None:
 def test_tasks_resolve_or_warn() -> None:
     loaded = load_text(
         "name: t\nsteps:\n  a: {task: orchestrator.examples:add}\n  b: {task: orchestrator.examples:nothing}\n"
-        "  c: {task: not_a_module_here:f}\n  d: {task: orchestrator.examples:_CATALOGUE}\n"
+        "  c: {task: tests.not_a_module_here:f}\n  d: {task: orchestrator.examples:_CATALOGUE}\n"
         "  e: {task: celery.registered.name}\n",
         "wf.yaml",
     )
@@ -162,7 +163,7 @@ def test_tasks_resolve_or_warn() -> None:
     found = {(p.step, p.severity): p.message for p in info.value.problems}
     assert found == {
         ("b", Severity.ERROR): "task 'orchestrator.examples:nothing': module 'orchestrator.examples' has no 'nothing'",
-        ("c", Severity.WARNING): "task 'not_a_module_here:f' not checked: module 'not_a_module_here' "
+        ("c", Severity.WARNING): "task 'tests.not_a_module_here:f' not checked: module 'tests.not_a_module_here' "
         "is not importable here",
         ("d", Severity.ERROR): "task 'orchestrator.examples:_CATALOGUE' is not callable",
     }
@@ -170,11 +171,11 @@ def test_tasks_resolve_or_warn() -> None:
 
 def test_concurrency_without_foreach_is_an_error() -> None:
     with pytest.raises(InvalidDefinition, match="concurrency applies only to a foreach step"):
-        load_text("name: c\nsteps:\n  a: {task: m:f, concurrency: 3}\n")
+        load_text("name: c\nsteps:\n  a: {task: tests.m:f, concurrency: 3}\n")
 
 
 def test_trigger_without_needs_is_a_warning(write: Write) -> None:
-    loaded = load_file(write("name: t\nsteps:\n  a: {task: m:f, trigger: all_done}\n"))
+    loaded = load_file(write("name: t\nsteps:\n  a: {task: tests.m:f, trigger: all_done}\n"))
     plan = build_plan(loaded.workflow, loaded.source, check_tasks=False)
     assert [p.message for p in plan.warnings] == ["trigger all_done has no effect on a step without needs"]
 
@@ -182,11 +183,11 @@ def test_trigger_without_needs_is_a_warning(write: Write) -> None:
 def test_a_text_shared_by_steps_is_reported_on_each_step() -> None:
     # Given: template texts and a task compiled or resolved once per build, but used by two steps each
     found = errors_of(
-        "name: s\nsteps:\n  a: {task: m:f}\n"
-        "  b: {task: m:f, needs: [a], with: {x: '${{ steps.zz.output }}'}}\n"
-        "  c: {task: m:f, needs: [a], with: {x: '${{ steps.zz.output }}'}}\n"
-        "  d: {task: m:f, if: '${{ 1 + }}'}\n"
-        "  e: {task: m:f, if: '${{ 1 + }}'}\n"
+        "name: s\nsteps:\n  a: {task: tests.m:f}\n"
+        "  b: {task: tests.m:f, needs: [a], with: {x: '${{ steps.zz.output }}'}}\n"
+        "  c: {task: tests.m:f, needs: [a], with: {x: '${{ steps.zz.output }}'}}\n"
+        "  d: {task: tests.m:f, if: '${{ 1 + }}'}\n"
+        "  e: {task: tests.m:f, if: '${{ 1 + }}'}\n"
         "  f: {task: 'orchestrator.examples:nothing'}\n"
         "  g: {task: 'orchestrator.examples:nothing'}\n"
     )
@@ -203,7 +204,7 @@ def test_a_text_shared_by_steps_is_reported_on_each_step() -> None:
 
 def test_every_bad_expression_of_a_step_is_reported() -> None:
     found = errors_of(
-        "name: b\nsteps:\n  a:\n    task: m:f\n    if: '${{ 1 + }}'\n    foreach: '${{ nope }}'\n"
+        "name: b\nsteps:\n  a:\n    task: tests.m:f\n    if: '${{ 1 + }}'\n    foreach: '${{ nope }}'\n"
         "    with: {x: [1, {y: 'a ${{ steps.a.output'}]}\n",
         check_tasks=False,
     )

@@ -1,0 +1,239 @@
+"""The task module allowlist: a step calls only functions of the modules named by
+ORCHESTRATOR_TASK_MODULES and the built-ins; validate imports nothing else; the worker refuses the
+rest at call time, whatever the definition it runs was checked against."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.definition import build_plan, load_text
+from orchestrator.definition.allowlist import Allowlist
+from orchestrator.errors import InvalidDefinition, Severity, TaskNotAllowed, TaskNotFound, ValidationError
+from orchestrator.runtime import operations
+from orchestrator.runtime.engine import Engine, Recorder, Timing
+from orchestrator.runtime.executor import resolve_function
+from orchestrator.runtime.typed import resolve_model
+from orchestrator.runtime.views import run_view
+from orchestrator.settings import get_settings
+from orchestrator.store import Repository
+from tests.unit.harness import drive
+
+Listed = Callable[[str], None]
+
+
+@pytest.fixture
+def listed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listed]:
+    """Set ORCHESTRATOR_TASK_MODULES for this test (the settings are read again)."""
+
+    def set_to(value: str) -> None:
+        monkeypatch.setenv("ORCHESTRATOR_TASK_MODULES", value)
+        get_settings.cache_clear()
+
+    yield set_to
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def loud_module(tmp_path: Path) -> Iterator[Path]:
+    """An importable module ``loud_steps`` that leaves a file behind when it is imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "loud_steps.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('yes')\n\ndef f():\n    return 1\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    yield marker
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop("loud_steps", None)
+
+
+def problems(text: str, **options: object) -> dict[tuple[str | None, Severity], str]:
+    loaded = load_text(text, "wf.yaml")
+    try:
+        plan = build_plan(loaded.workflow, loaded.source, **options)  # type: ignore[arg-type]
+    except InvalidDefinition as exc:
+        return {(p.step, p.severity): p.message for p in exc.problems}
+    return {(p.step, p.severity): p.message for p in plan.warnings}
+
+
+def test_a_listed_module_allows_itself_and_its_submodules_at_a_dot_boundary() -> None:
+    allowed = Allowlist(("shop",))
+    assert [allowed.allows(m) for m in ("shop", "shop.tasks", "shop.tasks.deep", "shopx", "shopx.tasks", "sho")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_the_built_ins_are_always_allowed_and_the_orchestrator_itself_never() -> None:
+    for allowed in (Allowlist(), Allowlist(("orchestrator",))):
+        assert allowed.allows("orchestrator.steps.http")
+        assert allowed.allows("orchestrator.examples")
+        assert not allowed.allows("orchestrator.worker.tasks")
+        assert not allowed.allows("orchestrator")
+        assert not allowed.allows("orchestrator.stepsx")
+
+
+def test_validate_refuses_a_module_outside_the_list_without_importing_it(listed: Listed, loud_module: Path) -> None:
+    listed("tests")
+    found = problems("name: t\nsteps:\n  a: {task: 'loud_steps:f'}\n  b: {task: 'subprocess:check_output'}\n")
+    assert found == {
+        ("a", Severity.ERROR): "task 'loud_steps:f' is refused: module 'loud_steps' is not in "
+        "ORCHESTRATOR_TASK_MODULES (tests; built-in: orchestrator.steps, orchestrator.examples)",
+        ("b", Severity.ERROR): "task 'subprocess:check_output' is refused: module 'subprocess' is not in "
+        "ORCHESTRATOR_TASK_MODULES (tests; built-in: orchestrator.steps, orchestrator.examples)",
+    }
+    assert not loud_module.exists() and "loud_steps" not in sys.modules
+
+
+def test_import_any_imports_and_checks_it_and_the_refusal_is_a_warning(listed: Listed, loud_module: Path) -> None:
+    listed("")
+    found = problems("name: t\nsteps:\n  a: {task: 'loud_steps:f'}\n  b: {task: 'loud_steps:g'}\n", import_any=True)
+    assert found[("b", Severity.ERROR)] == "task 'loud_steps:g': module 'loud_steps' has no 'g'"
+    assert found[("a", Severity.WARNING)].startswith("task 'loud_steps:f' is refused: module 'loud_steps' is not in")
+    assert found[("a", Severity.WARNING)].endswith("(checked anyway: --import-any; the workers will refuse it)")
+    assert loud_module.exists()
+
+
+def test_a_listed_module_is_imported_and_checked(listed: Listed, loud_module: Path) -> None:
+    listed("tests, loud_steps")
+    assert problems("name: t\nsteps:\n  a: {task: 'loud_steps:f'}\n") == {}
+    assert loud_module.exists()
+
+
+def test_default_empty_allows_only_the_built_ins(listed: Listed) -> None:
+    listed("")
+    found = problems(
+        "name: t\nsteps:\n  a: {task: 'orchestrator.examples:add'}\n  b: {task: 'tests.unit.allowed_steps:echo'}\n"
+    )
+    assert list(found) == [("b", Severity.ERROR)]
+    assert "(unset; built-in: orchestrator.steps, orchestrator.examples)" in found[("b", Severity.ERROR)]
+
+
+def test_an_allowed_modules_imports_give_nothing_away() -> None:
+    found = problems(
+        "name: t\nsteps:\n  a: {task: 'tests.unit.allowed_steps:subprocess.check_output'}\n"
+        "  b: {task: 'tests.unit.allowed_steps:os.system'}\n"
+        "  c: {task: 'tests.unit.allowed_steps:__loader__.load_module'}\n"
+        "  d: {task: 'tests.unit.allowed_steps:echo'}\n"
+    )
+    assert found[("a", Severity.ERROR)] == (
+        "task 'tests.unit.allowed_steps:subprocess.check_output' is refused: it is defined in 'subprocess', "
+        "which is not in ORCHESTRATOR_TASK_MODULES (tests; built-in: orchestrator.steps, orchestrator.examples)"
+    )
+    assert "is refused: it is defined in 'posix'" in found[("b", Severity.ERROR)]
+    assert found[("c", Severity.ERROR)] == (
+        "task 'tests.unit.allowed_steps:__loader__.load_module' is refused: a step may not name a dunder attribute"
+    )
+    assert ("d", Severity.ERROR) not in found
+
+
+def test_the_orchestrators_own_tasks_are_refused_by_name_and_by_module() -> None:
+    found = problems(
+        "name: t\nsteps:\n  a: {task: orchestrator.submit}\n  b: {task: 'orchestrator.worker.tasks:submit'}\n"
+        "  c: {task: 'orchestrator.cli:main'}\n"
+    )
+    assert (
+        found[("a", Severity.ERROR)]
+        == "task 'orchestrator.submit' is refused: it is one of the orchestrator's own tasks"
+    )
+    assert "module 'orchestrator.worker.tasks' is not in ORCHESTRATOR_TASK_MODULES" in found[("b", Severity.ERROR)]
+    assert "module 'orchestrator.cli' is not in ORCHESTRATOR_TASK_MODULES" in found[("c", Severity.ERROR)]
+
+
+def test_compensate_tasks_and_states_are_checked_too() -> None:
+    found = problems(
+        "name: t\nsteps:\n  a:\n    task: 'tests.unit.allowed_steps:echo'\n"
+        "    compensate: {task: 'shutil:rmtree', with: {path: /}}\n"
+    )
+    assert "task 'shutil:rmtree' is refused" in found[("a", Severity.ERROR)]
+    machine = problems("name: m\ninitial: s\nstates:\n  s: {task: 'os:system', next: done}\n  done: {end: succeeded}\n")
+    assert "task 'os:system' is refused" in machine[("s", Severity.ERROR)]
+
+
+def test_a_schemas_model_outside_the_list_is_refused_without_importing_it(loud_module: Path) -> None:
+    found = problems("name: t\nsteps:\n  a: {task: 'orchestrator.examples:add', output_schema: 'loud_steps:M'}\n")
+    assert found[("a", Severity.ERROR)].startswith("output_schema 'loud_steps:M' is refused: module 'loud_steps'")
+    with pytest.raises(ValidationError, match="output_schema 'loud_steps:M' is refused: module 'loud_steps' is not in"):
+        resolve_model("loud_steps:M", "output_schema")
+    assert not loud_module.exists()
+
+
+def test_an_exception_name_outside_the_list_is_not_imported(loud_module: Path) -> None:
+    found = problems(
+        "name: t\nsteps:\n  a:\n    task: 'orchestrator.examples:add'\n    retry: {retry_on: [loud_steps.Err]}\n"
+    )
+    assert found == {
+        ("a", Severity.WARNING): "cannot check exception 'loud_steps.Err': module 'loud_steps' is not in "
+        "ORCHESTRATOR_TASK_MODULES (validate --import-any imports it)"
+    }
+    assert not loud_module.exists()
+
+
+def test_the_old_module_names_get_a_hint_naming_the_new_ones(listed: Listed) -> None:
+    listed("")
+    found = problems("name: t\nsteps:\n  a: {task: 'tasks.examples:add'}\n  b: {task: 'tasks.http:request'}\n")
+    assert found[("a", Severity.ERROR)].endswith("; it moved: use 'orchestrator.examples:add'")
+    assert found[("b", Severity.ERROR)].endswith("; it moved: use 'orchestrator.steps.http:request'")
+    # A user whose own package is called tasks (and lists it) gets the hint when the old name is not there
+    listed("tasks")
+    with pytest.raises(
+        TaskNotFound, match=r"cannot import 'tasks.examples'.*it moved: use 'orchestrator.examples:add'"
+    ):
+        resolve_function("tasks.examples:add")
+
+
+def test_the_worker_refuses_a_stored_definition_at_call_time_and_does_not_retry(repo: Repository) -> None:
+    # Given: a definition stored without the checks (as registered, or submitted from elsewhere)
+    text = (
+        "name: t\nsteps:\n  a:\n    task: 'subprocess:check_output'\n    with: {args: [id]}\n"
+        "    retry: {max_attempts: 3, delay: 0s}\n"
+    )
+    plan = build_plan(load_text(text).workflow, check_tasks=False)
+    engine = Engine.create(repo, Recorder(), timing=Timing(countdown_limit=60), renew_leases=False)
+    # When it runs on a worker with the default resolver
+    run_id = operations.submit(engine, plan, {}).run_id
+    drive(engine)
+    # Then the step fails once, for good, naming the module and the variable
+    view = run_view(repo, run_id)
+    step = view["steps"]["a"]
+    assert (view["status"], step["status"], step["attempts"]) == ("failed", "failed", 1)
+    assert step["error"].startswith(
+        "TaskNotAllowed: task 'subprocess:check_output' is refused: module 'subprocess' is not in "
+        "ORCHESTRATOR_TASK_MODULES"
+    )
+
+
+def test_the_worker_resolves_celery_task_names_only_from_allowed_modules(listed: Listed) -> None:
+    import tests.unit.allowed_steps  # noqa: F401  (registers tests.allowed_echo)
+    from orchestrator.worker.tasks import resolve_task
+
+    listed("tests")
+    assert resolve_task("tests.allowed_echo")(text="hi") == "hi"
+    assert resolve_task("tests.unit.allowed_steps:echo")(text="hi") == "hi"
+    for name, why in (
+        ("orchestrator.submit", "it is one of the orchestrator's own tasks"),
+        ("orchestrator.execute_step", "it is one of the orchestrator's own tasks"),
+        ("celery.backend_cleanup", "it is defined in 'celery.app.builtins'"),
+    ):
+        with pytest.raises(TaskNotAllowed, match=why):
+            resolve_task(name)
+    listed("shop")
+    with pytest.raises(TaskNotAllowed, match="it is defined in 'tests.unit.allowed_steps', which is not in"):
+        resolve_task("tests.allowed_echo")
+
+
+def test_dry_run_refuses_what_the_workers_would(listed: Listed, tmp_path: Path) -> None:
+    from orchestrator.cli.dry_run import _plan
+
+    listed("")
+    path = tmp_path / "wf.yaml"
+    path.write_text("name: t\nsteps:\n  a: {task: 'subprocess:check_output'}\n")
+    with pytest.raises(InvalidDefinition, match="task 'subprocess:check_output' is refused"):
+        _plan(str(path))
