@@ -20,6 +20,7 @@ def embedded(tmp_path: Path) -> dict[str, str]:
     """An environment with no broker and no database configured, in an empty directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     env["PYTHONPATH"] = str(ROOT)
+    env["ORCHESTRATOR_TASK_MODULES"] = "tests"  # the suite's own step modules, as a user lists theirs
     return env
 
 
