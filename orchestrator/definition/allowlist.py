@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from orchestrator.settings import get_settings
+
 BUILTIN_MODULES = ("orchestrator.steps", "orchestrator.examples")
 INTERNAL = "orchestrator"  # its modules and its Celery task names are never a step's
 VARIABLE = "ORCHESTRATOR_TASK_MODULES"
@@ -42,16 +44,10 @@ class Allowlist:
     @classmethod
     def current(cls) -> Allowlist:
         """The allowlist of this process's settings."""
-        from orchestrator.settings import get_settings
-
-        return _of(tuple(get_settings().task_module_list))
+        return _of(get_settings().task_modules)
 
     def allows(self, module_name: str) -> bool:
-        if under(module_name, BUILTIN_MODULES):
-            return True
-        if under(module_name, (INTERNAL,)):
-            return False
-        return under(module_name, self.listed)
+        return _allows(self.listed, module_name)
 
     def refusal(self, task: str) -> str | None:
         """Why the step's ``task`` is refused before anything is imported, or None.
@@ -93,5 +89,15 @@ class Allowlist:
 
 
 @lru_cache(maxsize=8)
-def _of(listed: tuple[str, ...]) -> Allowlist:
-    return Allowlist(listed)
+def _of(task_modules: str) -> Allowlist:
+    return Allowlist(tuple(m.strip() for m in task_modules.split(",") if m.strip()))
+
+
+@lru_cache(maxsize=4096)
+def _allows(listed: tuple[str, ...], module_name: str) -> bool:
+    """Asked for every step a worker calls: remembered, as the answer never changes."""
+    if under(module_name, BUILTIN_MODULES):
+        return True
+    if under(module_name, (INTERNAL,)):
+        return False
+    return under(module_name, listed)
