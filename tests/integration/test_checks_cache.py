@@ -146,6 +146,7 @@ def test_an_entry_ends_with_its_ttl_and_when_the_function_changes(cluster: Clust
     """
     module.write_text(textwrap.dedent(source.format(factor=2)))
     cluster.env["PYTHONPATH"] += f":{tmp_path}"
+    cluster.env["ORCHESTRATOR_TASK_MODULES"] += ",user_steps"
     path = write(
         tmp_path,
         f"""
