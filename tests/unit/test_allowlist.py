@@ -189,6 +189,15 @@ def test_the_old_module_names_get_a_hint_naming_the_new_ones(listed: Listed) -> 
         resolve_function("tasks.examples:add")
 
 
+def test_validate_hints_at_the_new_name_when_a_listed_tasks_package_lacks_the_old_module(listed: Listed) -> None:
+    listed("tasks")  # a user's own package called tasks, listed, without the examples in it
+    found = problems("name: t\nsteps:\n  a: {task: 'tasks.examples:add'}\n")
+    assert found == {
+        ("a", Severity.WARNING): "task 'tasks.examples:add' not checked: module 'tasks.examples' is not importable "
+        "here; it moved: use 'orchestrator.examples:add'"
+    }
+
+
 def test_the_worker_refuses_a_stored_definition_at_call_time_and_does_not_retry(repo: Repository) -> None:
     # Given: a definition stored without the checks (as registered, or submitted from elsewhere)
     text = (
