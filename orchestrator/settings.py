@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Definitions
 DEFAULT_MAX_DEFINITION_BYTES = 1024 * 1024
 DEFAULT_MAX_NESTING = 64
+DEFAULT_MAX_DEFINITION_NODES = 100_000  # values in a workflow file after YAML aliases are expanded
 DEFAULT_MAX_EXPRESSION_CHARS = 4096
 DEFAULT_MAX_EXPRESSION_DEPTH = 32
 DEFAULT_MAX_EXPRESSION_RESULT = 10_000_000  # characters of JSON: the largest value an expression builds
