@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from orchestrator import audit
 from orchestrator.definition import Plan, Workflow
 from orchestrator.definition.model import split_ref
-from orchestrator.errors import NotFound, UsageError
+from orchestrator.errors import NotFound, UsageError, shown
 from orchestrator.runtime.checks import check_inputs, check_payload, schema_problem
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.scheduler import (
@@ -68,7 +68,7 @@ def open_run(tx: Tx, run_id: str) -> RunRow:
     """The run, locked; NotFound (exit 2) naming it when there is none."""
     run = tx.lock_run(run_id)
     if run is None:
-        raise NotFound(f"no run {run_id} (orchestrator runs lists them)")
+        raise NotFound(f"no run {shown(run_id)} (orchestrator runs lists them)")
     return run
 
 
