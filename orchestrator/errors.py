@@ -197,6 +197,10 @@ class PayloadTooLarge(UsageError):
     """The data is larger than ORCHESTRATOR_MAX_PAYLOAD allows."""
 
 
+class BadMessage(UsageError):
+    """The message is not one this task can run."""
+
+
 class Refused(UsageError):
     """The action is not allowed (a non-approver, a wrong keyword, a step in the wrong state)."""
 

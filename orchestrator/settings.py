@@ -46,6 +46,7 @@ DEFAULT_UNKNOWN_BROKER_REDISPATCH_S = 3600.0
 # Waits, signals and people
 DEFAULT_SIGNAL_TTL = "7d"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+DEFAULT_MAX_PAYLOAD_DEPTH = 64  # how deep inputs, signal data and message bodies may nest
 DEFAULT_WAIT_SWEEP_LIMIT = 500
 
 # Composition

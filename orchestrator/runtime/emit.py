@@ -47,7 +47,7 @@ class Emitted:
 def emit(engine: Engine, event: str, data: Any = None, who: Who | None = None, emit_id: str | None = None) -> Emitted:
     """Start a run of every workflow subscribed to ``event`` (its ``on`` entry's ``if`` holding),
     with ``event.data`` and ``event.id`` for its ``inputs`` expressions."""
-    if not re.fullmatch(EVENT_PATTERN, event):
+    if not isinstance(event, str) or not re.fullmatch(EVENT_PATTERN, event):
         raise UsageError(f"{shown(repr(event))} is not an event name (letters, digits and _ . : / -, at most 200)")
     if emit_id is not None and not 0 < len(emit_id) <= 150:
         raise UsageError("--id must be 1 to 150 characters")

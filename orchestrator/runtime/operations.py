@@ -44,9 +44,11 @@ class Who:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.by or len(self.by) > 200 or "\x00" in self.by:
+        if not isinstance(self.by, str) or not self.by or len(self.by) > 200 or "\x00" in self.by:
             raise UsageError("--by must name someone in 1 to 200 characters (no NUL)")
-        if self.reason is not None and (len(self.reason) > 2000 or "\x00" in self.reason):
+        if self.reason is not None and (
+            not isinstance(self.reason, str) or len(self.reason) > 2000 or "\x00" in self.reason
+        ):
             raise UsageError("--reason must be at most 2000 characters (no NUL)")
 
     def detail(self, **more: Any) -> dict[str, Any]:
@@ -91,6 +93,8 @@ def submit(
     nothing new). ``via``: the door it came through (cli, client, celery, schedule), for the
     audit record; ``who`` defaults to the service actor."""
     who = who or Who(DEFAULT_SERVICE_ACTOR)
+    if idempotency_key is not None and not (isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= 200):
+        raise UsageError("an idempotency key is a string of 1 to 200 characters")
     check_inputs(plan.workflow, inputs)
     engine.check_plan(plan)
     try:
