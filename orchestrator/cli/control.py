@@ -54,7 +54,7 @@ def json_option(value: str | None, option: str) -> Any:
         limit = get_settings().max_payload_bytes
         text = sys.stdin.buffer.read(limit + 1)
         if len(text) > limit:
-            raise PayloadTooLarge(f"{option} - (standard input) is larger than {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD)")
+            raise PayloadTooLarge(f"{option} - (standard input) is over {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD)")
     elif value.startswith("@"):
         text = read_file(value[1:], option)
     try:
