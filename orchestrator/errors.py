@@ -92,6 +92,16 @@ class NotFound(OrchestratorError):
     exit_code = 2
 
 
+SHOWN_CHARS = 100
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """A user-supplied name or id as a message quotes it: at most ``limit`` characters, with an
+    ellipsis (a 10 MB workflow name must not become a 10 MB log line)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 class StateStoreError(OrchestratorError):
     """The state store failed."""
 
@@ -189,6 +199,10 @@ class ValidationError(StepError):
 
 class PayloadTooLarge(UsageError):
     """The data is larger than ORCHESTRATOR_MAX_PAYLOAD allows."""
+
+
+class BadMessage(UsageError):
+    """The message is not one this task can run."""
 
 
 class Refused(UsageError):

@@ -10,9 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Definitions
 DEFAULT_MAX_DEFINITION_BYTES = 1024 * 1024
 DEFAULT_MAX_NESTING = 64
+DEFAULT_MAX_DEFINITION_NODES = 100_000  # values in a workflow file after YAML aliases are expanded
 DEFAULT_MAX_EXPRESSION_CHARS = 4096
 DEFAULT_MAX_EXPRESSION_DEPTH = 32
-DEFAULT_MAX_EXPRESSION_RESULT = 1_000_000
+DEFAULT_MAX_EXPRESSION_RESULT = 10_000_000  # characters of JSON: the largest value an expression builds
 DEFAULT_MAX_ATTEMPTS = 1
 DEFAULT_RETRY_DELAY_S = 1.0
 DEFAULT_RETRY_MAX_DELAY_S = 300.0
@@ -45,6 +46,7 @@ DEFAULT_UNKNOWN_BROKER_REDISPATCH_S = 3600.0
 # Waits, signals and people
 DEFAULT_SIGNAL_TTL = "7d"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+DEFAULT_MAX_PAYLOAD_DEPTH = 64  # how deep inputs, signal data and message bodies may nest
 DEFAULT_WAIT_SWEEP_LIMIT = 500
 
 # Composition

@@ -13,14 +13,14 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from orchestrator.cli.runs import check_broker
-from orchestrator.errors import UsageError
+from orchestrator.errors import PayloadTooLarge, UsageError
 from orchestrator.runtime import approval, repair
+from orchestrator.runtime.checks import parse_json, read_file
 from orchestrator.runtime.connect import open_repository
 from orchestrator.runtime.emit import emit as emit_event
 from orchestrator.runtime.engine import Engine
@@ -45,19 +45,20 @@ def who(by: str | None, reason: str | None) -> Who:
 
 
 def json_option(value: str | None, option: str) -> Any:
-    """``--data``/``--output``: JSON text, ``@FILE`` for a file, ``-`` for standard input."""
+    """``--data``/``--output``: JSON text, ``@FILE`` for a file, ``-`` for standard input; UTF-8, no
+    larger than ORCHESTRATOR_MAX_PAYLOAD and not nested too deep (exit 2)."""
     if value is None:
         return None
-    text = value
+    text: str | bytes = value
     if value == "-":
-        text = sys.stdin.read()
+        limit = get_settings().max_payload_bytes
+        text = sys.stdin.buffer.read(limit + 1)
+        if len(text) > limit:
+            raise PayloadTooLarge(f"{option} - (standard input) is over {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD)")
     elif value.startswith("@"):
-        try:
-            text = Path(value[1:]).read_text()
-        except OSError as exc:
-            raise UsageError(f"{option}: cannot read {value[1:]}: {exc.strerror}") from None
+        text = read_file(value[1:], option)
     try:
-        return json.loads(text)
+        return parse_json(text, option)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{option} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 

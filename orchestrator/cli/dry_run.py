@@ -14,7 +14,7 @@ from orchestrator.cli import render
 from orchestrator.definition import Plan, build_plan, load_file
 from orchestrator.definition.allowlist import Allowlist
 from orchestrator.definition.model import Workflow
-from orchestrator.errors import NotFound, UsageError
+from orchestrator.errors import NotFound, UsageError, shown
 from orchestrator.runtime.dry_run import Mocks, dry_run, mocks_from
 from orchestrator.runtime.versions import resolve_target
 from orchestrator.runtime.views import run_view
@@ -52,7 +52,7 @@ def _plan(target: str) -> Plan:
     with _store().transaction() as tx:  # a registered workflow (NAME or NAME@VERSION), read without writing
         snapshot = tx.definition(resolve_target(tx, target))
     if snapshot is None:
-        raise NotFound(f"no workflow named '{target}' is registered, and no file of that name")
+        raise NotFound(f"no workflow named '{shown(target)}' is registered, and no file of that name")
     return build_plan(Workflow.model_validate(snapshot), check_tasks=False, allowlist=allowed)
 
 

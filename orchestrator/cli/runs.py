@@ -13,8 +13,9 @@ import yaml
 
 from orchestrator.cli import render
 from orchestrator.definition import Plan, plan_file
-from orchestrator.errors import BrokerUnreachable, InputsError, UsageError
+from orchestrator.errors import BrokerUnreachable, InputsError, UsageError, shown
 from orchestrator.runtime import operations
+from orchestrator.runtime.checks import check_payload, decode_text, parse_json, read_file
 from orchestrator.runtime.connect import open_repository
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.views import RunWatch, history_view, run_view, runs_view
@@ -128,25 +129,34 @@ def check_broker() -> None:
 
 
 def parse_inputs(pairs: tuple[str, ...], inputs_file: str | None) -> dict[str, Any]:
-    """``--inputs-file`` first, then each ``-i key=value`` (JSON when it parses, else a string)."""
+    """``--inputs-file`` first, then each ``-i key=value`` (JSON when it parses, else a string).
+    Each is UTF-8, no larger than ORCHESTRATOR_MAX_PAYLOAD and not nested too deep (exit 2)."""
     inputs: dict[str, Any] = {}
     if inputs_file:
-        try:
-            loaded = yaml.safe_load(Path(inputs_file).read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise InputsError(f"{inputs_file}: not JSON or YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise InputsError(f"{inputs_file}: inputs must be an object")
-        inputs.update(loaded)
+        inputs.update(_inputs_file(inputs_file))
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"-i takes key=value, not {pair!r}")
+            raise UsageError(f"-i takes key=value, not {shown(pair)!r}")
+        what = f"-i {shown(decode_text(key, '-i'))}"
         try:
-            inputs[key] = json.loads(raw)
+            inputs[key] = parse_json(raw, what)
         except json.JSONDecodeError:
-            inputs[key] = raw
+            inputs[key] = decode_text(raw, what)
     return inputs
+
+
+def _inputs_file(path: str) -> dict[str, Any]:
+    text = read_file(path, "--inputs-file")
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputsError(f"{path}: not JSON or YAML: {shown(str(exc), 300)}") from None
+    except RecursionError:
+        raise InputsError(f"{path}: nested too deep") from None
+    if not isinstance(loaded, dict):
+        raise InputsError(f"{path}: inputs must be an object")
+    return check_payload(loaded, f"--inputs-file {path}")
 
 
 def _is_file(target: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -16,12 +17,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from orchestrator.definition import budget
 from orchestrator.errors import EvaluationError, ExpressionError
-from orchestrator.settings import (
-    DEFAULT_MAX_EXPRESSION_CHARS,
-    DEFAULT_MAX_EXPRESSION_DEPTH,
-    DEFAULT_MAX_EXPRESSION_RESULT,
-)
+from orchestrator.settings import DEFAULT_MAX_EXPRESSION_CHARS, DEFAULT_MAX_EXPRESSION_DEPTH
 
 Context = Mapping[str, Any]
 Evaluator = Callable[[Context], Any]
@@ -40,10 +38,6 @@ _CONSTANTS: dict[str, Any] = {
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _checked_sum(values: Any) -> Any:
-    return sum(values)
-
-
 def _checked_min(*args: Any) -> Any:
     return min(*args)
 
@@ -54,20 +48,20 @@ def _checked_max(*args: Any) -> Any:
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len,
-    "sum": _checked_sum,
+    "sum": budget.total,
     "min": _checked_min,
     "max": _checked_max,
     "any": any,
     "all": all,
 }
 
-_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {  # each checks its result's size first
+    ast.Add: budget.add,
+    ast.Sub: lambda a, b: budget.number(a - b),
+    ast.Mult: budget.multiply,
+    ast.Div: lambda a, b: budget.number(a / b),
+    ast.FloorDiv: lambda a, b: budget.number(a // b),
+    ast.Mod: budget.modulo,
 }
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,
@@ -107,11 +101,14 @@ class Expression:
 
     def evaluate(self, context: Context) -> Any:
         try:
-            return self._fn(context)
+            with budget.measuring():
+                return self._fn(context)
         except EvaluationError as exc:
-            raise EvaluationError(f"${{{{ {self.source} }}}}: {exc.message}") from None
+            raise EvaluationError(f"${{{{ {_clip(self.source, 200)} }}}}: {exc.message}") from None
         except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as exc:
-            raise EvaluationError(f"${{{{ {self.source} }}}}: {exc}") from None
+            raise EvaluationError(f"${{{{ {_clip(self.source, 200)} }}}}: {_clip(str(exc), 200)}") from None
+        except MemoryError:  # a last resort: the budget is meant to refuse such a value before it is built
+            raise EvaluationError(f"${{{{ {_clip(self.source, 200)} }}}}: out of memory") from None
 
 
 def parse_expression(source: str) -> Expression:
@@ -254,6 +251,8 @@ def _constant(node: ast.Constant, refs: References, depth: int, source: str) -> 
     value = node.value
     if not isinstance(value, _SCALARS):
         raise _fail(node, source, f"the literal {value!r} is not allowed")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(node, source, "the number is too large for JSON")
     return lambda ctx: value
 
 
@@ -349,17 +348,7 @@ def _binop(node: ast.BinOp, refs: References, depth: int, source: str) -> Evalua
         raise _fail(node, source, f"operator {_describe(node.op)} is not allowed")
     left = _compile(node.left, refs, depth, source)
     right = _compile(node.right, refs, depth, source)
-    if isinstance(node.op, ast.Mult):
-        return lambda ctx: _bounded_multiply(left(ctx), right(ctx))
     return lambda ctx: op(left(ctx), right(ctx))
-
-
-def _bounded_multiply(a: Any, b: Any) -> Any:
-    for seq, count in ((a, b), (b, a)):
-        if isinstance(seq, str | list) and isinstance(count, int):
-            if len(seq) * count > DEFAULT_MAX_EXPRESSION_RESULT:
-                raise EvaluationError("the result would be too large")
-    return a * b
 
 
 def _unary(node: ast.UnaryOp, refs: References, depth: int, source: str) -> Evaluator:
@@ -437,7 +426,7 @@ def _ifexp(node: ast.IfExp, refs: References, depth: int, source: str) -> Evalua
 
 def _sequence(node: ast.List | ast.Tuple, refs: References, depth: int, source: str) -> Evaluator:
     items = [_compile(e, refs, depth, source) for e in node.elts]
-    return lambda ctx: [i(ctx) for i in items]
+    return lambda ctx: budget.check([i(ctx) for i in items])
 
 
 def _mapping(node: ast.Dict, refs: References, depth: int, source: str) -> Evaluator:
@@ -445,7 +434,7 @@ def _mapping(node: ast.Dict, refs: References, depth: int, source: str) -> Evalu
         raise _fail(node, source, "** is not allowed in an object")
     keys = [_compile(k, refs, depth, source) for k in node.keys if k is not None]
     values = [_compile(v, refs, depth, source) for v in node.values]
-    return lambda ctx: {k(ctx): v(ctx) for k, v in zip(keys, values, strict=True)}
+    return lambda ctx: budget.check({k(ctx): v(ctx) for k, v in zip(keys, values, strict=True)})
 
 
 _COMPILERS: dict[type[ast.AST], Callable[..., Evaluator]] = {
@@ -479,10 +468,15 @@ class Template:
         self._render: Evaluator | None = None
 
     def render(self, context: Context) -> Any:
+        """The value with its expressions evaluated; EvaluationError if one fails or the whole
+        would be larger than the budget (a value shared many times counts each time)."""
         render = self._render
         if render is None:
             render = self._render = _renderer(self._value)
-        return render(context)
+        if self.is_constant:
+            return render(context)
+        with budget.measuring():
+            return budget.check(render(context))
 
     @property
     def expressions(self) -> tuple[Expression, ...]:
@@ -590,7 +584,11 @@ def _compile_text(text: str) -> tuple[Evaluator, tuple[Expression, ...]]:
         return lone.evaluate, (lone,)
     pieces = _split_template(text)
     expressions = tuple(p for p in pieces if isinstance(p, Expression))
-    return lambda ctx: "".join(p if isinstance(p, str) else _as_text(p.evaluate(ctx)) for p in pieces), expressions
+
+    def render(ctx: Context) -> str:
+        return budget.join([p if isinstance(p, str) else _as_text(p.evaluate(ctx)) for p in pieces])
+
+    return render, expressions
 
 
 def _split_template(text: str) -> list[str | Expression]:

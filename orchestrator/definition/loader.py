@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 
 from orchestrator.definition.model import Workflow, known_keys
 from orchestrator.errors import InvalidDefinition, Problem
-from orchestrator.settings import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_NESTING
+from orchestrator.settings import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_DEFINITION_NODES, DEFAULT_MAX_NESTING
 
 Loc = tuple[Any, ...]
 
@@ -223,10 +223,18 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, source: Source) -> InvalidDefinitio
 
 
 def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: Source | None) -> Iterator[Problem]:
-    """Record the line of every key path; yield a problem per duplicate key; cap the depth."""
+    """Record the line of every key path; yield a problem per duplicate key; cap the depth, and
+    the number of values after anchors and aliases are expanded (each alias is walked again, so a
+    few hundred bytes of nested aliases would otherwise take minutes here and in the model)."""
     stack: list[tuple[yaml.Node, Loc]] = [(node, loc)]
+    walked = 0
     while stack:
         current, path = stack.pop()
+        walked += 1
+        if walked > DEFAULT_MAX_DEFINITION_NODES:
+            if source is None:  # only reading the lines of a JSON file (which has no aliases): enough
+                return
+            raise _too_many_nodes(source, current)
         if len(path) > DEFAULT_MAX_NESTING and source is not None:
             raise _invalid(source, f"nested more than {DEFAULT_MAX_NESTING} deep", current.start_mark.line + 1)
         lines.setdefault(path, current.start_mark.line + 1)
@@ -248,6 +256,14 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: Source | Non
         elif isinstance(current, yaml.SequenceNode):
             for index, item in enumerate(current.value):
                 stack.append((item, path + (index,)))
+
+
+def _too_many_nodes(source: Source, node: yaml.Node) -> InvalidDefinition:
+    message = (
+        f"holds more than {DEFAULT_MAX_DEFINITION_NODES:,} values once its anchors and aliases are expanded:"
+        " use fewer aliases (or write the values out)"
+    )
+    return _invalid(source, message, node.start_mark.line + 1)
 
 
 def _check_depth(data: Any, source: Source) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestrator import audit
 from orchestrator.definition.model import Approval
-from orchestrator.errors import NotFound, Refused
+from orchestrator.errors import NotFound, Refused, shown
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who, check_payload, open_run, schema_problem
 from orchestrator.runtime.scheduler import Dispatch
@@ -56,7 +56,7 @@ def decide(
         plan = engine.plans.get(tx, run.version)
         sp = plan.steps[step] if step in plan.steps else None
         if sp is None:
-            raise NotFound(f"run {run_id} has no step '{step}'")
+            raise NotFound(f"run {shown(run_id)} has no step '{shown(step)}'")
         spec = sp.step.approval
         if spec is None:
             raise Refused(f"step '{step}' is a {sp.kind} step, not an approval")

@@ -12,7 +12,7 @@ from jsonschema.validators import validator_for
 
 from orchestrator.definition import Workflow
 from orchestrator.errors import InputsError, PayloadTooLarge, UsageError
-from orchestrator.settings import get_settings
+from orchestrator.settings import DEFAULT_MAX_PAYLOAD_DEPTH, get_settings
 from orchestrator.store import storable
 
 
@@ -20,10 +20,6 @@ def check_inputs(workflow: Workflow, inputs: Any) -> None:
     """Inputs must be a JSON object that the workflow's inputs schema accepts (exit 2 if not)."""
     if not isinstance(inputs, dict):
         raise InputsError(f"inputs must be an object, not {type(inputs).__name__}")
-    try:
-        storable(inputs)
-    except ValueError as exc:
-        raise InputsError(f"inputs are not JSON the state store can hold: {exc}") from None
     check_payload(inputs, "the inputs")
     if workflow.inputs is None:
         return
@@ -44,19 +40,97 @@ def schema_problem(schema: dict[str, Any], data: Any, what: str) -> str | None:
 
 
 def check_payload(data: Any, what: str, limit: int | None = None) -> Any:
-    """Data a person or service sends (signal data, decision data, an accepted output): JSON the
-    store can hold, no larger than ``ORCHESTRATOR_MAX_PAYLOAD``. Refused whole: nothing is stored."""
+    """Data a person or service sends (inputs, signal data, decision data, an accepted output):
+    JSON the store can hold, nested at most ``DEFAULT_MAX_PAYLOAD_DEPTH`` deep, no larger than
+    ``ORCHESTRATOR_MAX_PAYLOAD``. Refused whole, before anything is stored (exit 2)."""
     limit = get_settings().max_payload_bytes if limit is None else limit
+    _check_shape(data, what, limit)
     try:
-        size = len(json.dumps(data, allow_nan=False).encode())
+        size = len(json.dumps(data, allow_nan=False, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} holds text that is not valid UTF-8") from None
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{what} is not JSON the state store can hold: {exc}") from None
     if size > limit:
-        raise PayloadTooLarge(
-            f"{what} is {size} bytes; the limit is {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored"
-        )
+        raise _too_large(what, size, limit)
     try:
         storable(data)
     except ValueError as exc:
         raise UsageError(f"{what} is not JSON the state store can hold: {exc}") from None
     return data
+
+
+def _too_large(what: str, size: int, limit: int, about: str = "") -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{what} is {about}{size} bytes; the limit is {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored"
+    )
+
+
+def _check_shape(data: Any, what: str, limit: int) -> None:
+    """Depth and a size from above, in one walk without recursion that stops as soon as either is
+    over: so neither a 10,000-deep value nor a YAML alias graph that expands to gigabytes costs
+    more than the limit to refuse (``json.dumps`` would recurse, or run for minutes)."""
+    size = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > DEFAULT_MAX_PAYLOAD_DEPTH:
+            raise UsageError(f"{what} is nested more than {DEFAULT_MAX_PAYLOAD_DEPTH} deep")
+        if isinstance(value, dict):
+            size += 2 + 2 * len(value)
+            stack.extend((k, depth + 1) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list | tuple):
+            size += 2 + len(value)
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str):
+            size += len(value) + 2
+        else:
+            size += 1
+        if size > limit:
+            raise _too_large(what, size, limit, "more than ")
+
+
+def decode_text(raw: str | bytes, what: str) -> str:
+    """Text from a file, standard input or the command line, which must be UTF-8 (on the command
+    line Python hands other bytes over as lone surrogates: they are refused here too)."""
+    if isinstance(raw, bytes):
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{what} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{what} is not UTF-8 text (character {exc.start})") from None
+    return raw
+
+
+def parse_json(raw: str | bytes, what: str, limit: int | None = None) -> Any:
+    """JSON a person or service sends, checked as ``check_payload`` checks data: UTF-8, no larger
+    than ``ORCHESTRATOR_MAX_PAYLOAD`` (looked at before parsing), not nested too deep. Text that is
+    not JSON raises ``json.JSONDecodeError`` (``-i`` reads such a value as a string)."""
+    limit = get_settings().max_payload_bytes if limit is None else limit
+    text = decode_text(raw, what)
+    if len(text) > limit and len(text.encode()) > limit:
+        raise _too_large(what, len(text.encode()), limit)
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{what} is nested more than {DEFAULT_MAX_PAYLOAD_DEPTH} deep") from None
+    return check_payload(data, what, limit)
+
+
+def read_file(path: str, what: str, limit: int | None = None) -> str:
+    """A file of data (``--inputs-file``, ``--data @FILE``): its size is looked at before it is read."""
+    limit = get_settings().max_payload_bytes if limit is None else limit
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise PayloadTooLarge(
+            f"{what} {path} is larger than {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored"
+        )
+    return decode_text(raw, f"{what} {path}")

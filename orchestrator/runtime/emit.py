@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from orchestrator import audit
 from orchestrator.definition.model import EVENT_PATTERN
-from orchestrator.errors import UsageError
+from orchestrator.errors import UsageError, shown
 from orchestrator.runtime.chaining import start_subscribers
 from orchestrator.runtime.checks import check_payload
 from orchestrator.runtime.engine import Engine
@@ -47,8 +47,8 @@ class Emitted:
 def emit(engine: Engine, event: str, data: Any = None, who: Who | None = None, emit_id: str | None = None) -> Emitted:
     """Start a run of every workflow subscribed to ``event`` (its ``on`` entry's ``if`` holding),
     with ``event.data`` and ``event.id`` for its ``inputs`` expressions."""
-    if not re.fullmatch(EVENT_PATTERN, event):
-        raise UsageError(f"{event!r} is not an event name (letters, digits and _ . : / -, at most 200)")
+    if not isinstance(event, str) or not re.fullmatch(EVENT_PATTERN, event):
+        raise UsageError(f"{shown(repr(event))} is not an event name (letters, digits and _ . : / -, at most 200)")
     if emit_id is not None and not 0 < len(emit_id) <= 150:
         raise UsageError("--id must be 1 to 150 characters")
     check_payload(data, "the event's data")

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from orchestrator.definition import Plan, StepPlan, Workflow, build_plan
 from orchestrator.definition.model import RetryDecision, State
-from orchestrator.errors import InvalidDefinition, NotFound, Problem
+from orchestrator.errors import InvalidDefinition, NotFound, Problem, shown
 from orchestrator.runtime.chaining import after_run
 from orchestrator.runtime.kinds import Kinds, default_kinds
 from orchestrator.runtime.lease import Lease
@@ -94,7 +94,7 @@ class PlanCache:
         if plan is None:
             snapshot = tx.definition(version)
             if snapshot is None:
-                raise NotFound(f"no definition with version {version}")
+                raise NotFound(f"no definition with version {shown(version)}")
             plan = self._plans[version] = build_plan(Workflow.model_validate(snapshot), check_tasks=False)
         return plan
 
@@ -106,7 +106,7 @@ class PlanCache:
         if version is None:
             run = tx.run(run_id)
             if run is None:
-                raise NotFound(f"no run {run_id}")
+                raise NotFound(f"no run {shown(run_id)}")
             version = self._versions[run_id] = run.version
             if len(self._versions) > 10_000:
                 self._versions.pop(next(iter(self._versions)))

@@ -24,6 +24,7 @@ from orchestrator.definition.allowlist import Allowlist, moved_hint
 from orchestrator.definition.machine import state_of
 from orchestrator.definition.plan import COMPENSATE_PREFIX
 from orchestrator.errors import (
+    BadMessage,
     GateNotMet,
     OutputNotSerialisable,
     OutputNotStorable,
@@ -160,9 +161,11 @@ class Executor:
         hung up, or gave it back); otherwise a duplicate while the first delivery still runs."""
         with self.engine.repo.transaction() as tx:
             peek = tx.step_run(step_run_id)
-            if peek is not None and peek.dispatch_id == dispatch_id and peek.status is StepStatus.QUEUED:
+            if peek is None:  # a message no dispatch of ours sent (or its run was purged since)
+                raise BadMessage(f"refused: there is no step {step_run_id}")
+            if peek.dispatch_id == dispatch_id and peek.status is StepStatus.QUEUED:
                 return self._hold_back(tx, peek, dispatch_id, holder)
-            if peek is None or peek.dispatch_id != dispatch_id or peek.status is not StepStatus.RUNNING:
+            if peek.dispatch_id != dispatch_id or peek.status is not StepStatus.RUNNING:
                 return []  # stale, finished, cancelled or skipped: nothing to do
             run = tx.lock_run(peek.run_id)  # the run before the step: the order every writer locks in
             row = tx.step_run(step_run_id, lock=True)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from orchestrator import audit
 from orchestrator.definition import Plan, Workflow
 from orchestrator.definition.model import split_ref
-from orchestrator.errors import NotFound, UsageError
+from orchestrator.errors import NotFound, UsageError, shown
 from orchestrator.runtime.checks import check_inputs, check_payload, schema_problem
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.scheduler import (
@@ -44,9 +44,11 @@ class Who:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.by or len(self.by) > 200 or "\x00" in self.by:
+        if not isinstance(self.by, str) or not self.by or len(self.by) > 200 or "\x00" in self.by:
             raise UsageError("--by must name someone in 1 to 200 characters (no NUL)")
-        if self.reason is not None and (len(self.reason) > 2000 or "\x00" in self.reason):
+        if self.reason is not None and (
+            not isinstance(self.reason, str) or len(self.reason) > 2000 or "\x00" in self.reason
+        ):
             raise UsageError("--reason must be at most 2000 characters (no NUL)")
 
     def detail(self, **more: Any) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def open_run(tx: Tx, run_id: str) -> RunRow:
     """The run, locked; NotFound (exit 2) naming it when there is none."""
     run = tx.lock_run(run_id)
     if run is None:
-        raise NotFound(f"no run {run_id} (orchestrator runs lists them)")
+        raise NotFound(f"no run {shown(run_id)} (orchestrator runs lists them)")
     return run
 
 
@@ -91,6 +93,8 @@ def submit(
     nothing new). ``via``: the door it came through (cli, client, celery, schedule), for the
     audit record; ``who`` defaults to the service actor."""
     who = who or Who(DEFAULT_SERVICE_ACTOR)
+    if idempotency_key is not None and not (isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= 200):
+        raise UsageError("an idempotency key is a string of 1 to 200 characters")
     check_inputs(plan.workflow, inputs)
     engine.check_plan(plan)
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator import audit
 from orchestrator.definition import Plan, Step
-from orchestrator.errors import NotFound, Refused, UsageError, ValidationError
+from orchestrator.errors import NotFound, Refused, UsageError, ValidationError, shown
 from orchestrator.runtime import typed
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who, check_payload, lock_family, open_run, run_event
@@ -159,7 +159,7 @@ def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus,
         run = open_run(tx, run_id)
         plan = engine.plans.get(tx, run.version)
         if step not in plan.steps:
-            raise NotFound(f"run {run_id} has no step '{step}'")
+            raise NotFound(f"run {shown(run_id)} has no step '{shown(step)}'")
         if status is StepStatus.SUCCEEDED:
             output = _accepted_output(plan.steps[step].step, output)
         if run.status is RunStatus.CANCELLED:
@@ -238,7 +238,7 @@ def _check_ended(run: RunRow, allow_succeeded: bool) -> None:
 def _to_retry(plan: Plan, rows: dict[str, StepRow], step: str | None, from_step: str | None) -> list[str]:
     for name in (step, from_step):
         if name is not None and name not in plan.steps:
-            raise NotFound(f"the run has no step '{name}'")
+            raise NotFound(f"the run has no step '{shown(name)}'")
     if from_step is not None:
         return sorted({from_step} | _downstream(plan, from_step))
     if step is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator import audit
 from orchestrator.definition.plan import Plan, SchedulePlan
-from orchestrator.errors import EvaluationError, InputsError, NotFound, OrchestratorError, UsageError
+from orchestrator.errors import EvaluationError, InputsError, NotFound, OrchestratorError, UsageError, shown
 from orchestrator.runtime.chaining import bounded_key, start_run
 from orchestrator.runtime.checks import check_inputs
 from orchestrator.runtime.engine import Engine
@@ -264,7 +264,7 @@ def trigger(engine: Engine, full_name: str, who: Who) -> Triggered:
         row = _locked(tx, workflow, name)
         found = _schedule_plan(engine, tx, row)
         if found is None:
-            raise NotFound(f"schedule {full_name} is not in the active version of {workflow}")
+            raise NotFound(f"schedule {shown(full_name)} is not in the active version of {shown(workflow)}")
         plan, sp = found
         fire_at = tx.store_time()
         inputs = render_inputs(sp, workflow, fire_at, manual=True)
@@ -312,7 +312,7 @@ def resume(engine: Engine, full_name: str, who: Who) -> bool:
 def _locked(tx: Tx, workflow: str, name: str) -> ScheduleRow:
     row = tx.lock_schedule(workflow, name)
     if row is None:
-        raise NotFound(f"no schedule {workflow}/{name} (orchestrator schedules list)")
+        raise NotFound(f"no schedule {shown(workflow)}/{shown(name)} (orchestrator schedules list)")
     return row
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator import audit
 from orchestrator.definition.model import EVENT_PATTERN
-from orchestrator.errors import EvaluationError, OrchestratorError, StateStoreError, UsageError
+from orchestrator.errors import EvaluationError, OrchestratorError, StateStoreError, UsageError, shown
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.kinds.wait import signal_key
 from orchestrator.runtime.operations import Who, check_payload
@@ -61,7 +61,7 @@ def signal(
     if signal_id is not None and not 0 < len(signal_id) <= 200:
         raise UsageError("a signal id has 1 to 200 characters")
     if not isinstance(event, str) or not re.match(EVENT_PATTERN, event):
-        raise UsageError(f"invalid event name {event!r}: use letters, digits and . _ : / - (at most 200)")
+        raise UsageError(f"invalid event name {shown(repr(event))}: use letters, digits and . _ : / - (at most 200)")
     try:
         key = signal_key(key)
     except EvaluationError as exc:
@@ -108,7 +108,7 @@ def _deliver(
         if run_id is not None and tx.run(run_id) is None:
             raise UsageError(f"no run {run_id} (orchestrator runs lists them)")
         if not tx.is_awaited(event):
-            raise UsageError(f"no workflow waits on event '{event}': check its name (nothing was stored)")
+            raise UsageError(f"no workflow waits on event '{shown(event)}': check its name (nothing was stored)")
         runs = tx.lock_runs(tx.runs_waiting_on(event, key, run_id)) if inline else {}
         tx.lock_signal(event, key)
         at = now()

@@ -23,7 +23,7 @@ import yaml
 from orchestrator import audit
 from orchestrator.definition import Plan, build_plan
 from orchestrator.definition.model import split_ref
-from orchestrator.errors import NotFound, UsageError
+from orchestrator.errors import NotFound, UsageError, shown
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Who, activated, called_workflows
 from orchestrator.settings import get_settings
@@ -133,7 +133,7 @@ def _check_calls(tx: Tx, plan: Plan) -> None:
 def _known(tx: Tx, name: str) -> list[dict[str, Any]]:
     registrations = tx.registrations(name)
     if not registrations:
-        raise NotFound(f"no workflow named '{name}' is registered (orchestrator workflows list)")
+        raise NotFound(f"no workflow named '{shown(name)}' is registered (orchestrator workflows list)")
     return registrations
 
 
@@ -142,10 +142,14 @@ def resolve(tx: Tx, name: str, ref: str) -> str:
     _known(tx, name)
     found = tx.versions_like(name, ref.strip().lower())
     if not found:
-        raise NotFound(f"workflow {name} has no version '{ref}' (orchestrator workflows versions {name})")
+        raise NotFound(
+            f"workflow {shown(name)} has no version '{shown(ref)}' (orchestrator workflows versions {shown(name)})"
+        )
     if len(found) > 1:
-        shown = ", ".join(found[:5])
-        raise UsageError(f"version '{ref}' of workflow {name} is ambiguous: it begins {shown}; give more characters")
+        begins = ", ".join(found[:5])
+        raise UsageError(
+            f"version '{shown(ref)}' of workflow {shown(name)} is ambiguous: it begins {begins}; give more characters"
+        )
     return found[0]
 
 
@@ -157,7 +161,9 @@ def resolve_target(tx: Tx, target: str) -> str:
     version = tx.active_version(name)
     if version is None:
         _known(tx, name)
-        raise NotFound(f"workflow {name} has no active version (orchestrator workflows activate {name} VERSION)")
+        raise NotFound(
+            f"workflow {shown(name)} has no active version (orchestrator workflows activate {shown(name)} VERSION)"
+        )
     return version
 
 

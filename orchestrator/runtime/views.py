@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.definition.machine import state_of
-from orchestrator.errors import NotFound
+from orchestrator.errors import NotFound, shown
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import Repository, RunRow, StepRow, Tx
 
@@ -30,7 +30,7 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
     with repo.transaction() as tx:
         run = tx.run(run_id)
         if run is None:
-            raise NotFound(f"no run {run_id}")
+            raise NotFound(f"no run {shown(run_id)}")
         steps = tx.steps(run_id)
         items = tx.items(run_id)
         snapshot = tx.definition(run.version) or {}
@@ -209,7 +209,7 @@ def runs_view(
 def history_view(repo: Repository, run_id: str) -> list[dict[str, Any]]:
     with repo.transaction() as tx:
         if tx.run(run_id) is None:
-            raise NotFound(f"no run {run_id}")
+            raise NotFound(f"no run {shown(run_id)}")
         events = tx.history(run_id)
     return [{**event, "at": iso(event["at"])} for event in events]
 
@@ -229,7 +229,7 @@ class RunWatch:
         with repo.transaction() as tx:
             run = tx.run(run_id)
             if run is None:
-                raise NotFound(f"no run {run_id}")
+                raise NotFound(f"no run {shown(run_id)}")
             if not run.status.terminal:
                 # The log so far, before the view: what run_view shows is then at least as new.
                 for event in self._unseen(tx):
@@ -245,7 +245,7 @@ class RunWatch:
         with self.repo.transaction() as tx:
             run = tx.run(self.run_id)
             if run is None:
-                raise NotFound(f"no run {self.run_id}")
+                raise NotFound(f"no run {shown(self.run_id)}")
             succeeded = [] if run.status.terminal else self._apply(self._unseen(tx))
             rows = tx.steps(self.run_id, succeeded) if succeeded else {}
         if run.status.terminal:

@@ -34,6 +34,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.queue,
         "worker_hijack_root_logger": False,
+        "worker_consumer": "orchestrator.worker.guard:GuardedConsumer",  # one line for a body it cannot decode
         "imports": ["orchestrator.worker.tasks", *settings.task_module_list],
         # Beat reads the workflows' schedules from the state store (no celerybeat-schedule file).
         "beat_scheduler": "orchestrator.schedule.beat:StoreScheduler",

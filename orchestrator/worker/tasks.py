@@ -28,6 +28,7 @@ from orchestrator.runtime.waking import wake_step
 from orchestrator.settings import DEFAULT_SERVICE_ACTOR, Settings, get_settings
 from orchestrator.store import Repository, now
 from orchestrator.worker.app import app
+from orchestrator.worker.guard import GuardedTask
 from orchestrator.worker.transport import CeleryTransport
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def send(dispatches: Sequence[Dispatch]) -> None:
 
 
 @app.task(
+    base=GuardedTask,
     name="orchestrator.execute_step",
     bind=True,
     acks_late=True,
@@ -108,7 +110,7 @@ def _untimed(task: Task) -> bool:
     return not any(limits) and not conf.task_time_limit and not conf.task_soft_time_limit
 
 
-@app.task(name="orchestrator.submit", bind=True, acks_late=True, ignore_result=False)
+@app.task(base=GuardedTask, name="orchestrator.submit", bind=True, acks_late=True, ignore_result=False)
 def submit(
     self: Task,
     workflow: str,
@@ -126,14 +128,14 @@ def submit(
     return operations.submit(found, plan, inputs or {}, key, _sender(actor, None, reason), via="celery").run_id
 
 
-@app.task(name="orchestrator.wake", acks_late=True, ignore_result=True)
+@app.task(base=GuardedTask, name="orchestrator.wake", acks_late=True, ignore_result=True)
 def wake(step_run_id: int) -> None:
     """A waiting step's timer or deadline is due (a no-op if something already woke it)."""
     found = engine()
     found.send(wake_step(found, step_run_id))
 
 
-@app.task(name="orchestrator.signal", bind=True, acks_late=True, ignore_result=False)
+@app.task(base=GuardedTask, name="orchestrator.signal", bind=True, acks_late=True, ignore_result=False)
 def signal(
     self: Task,
     event: str,
@@ -152,7 +154,7 @@ def signal(
     return len(signal_steps(engine(), event, key, data, run_id, who, signal_id).delivered)
 
 
-@app.task(name="orchestrator.emit", bind=True, acks_late=True, ignore_result=False)
+@app.task(base=GuardedTask, name="orchestrator.emit", bind=True, acks_late=True, ignore_result=False)
 def emit(
     self: Task,
     event: str,
@@ -175,12 +177,12 @@ def _sender(actor: str | None, by: str | None, reason: str | None) -> operations
     return operations.Who(actor or by or DEFAULT_SERVICE_ACTOR, reason)
 
 
-@app.task(name="orchestrator.advance", acks_late=True)
+@app.task(base=GuardedTask, name="orchestrator.advance", acks_late=True)
 def advance(run_id: str) -> None:
     operations.advance(engine(), run_id)
 
 
-@app.task(name="orchestrator.reconcile")
+@app.task(base=GuardedTask, name="orchestrator.reconcile")
 def reconcile() -> int:
     return len(reconcile_once(engine()).dispatches)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -123,3 +124,27 @@ def test_snapshot_round_trips_to_an_equal_model() -> None:
     again = load_text(json.dumps(workflow.snapshot()), "snapshot.json", "json").workflow
     assert again == workflow
     assert again.content_hash() == workflow.content_hash()
+
+
+def _nested_aliases(levels: int) -> str:
+    lines = ["name: lol", 'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
+    lines.append(f"steps: {{s: {{task: 'm:f', with: {{v: *a{levels}}}}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_aliases_are_refused_after_a_bounded_expansion(write: Write) -> None:
+    # Given a file of a few hundred bytes whose aliases expand to 9**7 values (minutes to read before)
+    path = write(_nested_aliases(6), "lol.yaml")
+    assert path.stat().st_size < 500
+    started = time.monotonic()
+    with pytest.raises(InvalidDefinition, match=r"lol\.yaml:\d+: holds more than 100,000 values .* aliases"):
+        load_file(path)
+    assert time.monotonic() - started < 2
+
+
+def test_a_few_aliases_still_load() -> None:
+    text = "name: ok\nsteps:\n  b: {task: 'm:g', with: &w {x: 1}}\n  c: {task: 'm:h', with: *w}\n"
+    loaded = load_text(text)
+    assert loaded.workflow.steps["c"].with_ == {"x": 1}

@@ -1,0 +1,108 @@
+"""The base of every orchestrator task: a message that is not one it can run is refused before it
+runs, with one log line naming the reason, and acknowledged; the worker goes on serving.
+
+Celery already refuses what is not JSON and tasks it does not know. What reaches a task can still
+be wrong: arguments missing or unexpected, of the wrong type (a step id that is not an integer),
+a body larger than ``ORCHESTRATOR_MAX_PAYLOAD`` or nested too deep. Calling the function with
+them would raise a ``TypeError`` deep inside, logged with its traceback for every message.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import types
+import typing
+from functools import cached_property
+from typing import Any
+
+from celery import Task
+from celery.worker.consumer import Consumer
+
+from orchestrator.errors import BadMessage, OrchestratorError, UsageError, shown
+from orchestrator.runtime.checks import check_payload
+
+log = logging.getLogger(__name__)
+
+
+class GuardedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
+    """Checks each message's arguments against the task function's signature and annotations
+    first. ``throws``: the orchestrator's own errors are expected outcomes, logged as one line
+    (Celery logs the traceback of anything else)."""
+
+    throws = (OrchestratorError,)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        reason = self.refusal(args, kwargs)
+        if reason is not None:
+            raise BadMessage(f"refused: {reason}")
+        return super().__call__(*args, **kwargs)
+
+    def refusal(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Why the message cannot be run, in one short line; None when it can."""
+        try:
+            check_payload({"args": list(args), "kwargs": kwargs}, "the message body")
+        except UsageError as exc:
+            return exc.message
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            return shown(str(exc), 200)
+        for name, value in bound.arguments.items():
+            hint = self._hints.get(name)
+            if hint is not None and not fits(value, hint):
+                return f"{name} must be {_describe(hint)}, not {shown(repr(value), 60)}"
+        return None
+
+    @cached_property
+    def _signature(self) -> inspect.Signature:
+        return inspect.signature(self.run)
+
+    @cached_property
+    def _hints(self) -> dict[str, Any]:
+        run = getattr(self.run, "__func__", self.run)
+        return typing.get_type_hints(run)
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (decoded JSON) is of the simple type ``hint`` names: ``int``, ``str``,
+    ``dict[...]``, ``list[...]``, ``X | None``, ``Any``."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    kind = origin or hint
+    return isinstance(kind, type) and isinstance(value, kind)
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", str: "a string", dict: "an object", list: "a list", type(None): "null"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(option) for option in typing.get_args(hint))
+    return names.get(typing.get_origin(hint) or hint, str(hint))
+
+
+class GuardedConsumer(Consumer):  # type: ignore[misc]  # Celery's Consumer is untyped
+    """The worker's consumer, with one line for a body that cannot be decoded (Celery logs it as
+    CRITICAL, with a traceback and the start of the body); the message is acknowledged, as Celery
+    does, so it is not delivered again."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        headers = message.headers or {}
+        cause = exc.__cause__ or exc.__context__ or exc
+        why = "nested too deep" if isinstance(cause, RecursionError) else f"{type(cause).__name__}: {cause}"
+        log.error(
+            "refused message %s (task %s): its body cannot be decoded (%s, %d bytes)",
+            shown(str(headers.get("id", "?")), 60),
+            shown(str(headers.get("task", "?")), 60),
+            shown(why, 120),
+            len(message.body or b""),
+        )
+        message.ack()
