@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     schedule_grace_s: float = DEFAULT_SCHEDULE_GRACE_S
     api_tokens: str = ""  # name:role:token,... for `orchestrator serve`
     audit_key: str | None = None  # when set, each audit record's hash is an HMAC-SHA256 with this key
+    secret_key: str | None = None  # the Fernet key of the secrets table (orchestrator.runtime.secrets)
+    http_allow: str = ""  # hosts and CIDRs the HTTP step may reach though they are link-local or metadata
+    # No setting may be named secrets_*: ORCHESTRATOR_SECRETS_<NAME> is a secret's variable.
 
     @property
     def signal_ttl_s(self) -> float:

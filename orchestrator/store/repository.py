@@ -28,6 +28,7 @@ from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.report import ReportQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
 from orchestrator.store.schedules import ScheduleQueries
+from orchestrator.store.secrets import SecretQueries
 from orchestrator.store.sql import insert_if_absent
 from orchestrator.store.steps import StepQueries
 from orchestrator.store.versions import VersionQueries
@@ -50,6 +51,7 @@ class Tx(
     ReportQueries,
     MetricQueries,
     AuditQueries,
+    SecretQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
     signals, leases, dead letters, breaker state, registered versions, the step cache, schedules,
