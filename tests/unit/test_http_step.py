@@ -135,9 +135,8 @@ def test_a_redirect_to_another_origin_carries_no_credentials(one: Server, other:
     headers = {"Authorization": f"Bearer {TOKEN}", "Cookie": "sid=1", "X-Api-Key": TOKEN, "X-Trace": "t1"}
     headers["Proxy-Authorization"] = "Basic abc"
     # When the first origin redirects to another one
-    answer = request(
-        f"{one.url}/redirect?to={other.url}/json", headers=headers, follow_redirects=True, sensitive_headers=["x-api-key"]
-    )
+    url = f"{one.url}/redirect?to={other.url}/json"
+    answer = request(url, headers=headers, follow_redirects=True, sensitive_headers=["x-api-key"])
     # Then the second origin got none of them, and the harmless header still went along
     assert answer["body"] == {"ok": True}
     assert one.seen[0]["authorization"] == f"Bearer {TOKEN}"
