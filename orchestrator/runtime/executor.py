@@ -225,8 +225,9 @@ class Executor:
                 return Failed(error, tb.format_exc())
             message = secrets.redact(f"{type(error).__name__}: {error}", lookup.seen)
             return Failed(error, secrets.redact(tb.format_exc(), lookup.seen), message)
-        if lookup is not None:
+        if lookup is not None:  # a function that returns a secret: neither its output nor its cache entry keep it
             output = secrets.redact_data(output, lookup.seen)
+            call.cache_value = secrets.redact_data(call.cache_value, lookup.seen)
         self.engine.stack.after_success(call, output)
         return Succeeded(output, call)
 

@@ -12,3 +12,8 @@ def check(token: str, header: str, note: str = "") -> dict[str, Any]:
 
 def leak(token: str) -> None:
     raise ValueError(f"the service refused the token {token!r} (token={token})")
+
+
+def give_back(token: str) -> dict[str, str]:
+    """A careless step: returns the secret it was given."""
+    return {"token": token, "said": f"the token is {token}"}

@@ -192,3 +192,19 @@ def test_the_cli_never_prints_a_value(tmp_path: Path, key: str, monkeypatch: pyt
     assert '"secret.delete"' in runner.invoke(main, ["audit", "export", "--format", "json"]).output
     assert (deleted.exit_code, again.exit_code) == (0, 2)
     assert VALUE not in listed.output + audit.output + deleted.output + again.output
+
+
+def test_a_step_that_returns_a_secret_stores_it_redacted_and_caches_it_so(real: Engine, key: str) -> None:
+    secrets.set_secret(real.repo, key, "API_TOKEN", VALUE, Who("alice", None))
+    text = f"""
+name: careless
+steps:
+  give:
+    task: {STEPS}:give_back
+    with: {{token: "${{{{ secrets.API_TOKEN }}}}"}}
+    cache: {{}}
+"""
+    run_id = operations.submit(real, build_plan(load_text(text).workflow), {}).run_id
+    drive(real)
+    assert run_view(real.repo, run_id)["steps"]["give"]["output"] == {"token": "***", "said": "the token is ***"}
+    assert VALUE not in _everything(real.repo)
