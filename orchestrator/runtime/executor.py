@@ -214,7 +214,7 @@ class Executor:
         try:
             call.function = function = self.engine.resolve(sp.task)
             if lookup is not None:  # the function alone gets the values; row.inputs keep the references
-                call.inputs = sp.arguments.render({**call.context(), "secrets": lookup})
+                call.inputs = secrets.resolved(call.inputs, sp.arguments, call.context(), lookup)
             result = self.engine.stack.call(call, lambda: function(**call.inputs))
             output = to_json(to_data(result))
         except Defer as exc:

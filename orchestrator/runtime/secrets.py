@@ -147,6 +147,24 @@ def redact_data(value: Any, values: Mapping[str, str]) -> Any:
     return value
 
 
+def resolved(stored: dict[str, Any], template: Any, context: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
+    """The function's inputs: the ``with`` rendered with the values, wherever the stored inputs are
+    still what the references rendered to. A value an operator replaced (``dlq replay
+    --inputs-file``) is kept as given, and a reference text in it is not looked up."""
+    as_stored = template.render({**context, "secrets": REFERENCES})
+    with_values = template.render({**context, "secrets": lookup})
+    merged: dict[str, Any] = _merge(stored, as_stored, with_values)
+    return merged
+
+
+def _merge(stored: Any, as_stored: Any, with_values: Any) -> Any:
+    if stored == as_stored:
+        return with_values
+    if isinstance(stored, dict) and isinstance(as_stored, dict) and isinstance(with_values, dict):
+        return {k: _merge(v, as_stored[k], with_values[k]) if k in as_stored else v for k, v in stored.items()}
+    return stored
+
+
 def uses(template: Any) -> bool:
     """Whether a rendered ``with`` reads ``secrets``: only then is it rendered again at the call."""
     return "secrets" in template.refs.places

@@ -208,3 +208,21 @@ steps:
     drive(real)
     assert run_view(real.repo, run_id)["steps"]["give"]["output"] == {"token": "***", "said": "the token is ***"}
     assert VALUE not in _everything(real.repo)
+
+
+def test_inputs_an_operator_corrected_are_kept_and_the_references_still_resolve(repo: Repository, key: str) -> None:
+    # Given a step's with, and its inputs as a dead-letter replay corrected them
+    secrets.set_secret(repo, key, "API_TOKEN", VALUE, Who("alice", None))
+    text = f"""
+name: replayed
+steps:
+  use:
+    task: {STEPS}:check
+    with: {{token: "${{{{ secrets.API_TOKEN }}}}", header: "no", note: "first"}}
+"""
+    arguments = build_plan(load_text(text).workflow).steps["use"].arguments
+    corrected = {"token": "${{ secrets.API_TOKEN }}", "header": "fixed", "note": "${{ secrets.API_TOKEN }}"}
+    # When the function's inputs are worked out
+    merged = secrets.resolved(corrected, arguments, {}, secrets.Lookup(repo, key))
+    # Then the reference where the template put it is resolved; what the operator wrote stays as written
+    assert merged == {"token": VALUE, "header": "fixed", "note": "${{ secrets.API_TOKEN }}"}
