@@ -32,7 +32,7 @@ def secrets() -> None:
 def set_(name: str, value: str | None, by: str | None, reason: str | None) -> None:
     """Store a secret: the value from --value, else standard input, else a hidden prompt."""
     store.check_name(name)
-    key = get_settings().secret_key
+    key = get_settings().secret_key_text
     store.Fernet(key)  # a missing or bad key is refused before anything is read
     if value is None:
         value = _read_value(name)

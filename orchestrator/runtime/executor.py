@@ -210,7 +210,9 @@ class Executor:
     def _run(self, row: StepRow, plan: Plan) -> Outcome:
         sp = plan.steps[row.step]
         call = Call(row, plan, sp, dict(row.inputs or {}), load_context=lambda: self._context(row, plan))
-        lookup = secrets.Lookup(self.engine.repo, get_settings().secret_key) if secrets.uses(sp.arguments) else None
+        lookup = (
+            secrets.Lookup(self.engine.repo, get_settings().secret_key_text) if secrets.uses(sp.arguments) else None
+        )
         try:
             call.function = function = self.engine.resolve(sp.task)
             if lookup is not None:  # the function alone gets the values; row.inputs keep the references

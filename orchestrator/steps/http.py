@@ -98,7 +98,7 @@ def request(
                 sent = {k: v for k, v in sent.items() if k.lower() not in secret}
             response.close()
             response = _send(client, method, target, sent, body, deadline)
-        return _answer(response, max_bytes, deadline)
+        return _answer(response, max_bytes, deadline, _hidden(url, headers or {}))
 
 
 def shown(url: str | httpx.URL) -> str:
@@ -163,7 +163,7 @@ def _send(
         raise ConnectionError(f"cannot reach {shown(url)}: {type(exc).__name__}: {_reason(exc, url)}") from None
 
 
-def _answer(response: httpx.Response, max_bytes: int, deadline: Deadline) -> dict[str, Any]:
+def _answer(response: httpx.Response, max_bytes: int, deadline: Deadline, hidden: list[str]) -> dict[str, Any]:
     try:
         raw = _read_capped(response, max_bytes, deadline)
     finally:
@@ -171,7 +171,7 @@ def _answer(response: httpx.Response, max_bytes: int, deadline: Deadline) -> dic
     text = raw.decode(response.encoding or "utf-8", errors="replace")
     status = response.status_code
     if status >= 400:
-        raise (ServerError if status >= 500 else ClientError)(status, shown(response.url), text)
+        raise (ServerError if status >= 500 else ClientError)(status, shown(response.url), _scrub(text, hidden))
     try:
         body: Any = jsonlib.loads(text) if text else None
     except ValueError:
@@ -202,6 +202,27 @@ def _raise_transport(exc: Exception, url: httpx.URL, deadline: Deadline) -> NoRe
     if isinstance(exc, httpx.TimeoutException):
         raise TimeoutError(f"no complete answer from {shown(url)} within {deadline.seconds:g}s") from None
     raise ConnectionError(f"{shown(url)} broke off the answer: {type(exc).__name__}") from None
+
+
+def _hidden(url: str, headers: dict[str, str]) -> list[str]:
+    """What an error's text must not show: every header value the user sent (a server may echo
+    them in its error page), and the URL's password and query values."""
+    found = [v for v in headers.values() if len(v) >= 4]
+    found += [v.split(" ", 1)[1] for v in headers.values() if " " in v and len(v.split(" ", 1)[1]) >= 4]
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return found
+    if parsed.password:
+        found.append(parsed.password)
+    found += [v for _, v in parsed.params.multi_items() if len(v) >= 4]
+    return sorted(set(found), key=len, reverse=True)
+
+
+def _scrub(text: str, hidden: list[str]) -> str:
+    for value in hidden:
+        text = text.replace(value, "***")
+    return text
 
 
 def _reason(exc: Exception, url: httpx.URL) -> str:

@@ -88,6 +88,9 @@ class Server:
     def answer_down(self, h: BaseHTTPRequestHandler, q: dict[str, list[str]]) -> None:
         self.send(h, 503, b"down for maintenance")
 
+    def answer_echo_auth(self, h: BaseHTTPRequestHandler, q: dict[str, list[str]]) -> None:
+        self.send(h, 500, f"refused {h.headers.get('Authorization')} for {h.path}".encode())
+
     def answer_missing(self, h: BaseHTTPRequestHandler, q: dict[str, list[str]]) -> None:
         self.send(h, 404, b"no such thing")
 
@@ -258,7 +261,12 @@ def _to_local(server: Server) -> Any:
 
 def test_no_message_names_a_header_value_or_the_urls_secrets(one: Server) -> None:
     secret_url = f"http://user:{TOKEN}@127.0.0.1:1/path?api_key={TOKEN}"
-    for url, error in ((secret_url, ConnectionError), (f"{one.url}/down?api_key={TOKEN}", ServerError)):
+    echoed = f"{one.url}/echo-auth?api_key={TOKEN}"
+    for url, error in (
+        (secret_url, ConnectionError),
+        (f"{one.url}/down?api_key={TOKEN}", ServerError),
+        (echoed, ServerError),
+    ):
         with pytest.raises(error) as caught:
             request(url, headers={"Authorization": f"Bearer {TOKEN}"})
         assert TOKEN not in str(caught.value)
