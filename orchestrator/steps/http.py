@@ -27,6 +27,7 @@ import json as jsonlib
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
+import httpcore
 import httpx
 
 from orchestrator.steps.guard import AddressRefused, Deadline, GuardedBackend, Policy
@@ -157,7 +158,7 @@ def _send(
         return client.send(built, stream=True)
     except AddressRefused as exc:
         raise Refused(str(exc)) from None
-    except (httpx.TimeoutException, httpx.RemoteProtocolError) as exc:
+    except (httpx.TimeoutException, httpx.RemoteProtocolError, httpcore.TimeoutException) as exc:
         _raise_transport(exc, url, deadline)
     except httpx.TransportError as exc:
         raise ConnectionError(f"cannot reach {shown(url)}: {type(exc).__name__}: {_reason(exc, url)}") from None
@@ -191,7 +192,7 @@ def _read_capped(response: httpx.Response, max_bytes: int, deadline: Deadline) -
             if size > max_bytes:
                 raise Refused(f"the answer from {shown(response.url)} is over max_bytes ({max_bytes}): stopped")
             chunks.append(chunk)
-    except (httpx.TimeoutException, httpx.RemoteProtocolError) as exc:
+    except (httpx.TimeoutException, httpx.RemoteProtocolError, httpcore.TimeoutException) as exc:
         _raise_transport(exc, response.url, deadline)
     except httpx.TransportError as exc:
         raise ConnectionError(f"reading the answer from {shown(response.url)} failed: {type(exc).__name__}") from None
@@ -199,7 +200,7 @@ def _read_capped(response: httpx.Response, max_bytes: int, deadline: Deadline) -
 
 
 def _raise_transport(exc: Exception, url: httpx.URL, deadline: Deadline) -> NoReturn:
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | httpcore.TimeoutException):
         raise TimeoutError(f"no complete answer from {shown(url)} within {deadline.seconds:g}s") from None
     raise ConnectionError(f"{shown(url)} broke off the answer: {type(exc).__name__}") from None
 

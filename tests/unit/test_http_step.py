@@ -271,3 +271,12 @@ def test_no_message_names_a_header_value_or_the_urls_secrets(one: Server) -> Non
             request(url, headers={"Authorization": f"Bearer {TOKEN}"})
         assert TOKEN not in str(caught.value)
     assert http.shown(secret_url) == "http://127.0.0.1:1/path"
+
+
+def test_a_hop_started_past_the_deadline_is_a_timeout() -> None:
+    import httpx
+
+    deadline = guard.Deadline(0.01)
+    time.sleep(0.02)
+    with http._client(deadline) as client, pytest.raises(TimeoutError, match=r"within 0.01s"):
+        http._send(client, "GET", httpx.URL("http://127.0.0.1:1/"), {}, None, deadline)
