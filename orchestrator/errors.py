@@ -191,6 +191,18 @@ class NoTransition(StepError):
     retryable = False
 
 
+class SecretMissing(StepError):
+    """A secret the step reads is not set."""
+
+    retryable = False
+
+
+class SecretUnreadable(StepError):
+    """A stored secret cannot be decrypted with ORCHESTRATOR_SECRET_KEY."""
+
+    retryable = False
+
+
 class ValidationError(StepError):
     """A step's check failed: its inputs or output against a schema or its annotations, or an assert."""
 

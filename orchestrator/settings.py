@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Definitions
@@ -97,12 +97,19 @@ class Settings(BaseSettings):
     schedule_grace_s: float = DEFAULT_SCHEDULE_GRACE_S
     api_tokens: str = ""  # name:role:token,... for `orchestrator serve`
     audit_key: str | None = None  # when set, each audit record's hash is an HMAC-SHA256 with this key
+    secret_key: SecretStr | None = None  # the Fernet key of the secrets table: never shown in a repr or a log
+    http_allow: str = ""  # hosts and CIDRs the HTTP step may reach though they are link-local or metadata
+    # No setting may be named secrets_*: ORCHESTRATOR_SECRETS_<NAME> is a secret's variable.
 
     @property
     def signal_ttl_s(self) -> float:
         from orchestrator.definition.duration import parse_duration
 
         return parse_duration(self.signal_ttl)
+
+    @property
+    def secret_key_text(self) -> str | None:
+        return self.secret_key.get_secret_value() if self.secret_key is not None else None
 
     @property
     def max_payload_bytes(self) -> int:

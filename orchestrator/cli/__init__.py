@@ -39,6 +39,7 @@ def _register() -> None:
         report,
         runs,
         schedules,
+        secrets,
         serve,
         workflows,
     )
@@ -73,6 +74,7 @@ def _register() -> None:
         report.report,
         serve.serve,
         audit.audit,
+        secrets.secrets,
     ):
         main.add_command(command)
 

@@ -22,6 +22,7 @@ from orchestrator.runtime.views import RunWatch, history_view, run_view, runs_vi
 from orchestrator.settings import DEFAULT_POLL_INTERVAL_S, get_settings
 from orchestrator.status import RunStatus
 from orchestrator.store import Repository
+from orchestrator.urls import redact_url, scrub
 from orchestrator.worker.connect import open_engine
 
 
@@ -117,13 +118,16 @@ def follow(repo: Repository, run_id: str, quiet: bool) -> dict[str, Any]:
 
 
 def check_broker() -> None:
+    """Exit 3 when the broker cannot be reached; the message shows the URL as configured, redacted
+    (kombu's own rendering of a malformed URL can carry the password)."""
     from orchestrator.worker.app import app
 
+    url = str(app.conf.broker_url)
     connection = app.connection_for_write()
     try:
         connection.ensure_connection(max_retries=1, timeout=5)
     except Exception as exc:  # kombu raises transport-specific errors; all mean unreachable
-        raise BrokerUnreachable(f"cannot reach the broker at {connection.as_uri()}: {exc}") from None
+        raise BrokerUnreachable(f"cannot reach the broker at {redact_url(url)}: {scrub(str(exc), url)}") from None
     finally:
         connection.release()
 

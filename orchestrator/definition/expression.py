@@ -24,9 +24,11 @@ from orchestrator.settings import DEFAULT_MAX_EXPRESSION_CHARS, DEFAULT_MAX_EXPR
 Context = Mapping[str, Any]
 Evaluator = Callable[[Context], Any]
 
-ROOTS = frozenset({"inputs", "steps", "item", "index", "run", "event", "output", "schedule"})
-PLACE_ROOTS = frozenset({"run", "event", "output", "schedule"})  # defined only in some places: checked by the plan
+ROOTS = frozenset({"inputs", "steps", "item", "index", "run", "event", "output", "schedule", "secrets"})
+# Defined only in some places: checked by the plan.
+PLACE_ROOTS = frozenset({"run", "event", "output", "schedule", "secrets"})
 STEP_FIELDS = frozenset({"output", "status"})
+SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")  # secrets.NAME: only ever a plain path (runtime.secrets)
 _CONSTANTS: dict[str, Any] = {
     "true": True,
     "false": False,
@@ -190,6 +192,8 @@ def _path(text: str) -> tuple[str, tuple[str | int, ...]] | None:
         return None
     if root == "steps" and (not keys or not isinstance(keys[0], str) or (len(keys) > 1 and keys[1] not in STEP_FIELDS)):
         return None
+    if root == "secrets" and (len(keys) != 1 or not SECRET_NAME.fullmatch(str(keys[0]))):
+        return None
     return root, tuple(keys)
 
 
@@ -263,6 +267,8 @@ def _name(node: ast.Name, refs: References, depth: int, source: str) -> Evaluato
         return lambda ctx: constant
     if name == "steps":
         raise _fail(node, source, "write steps.<id>.output (or steps['<id>'].output)")
+    if name == "secrets":
+        raise _fail(node, source, "a secret is read whole, as ${{ secrets.NAME }} (NAME: capitals, digits and _)")
     if name not in ROOTS:
         known = ", ".join(sorted(ROOTS))
         raise _fail(node, source, f"unknown name '{name}' (known: {known})")

@@ -203,10 +203,11 @@ def _build(
         condition, foreach, arguments, spec = compiled
         for where, template in (("if", condition), ("foreach", foreach), (spec, arguments)):
             if template is not None and not template.is_constant:
+                refs = _task_refs(template.refs) if where == "with" and step.task is not None else template.refs
                 if machine_like:  # states loop: any state's latest output may be read
-                    _check_state_refs(step_id, where, template.refs, workflow, report)
+                    _check_state_refs(step_id, where, refs, workflow, report)
                 else:
-                    _check_refs(step_id, where, template.refs, step, needs, layering.level_of, upstream_cache, report)
+                    _check_refs(step_id, where, refs, step, needs, layering.level_of, upstream_cache, report)
                 if declared_inputs is not None:
                     check.check_input_refs(template.refs.inputs, declared_inputs, (kind, step_id, where), report)
         # Each guard below is its check's own first test, kept here to save a call per step.
@@ -338,6 +339,13 @@ def _compile_checks(
         else:
             cache_key = template
     return tuple(asserts), cache_key
+
+
+def _task_refs(refs: References) -> References:
+    """A task's ``with`` may read ``secrets``: the worker looks them up when it calls the function."""
+    if "secrets" not in refs.places:
+        return refs
+    return References(refs.steps, refs.inputs, refs.uses_item, refs.places - {"secrets"})
 
 
 def _spec_key(step: Step) -> str:
@@ -493,7 +501,7 @@ def _compile_compensations(
             continue
         for ref in sorted(arguments.refs.steps - workflow.steps.keys()):
             report.error(f"compensate: steps.{ref} is not a step{check.hint(ref, workflow.steps)}", loc)
-        for name in sorted(arguments.refs.places - {"output"}):
+        for name in sorted(arguments.refs.places - {"output", "secrets"}):
             report.error(f"compensate: '{name}' is not defined here", loc)
         check.check_input_refs(arguments.refs.inputs, declared, loc, report)
         if check_tasks:

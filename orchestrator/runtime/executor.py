@@ -34,12 +34,14 @@ from orchestrator.errors import (
     TaskNotFound,
     WorkerLost,
 )
+from orchestrator.runtime import secrets
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.lease import Holder
 from orchestrator.runtime.machine import gate_problem
 from orchestrator.runtime.middleware import Call, Defer
 from orchestrator.runtime.scheduler import Dispatch, Failure, counted_down, label_for, new_dispatch_id
 from orchestrator.runtime.typed import to_data
+from orchestrator.settings import get_settings
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import RunRow, StepRow, Tx, now, storable
 from orchestrator.store.rows import event_row
@@ -57,6 +59,7 @@ class Succeeded:
 class Failed:
     error: Exception
     traceback: str
+    message: str | None = None  # the error as recorded, when it is not ``Type: text`` (a secret redacted)
 
 
 @dataclass(frozen=True)
@@ -212,14 +215,26 @@ class Executor:
     def _run(self, row: StepRow, plan: Plan) -> Outcome:
         sp = plan.steps[row.step]
         call = Call(row, plan, sp, dict(row.inputs or {}), load_context=lambda: self._context(row, plan))
+        lookup = (
+            secrets.Lookup(self.engine.repo, get_settings().secret_key_text) if secrets.uses(sp.arguments) else None
+        )
         try:
             call.function = function = self.engine.resolve(sp.task)
+            if lookup is not None:  # the function alone gets the values; row.inputs keep the references
+                call.inputs = secrets.resolved(call.inputs, sp.arguments, call.context(), lookup)
             result = self.engine.stack.call(call, lambda: function(**call.inputs))
             output = to_json(to_data(result))
         except Defer as exc:
             return Deferred(exc.retry_at, exc.message)
         except Exception as exc:  # any exception of a user's step fails the attempt; it is recorded
-            return Failed(self.engine.stack.after_error(call, exc), tb.format_exc())
+            error = self.engine.stack.after_error(call, exc)
+            if lookup is None:
+                return Failed(error, tb.format_exc())
+            message = secrets.redact(f"{type(error).__name__}: {error}", lookup.seen)
+            return Failed(error, secrets.redact(tb.format_exc(), lookup.seen), message)
+        if lookup is not None:  # a function that returns a secret: neither its output nor its cache entry keep it
+            output = secrets.redact_data(output, lookup.seen)
+            call.cache_value = secrets.redact_data(call.cache_value, lookup.seen)
         self.engine.stack.after_success(call, output)
         return Succeeded(output, call)
 
@@ -232,7 +247,8 @@ class Executor:
                 return {"inputs": {}, "steps": {}}
             sp = plan.steps[row.step]
             advancer = self.engine.advancer(tx, plan, run)
-            refs = set().union(*(t.refs.steps for t in (*sp.asserts, sp.cache_key, sp.foreach) if t is not None))
+            read = (*sp.asserts, sp.cache_key, sp.foreach, sp.arguments if secrets.uses(sp.arguments) else None)
+            refs = set().union(*(t.refs.steps for t in read if t is not None))
             advancer.load(refs)
             context = advancer.context_for(refs)
         if row.is_item and sp.foreach is not None:
@@ -359,7 +375,7 @@ class Executor:
         sp = plan.steps[row.step]
         call = Call(row, plan, sp, dict(row.inputs or {}))
         error, trace = outcome.error, _text(outcome.traceback) or None
-        message = _text(f"{type(error).__name__}: {error}")
+        message = _text(outcome.message or f"{type(error).__name__}: {error}")
         verdict = self.engine.stack.retry_verdict(call, error)
         with self.engine.repo.transaction() as tx:
             run = tx.lock_run(row.run_id)

@@ -16,6 +16,7 @@ from orchestrator.definition.machine import MachinePlan, state_of, visit_name
 from orchestrator.definition.model import EndStatus
 from orchestrator.errors import EvaluationError, GateNotMet
 from orchestrator.runtime.scheduler import Advancer, Dispatch
+from orchestrator.runtime.secrets import REFERENCES
 from orchestrator.settings import get_settings
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import StepRow
@@ -74,7 +75,7 @@ class MachineAdvancer(Advancer):
                     ended[state_of(row.step)] = row
         steps = {s: {"output": None, "status": "pending"} for s in wanted}
         steps.update({s: {"output": r.output, "status": str(r.status)} for s, r in ended.items()})
-        return {"inputs": self.run.inputs, "steps": steps}
+        return {"inputs": self.run.inputs, "steps": steps, "secrets": REFERENCES}
 
     def complete(self, row: StepRow, output: Any, how: str) -> None:
         """A waiting state's work succeeded: its gate decides whether it is done."""

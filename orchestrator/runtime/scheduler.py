@@ -20,6 +20,7 @@ from orchestrator.definition import Plan, StepPlan, Trigger
 from orchestrator.definition.model import RetryDecision
 from orchestrator.definition.plan import COMPENSATE_PREFIX
 from orchestrator.errors import EvaluationError, StepError
+from orchestrator.runtime.secrets import REFERENCES
 from orchestrator.status import STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import STEP_ROW, RunRow, StepRow, Tx, now, storable
 
@@ -633,7 +634,7 @@ class Advancer:
 
     def context_for(self, refs: Iterable[str]) -> dict[str, Any]:
         steps = {s: {"output": self.rows[s].output, "status": str(self.rows[s].status)} for s in refs}
-        return {"inputs": self.run.inputs, "steps": steps}
+        return {"inputs": self.run.inputs, "steps": steps, "secrets": REFERENCES}
 
     def event(self, kind: str, row: StepRow | None = None, detail: dict[str, Any] | None = None) -> None:
         step = None if row is None else row.step

@@ -14,16 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from orchestrator.errors import StoreUnreachable, UsageError
+from orchestrator.urls import check_url, redact_url, scrub
 
 _ENGINES: dict[tuple[int, str, bool], Engine] = {}
 
 
 def redact(url: str | URL) -> str:
-    """The URL with its password hidden, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown without anything after the scheme
-        return str(url).split("://", 1)[0] + "://..."
+    """The URL with its password and query hidden, for messages (see ``orchestrator.urls``)."""
+    return redact_url(url.render_as_string(hide_password=False) if isinstance(url, URL) else url)
 
 
 def _forget_inherited_pools() -> None:
@@ -58,9 +56,10 @@ def dispose_engines(url: str | None = None) -> None:
 
 
 def create_engine(url: str, autocommit: bool = False) -> Engine:
+    check_url("ORCHESTRATOR_DATABASE_URL", url, "postgresql+psycopg://user@host/db")
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # a port that is not a number is a ValueError
         raise UsageError(f"ORCHESTRATOR_DATABASE_URL is not a database URL: {redact(url)}") from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
@@ -106,4 +105,5 @@ def check_reachable(engine: Engine) -> None:
             connection.exec_driver_sql("SELECT 1")
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+        reason = scrub(reason, engine.url.render_as_string(hide_password=False))
         raise StoreUnreachable(f"cannot reach the state store at {redact(engine.url)}: {reason}") from None

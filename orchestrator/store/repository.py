@@ -28,10 +28,12 @@ from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.report import ReportQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
 from orchestrator.store.schedules import ScheduleQueries
+from orchestrator.store.secrets import SecretQueries
 from orchestrator.store.sql import insert_if_absent
 from orchestrator.store.steps import StepQueries
 from orchestrator.store.versions import VersionQueries
 from orchestrator.store.waits import WaitQueries
+from orchestrator.urls import scrub
 
 _RUN = sa.select(t.runs).where(t.runs.c.id == sa.bindparam("run_id"))
 _RUN_LOCKED = _RUN.with_for_update()
@@ -50,6 +52,7 @@ class Tx(
     ReportQueries,
     MetricQueries,
     AuditQueries,
+    SecretQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
     signals, leases, dead letters, breaker state, registered versions, the step cache, schedules,
@@ -335,7 +338,7 @@ class Repository:
         except sa.exc.TimeoutError as exc:
             raise StateStoreError(f"state store error at {self.url}: no connection free in the pool ({exc})") from exc
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InterfaceError) as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            reason = scrub(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc), self._url_text)
             if "no such table" in reason or "does not exist" in reason:
                 raise StateStoreError(
                     f"the state store at {self.url} has no orchestrator schema: run 'orchestrator db upgrade'"

@@ -372,3 +372,14 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_target", "target"),
     sa.Index("ix_audit_log_actor", "actor"),
 )
+
+# Secrets for ``${{ secrets.NAME }}``: each value encrypted with Fernet under ORCHESTRATOR_SECRET_KEY
+# (orchestrator.runtime.secrets) before it reaches this table; the store never sees a value in clear.
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("token", sa.Text, nullable=False),  # the Fernet token
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)

@@ -12,10 +12,13 @@ from typing import Any
 from celery import Celery
 
 from orchestrator.settings import DEFAULT_EMBEDDED_BROKER_URL, Settings, get_settings
+from orchestrator.urls import check_url
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     embedded = settings.embedded
+    if settings.broker_url:
+        check_url("ORCHESTRATOR_BROKER_URL", settings.broker_url, "redis://host:6379/0")
     transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
     if embedded:
         transport_options = {"polling_interval": 0.005}

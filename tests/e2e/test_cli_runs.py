@@ -110,7 +110,7 @@ def test_unreachable_store_and_broker_exit_3_without_the_password(embedded: dict
     broker = {**embedded, "ORCHESTRATOR_BROKER_URL": "redis://:s3cret@127.0.0.1:1/0"}
     result = orchestrator(broker, tmp_path, "run", str(EXAMPLES / "linear.yaml"), "-i", "x=1", "-i", "y=2")
     assert result.returncode == 3
-    assert "cannot reach the broker at redis://:**@127.0.0.1:1/0" in result.stderr
+    assert "cannot reach the broker at redis://:***@127.0.0.1:1/0" in result.stderr
     assert "s3cret" not in result.stderr
     listed = orchestrator(embedded, tmp_path, "runs", "--json")
     assert json.loads(listed.stdout) == [], "nothing was half-written"

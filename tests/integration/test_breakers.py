@@ -79,7 +79,7 @@ steps:
   call:
     foreach: "${{{{ inputs.items }}}}"
     concurrency: 4
-    task: tasks.http:request
+    task: orchestrator.steps.http:request
     with: {{url: "{service.url}?item=${{{{ item }}}}", timeout: 5}}
     breaker: flaky-api
     retry: {{max_attempts: 30, backoff: fixed, delay: 200ms, jitter: false, retry_on: [ConnectionError]}}

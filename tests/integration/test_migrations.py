@@ -29,6 +29,7 @@ TABLES = {
     "runs",
     "schedule_fires",
     "schedules",
+    "secrets",
     "signal_receipts",
     "signals",
     "step_runs",
@@ -44,7 +45,7 @@ def check(url: str) -> None:
     upgrade(url)
     engine = get_engine(url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES
-    assert current(url) == "0009"
+    assert current(url) == "0010"
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
     step_indexes = {i["name"] for i in sa.inspect(engine).get_indexes("step_runs")}

@@ -211,6 +211,6 @@ def test_every_bad_expression_of_a_step_is_reported() -> None:
     assert found == [
         "wf.yaml:5: step 'a': if: invalid expression ${{ 1 + }}: invalid syntax",
         "wf.yaml:6: step 'a': foreach: invalid expression ${{ nope }}: unknown name 'nope' (known: event, index, "
-        "inputs, item, output, run, schedule, steps)",
+        "inputs, item, output, run, schedule, secrets, steps)",
         "wf.yaml:7: step 'a': with: unclosed ${{ in 'a ${{ steps.a.output': close it with }}",
     ]

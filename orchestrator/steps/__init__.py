@@ -1,0 +1,1 @@
+"""Built-in steps: tasks that ship with the orchestrator (``task: orchestrator.steps.http:request``)."""
