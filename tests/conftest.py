@@ -138,8 +138,14 @@ class Cluster:
         self.repo = Repository.from_url(database_url)
 
     def start_worker(
-        self, *args: str, concurrency: int = 2, name: str | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        concurrency: int = 2,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+        quiet: bool = True,
     ) -> subprocess.Popen[bytes]:
+        """A worker process; ``quiet=False`` keeps mingle and gossip on, as the Procfile runs it."""
         name = name or f"w{len(self.workers)}"
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
@@ -152,8 +158,7 @@ class Cluster:
                 str(concurrency),
                 "-n",
                 f"{name}@%h",
-                "--without-mingle",
-                "--without-gossip",
+                *(["--without-mingle", "--without-gossip"] if quiet else []),
                 "--loglevel",
                 "INFO",
                 *args,
