@@ -6,6 +6,7 @@ worker is cut off. Leases and intervals are short so that each drill is over in 
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -115,6 +116,15 @@ class Drill(Cluster):
 
         return {name for name, s in run_view(self.repo, run_id)["steps"].items() if s["status"] == "running"}
 
+    def runner(self, step: str, workers: dict[str, subprocess.Popen[bytes]]) -> str:
+        """Which of ``workers`` runs ``step``: the parent of the pool process that wrote its last start."""
+        [pid] = [
+            line.split()[2] for line in self.ledger.path.read_text().splitlines() if line.split()[:2] == ["start", step]
+        ][-1:]
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        [name] = [name for name, process in workers.items() if parent in (process.pid, int(pid))]
+        return name
+
     def wait_until_running(self, run_id: str, at_least: int, timeout: float = 60) -> set[str]:
         """Wait until a step ``s{at_least}`` or later is running; return the running steps."""
         deadline = time.monotonic() + timeout
@@ -147,8 +157,8 @@ def drill(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Drill]:
 
 
 def assert_recovered(drill: Drill, run_id: str, view: dict[str, object], in_flight: set[str], steps: int) -> None:
-    """The run succeeded; each step's success is recorded once and its function finished once;
-    only steps in flight during the fault ran again; nothing is left running or queued."""
+    """The run succeeded; each step's success is recorded once; only steps in flight during the
+    fault ran again (by the ledger and by the store's attempts); nothing is left running or queued."""
     names = {f"s{i}" for i in range(steps)}
     assert view["status"] == "succeeded", view
     step_views: dict[str, dict[str, object]] = view["steps"]  # type: ignore[assignment]
