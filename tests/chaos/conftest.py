@@ -67,6 +67,12 @@ class Ledger:
             return []
         return [tuple(line.split()[:2]) for line in self.path.read_text().splitlines()]  # type: ignore[misc]
 
+    def entries(self) -> list[tuple[str, str, str]]:
+        """``(kind, step, pid)`` per line."""
+        if not self.path.exists():
+            return []
+        return [tuple(line.split()[:3]) for line in self.path.read_text().splitlines()]  # type: ignore[misc]
+
     def starts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for kind, name in self.lines():
@@ -118,10 +124,12 @@ class Drill(Cluster):
 
     def runner(self, step: str, workers: dict[str, subprocess.Popen[bytes]]) -> str:
         """Which of ``workers`` runs ``step``: the parent of the pool process that wrote its last start."""
-        [pid] = [
-            line.split()[2] for line in self.ledger.path.read_text().splitlines() if line.split()[:2] == ["start", step]
-        ][-1:]
-        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        deadline = time.monotonic() + 10
+        while not (pids := [pid for kind, name, pid in self.ledger.entries() if (kind, name) == ("start", step)]):
+            assert time.monotonic() < deadline, f"{step} never started"
+            time.sleep(0.02)
+        pid = pids[-1]
+        parent = parent_of(int(pid))
         [name] = [name for name, process in workers.items() if parent in (process.pid, int(pid))]
         return name
 
@@ -173,6 +181,11 @@ def assert_recovered(drill: Drill, run_id: str, view: dict[str, object], in_flig
     retried = {n for n, s in step_views.items() if int(s["attempts"]) > 1}  # type: ignore[call-overload]
     assert retried <= in_flight, f"claimed again {sorted(retried)}, but only {sorted(in_flight)} were in flight"
     assert drill.stuck() == []
+
+
+def parent_of(pid: int) -> int:
+    """The parent process id (a pool process's parent is its worker's main process)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def reexecuted(drill: Drill) -> int:

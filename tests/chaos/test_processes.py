@@ -11,13 +11,14 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from orchestrator.store import tables as t
-from tests.chaos.conftest import Drill, assert_recovered
+from tests.chaos.conftest import Drill, assert_recovered, parent_of
 from tests.conftest import IN_CI, write_workflow
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
@@ -72,14 +73,10 @@ def _preload(faketime: str) -> dict[str, str]:
 
 
 def _ran_on(drill: Drill, name: str) -> bool:
-    worker = drill.workers[[w for w in ("honest", "skewed")].index(name)]
-    pids = {line.split()[2] for line in drill.ledger.path.read_text().splitlines()}
-    parents = {
-        int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        for pid in pids
-        if os.path.exists(f"/proc/{pid}")
-    }
-    return worker.pid in parents
+    """Whether a step ran in the pool of the worker called ``name``."""
+    worker = drill.workers[["honest", "skewed"].index(name)]
+    pids = {int(pid) for _, _, pid in drill.ledger.entries()}
+    return any(Path(f"/proc/{pid}").exists() and parent_of(pid) == worker.pid for pid in pids)
 
 
 def _ticker(ledger: str) -> str:
