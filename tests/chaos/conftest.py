@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
+from orchestrator.store import tables as t
 from tests.chaos.proxy import Proxy
 from tests.conftest import Cluster
 
@@ -174,6 +175,7 @@ def assert_recovered(drill: Drill, run_id: str, view: dict[str, object], in_flig
     with drill.repo.transaction() as tx:
         succeeded = [e["step"] for e in tx.history(run_id) if e["kind"] == "step.succeeded"]
     assert sorted(succeeded) == sorted(names), "each step's success is recorded exactly once"
+    assert sorted(successful_attempts(drill, run_id)) == sorted(names), "a late result was recorded as well"
     starts = drill.ledger.starts()
     assert set(starts) == names
     rerun = {n for n, count in starts.items() if count > 1}
@@ -181,6 +183,14 @@ def assert_recovered(drill: Drill, run_id: str, view: dict[str, object], in_flig
     retried = {n for n, s in step_views.items() if int(s["attempts"]) > 1}  # type: ignore[call-overload]
     assert retried <= in_flight, f"claimed again {sorted(retried)}, but only {sorted(in_flight)} were in flight"
     assert drill.stuck() == []
+
+
+def successful_attempts(drill: Drill, run_id: str) -> list[str]:
+    """The step of each attempt recorded as succeeded."""
+    a, s = t.attempts.c, t.step_runs.c
+    query = sa.select(s.step).select_from(t.attempts.join(t.step_runs, a.step_run_id == s.id))
+    with drill.repo.engine.connect() as c:
+        return list(c.execute(query.where(s.run_id == run_id, a.status == "succeeded")).scalars())
 
 
 def parent_of(pid: int) -> int:
