@@ -5,7 +5,7 @@ tests/chaos (or a SIGKILL, or a host's link going down) and reports: ``takeover_
 start of the fault until the run records its next step success; ``recover_s``, from the end of
 the fault until its next success (null when the run had finished before the fault ended);
 ``reexecuted``, step executions beyond one per step, by the ledger; ``lost``, steps that did not
-succeed (must be 0); ``stuck``, steps left running or queued; ``run_s``, the whole run.
+succeed (must be 0); ``stuck``, steps left running or queued; ``run_s``, from the start of the run to its end.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def _measure(svc: Services, name: str, fault: Callable[[Drill, str], float], set
             now_count, status = _progress(drill, run_id)
             successes += [time.monotonic()] * (now_count - count)
             count = now_count
+        run_s = time.monotonic() - started
         injector.join()
         after_end = [at for at in successes if at >= window["end"]]
         return {
@@ -66,7 +67,7 @@ def _measure(svc: Services, name: str, fault: Callable[[Drill, str], float], set
             "recover_s": round(after_end[0] - window["end"], 2) if after_end else None,
             "reexecuted": sum(n - 1 for n in drill.ledger.starts().values()),
             "lost": STEPS - count,
-            "run_s": round(time.monotonic() - started, 1),
+            "run_s": round(run_s, 1),
             "status": status,
             "stuck": len(drill.stuck()),
         }
