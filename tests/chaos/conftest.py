@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -58,10 +58,9 @@ class Route:
 
 @dataclass
 class Ledger:
-    """What the step functions wrote: ``start``/``done`` lines, with the time each was read."""
+    """What the step functions wrote: ``start``/``done`` lines."""
 
     path: Path
-    seen: list[tuple[float, str, str]] = field(default_factory=list)
 
     def lines(self) -> list[tuple[str, str]]:
         if not self.path.exists():
@@ -196,7 +195,3 @@ def successful_attempts(drill: Drill, run_id: str) -> list[str]:
 def parent_of(pid: int) -> int:
     """The parent process id (a pool process's parent is its worker's main process)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def reexecuted(drill: Drill) -> int:
-    return sum(count - 1 for count in drill.ledger.starts().values())
