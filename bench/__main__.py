@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--scale] [CASE...]``: run the benchmarks, one JSON line per measurement.
+"""``python -m bench [--quick] [--scale] [CASE...]``: run the benchmarks, one JSON line per measurement
+(``python -m bench drills``: the chaos drills, measured).
 
 Against Redis and PostgreSQL (``ORCHESTRATOR_BROKER_URL``, ``ORCHESTRATOR_DATABASE_URL``; defaults:
 the local servers). The bench creates its own database and uses an empty Redis database, starts
@@ -14,8 +15,8 @@ import sys
 import time
 
 CASES = ["compile", "store", "runs", "dlq", "compose", "cache", "metrics", "audit"]
-OPT_IN = ["scale"]  # minutes at full size: only when asked for (``--scale``), never in the default run
-NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "metrics", "audit", "scale"}
+OPT_IN = ["scale", "drills"]  # minutes each: only when asked for (``--scale``, ``drills``), never in the default run
+NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "metrics", "audit", "scale", "drills"}
 
 
 def main(argv: list[str] | None = None) -> int:

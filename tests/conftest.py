@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,12 +141,21 @@ class Cluster:
         self.repo = Repository.from_url(database_url)
 
     def start_worker(
-        self, *args: str, concurrency: int = 2, name: str | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        concurrency: int = 2,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+        quiet: bool = True,
+        prefix: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
+        """A worker process; ``quiet=False`` keeps mingle and gossip on, as the Procfile runs it;
+        ``prefix`` runs it through another command (e.g. in a network namespace)."""
         name = name or f"w{len(self.workers)}"
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "orchestrator",
@@ -155,8 +164,7 @@ class Cluster:
                 str(concurrency),
                 "-n",
                 f"{name}@%h",
-                "--without-mingle",
-                "--without-gossip",
+                *(["--without-mingle", "--without-gossip"] if quiet else []),
                 "--loglevel",
                 "INFO",
                 *args,

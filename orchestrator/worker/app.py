@@ -13,6 +13,7 @@ from celery import Celery
 
 from orchestrator.settings import DEFAULT_EMBEDDED_BROKER_URL, Settings, get_settings
 from orchestrator.urls import check_url
+from orchestrator.worker.broker import transport_for
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -24,6 +25,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport_options = {"polling_interval": 0.005}
     return {
         "broker_url": settings.broker_url or DEFAULT_EMBEDDED_BROKER_URL,
+        "broker_transport": transport_for(settings.broker_url or ""),  # survives an outage (worker/broker.py)
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 5,

@@ -42,6 +42,13 @@ def test_scale_group_runs_only_when_asked_for() -> None:
     assert chosen_cases(["scale"], scale=False) == ["scale"]
 
 
+def test_drills_group_runs_only_when_named() -> None:
+    from bench.__main__ import CASES, chosen_cases
+
+    assert "drills" not in CASES and "drills" not in chosen_cases([], scale=True)
+    assert chosen_cases(["drills"], scale=False) == ["drills"]
+
+
 def test_scale_sizes_are_small_with_quick_and_overridden_by_the_environment() -> None:
     from bench.scale import QUICK, Sizes, sizes
 
