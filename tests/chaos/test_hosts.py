@@ -60,6 +60,9 @@ def test_a_host_cut_off_mid_run_is_replaced_and_its_late_result_refused(drill: D
     time.sleep(5)  # the returning host's late results have arrived by now
     assert_recovered(drill, run_id, drill.wait(run_id), in_flight, steps)
     assert view["status"] == "succeeded"
+    retaken = [name for name, count in drill.ledger.starts().items() if count > 1]
+    done = [name for kind, name, _ in drill.ledger.entries() if kind == "done"]
+    assert retaken and all(done.count(name) == 2 for name in retaken), "the cut-off host finished its step too"
     other = "h2" if victim == "h1" else "h1"
     hosts_seen = _attempt_hosts(drill, run_id)
     assert hosts_seen[victim] and hosts_seen[other], hosts_seen

@@ -47,8 +47,12 @@ def test_a_worker_whose_clock_is_five_minutes_ahead_changes_nothing(drill: Drill
     if faketime is None:
         message = "the clock drill needs libfaketime's `faketime` (Debian: apt-get install faketime)"
         pytest.fail(message) if IN_CI else pytest.skip(message)
+    skew = {"FAKETIME": CLOCK_SKEW, **_preload(faketime)}
+    probe = subprocess.run([sys.executable, "-c", "import time; print(time.time())"], env={**os.environ, **skew},
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert 290 < float(probe.stdout) - time.time() < 310, "the skew is really applied"
     drill.start_worker(concurrency=2, name="honest")
-    skewed = drill.start_worker(concurrency=2, name="skewed", env={"FAKETIME": CLOCK_SKEW, **_preload(faketime)})
+    skewed = drill.start_worker(concurrency=2, name="skewed", env=skew)
     # When runs go through both
     steps = 8
     runs = [drill.start(drill.chain(steps, 0.6, name=f"clock{i}")) for i in range(4)]
