@@ -130,7 +130,7 @@ class Cluster:
             **os.environ,
             "ORCHESTRATOR_DATABASE_URL": database_url,
             "ORCHESTRATOR_BROKER_URL": broker_url,
-            "ORCHESTRATOR_TASK_MODULES": "tests",
+            "ORCHESTRATOR_TASK_MODULES": "tests.integration.steps,tests",  # imported by the workers; any tests.*
             "ORCHESTRATOR_RECONCILE_INTERVAL_S": "0.5",
             "ORCHESTRATOR_RECONCILE_STALE_S": "3",
             "ORCHESTRATOR_LEASE_S": "2",

@@ -66,9 +66,8 @@ class Allowlist:
         """Why ``module_name`` may not be imported for ``what`` (a task or a schema's model), or None."""
         if self.allows(module_name):
             return None
-        return f"{what} is refused: module '{module_name}' is not in {VARIABLE} ({self.described()})" + moved_hint(
-            module_name, attr
-        )
+        hint = moved_hint(module_name, attr)
+        return f"{what} is refused: module '{module_name}' is not in {VARIABLE} ({self.described()}){hint}"
 
     def target_refusal(self, task: str, target: Any) -> str | None:
         """Why the resolved ``target`` may not be called, or None: it must have been defined in an
