@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from orchestrator.definition.model import Workflow, known_keys
-from orchestrator.errors import InvalidDefinition, Problem
+from orchestrator.errors import InvalidDefinition, Problem, shown
 from orchestrator.settings import DEFAULT_MAX_DEFINITION_BYTES, DEFAULT_MAX_DEFINITION_NODES, DEFAULT_MAX_NESTING
 
 Loc = tuple[Any, ...]
@@ -192,8 +192,43 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
+_FLOW_STARTS = frozenset("\n:-[{,?")  # what a flow collection's bracket follows (spaces aside)
+
+
+def _check_flow_depth(text: str, source: Source) -> None:
+    """PyYAML's scanner is quadratic in the depth of flow collections (``[[[[...``: 5,000 deep
+    took seconds before its composer ran out of stack), so their depth is counted first. The count
+    is an estimate (quoted scalars are skipped, a bracket in a plain one may count), hence the
+    margin over the real limit."""
+    if text.count("[") + text.count("{") <= 4 * DEFAULT_MAX_NESTING:
+        return
+    depth = 0
+    last = "\n"
+    quote = ""  # inside a quoted scalar: the quote that ends it
+    for char in text:
+        if quote:
+            if char == quote and (quote == "'" or last != "\\"):  # only double quotes have escapes
+                quote = ""
+            last = "\0" if char == "\\" and last == "\\" else char
+            continue
+        if char in "'\"" and last in _FLOW_STARTS:
+            quote = char
+        elif char in "[{" and last in _FLOW_STARTS:
+            depth += 1
+            if depth > 2 * DEFAULT_MAX_NESTING:
+                raise _invalid(source, f"nested more than {DEFAULT_MAX_NESTING} deep")
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        if char not in " \t":
+            last = char
+
+
 def _parse_yaml(text: str, source: Source) -> Any:
-    loader = _Loader(text)
+    _check_flow_depth(text, source)
+    try:
+        loader = _Loader(text)  # reads the text's first characters already: it may refuse them
+    except yaml.YAMLError as exc:
+        raise _invalid(source, f"invalid YAML: {shown(str(exc).splitlines()[0], 200)}") from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -148,3 +148,18 @@ def test_a_few_aliases_still_load() -> None:
     text = "name: ok\nsteps:\n  b: {task: 'm:g', with: &w {x: 1}}\n  c: {task: 'm:h', with: *w}\n"
     loaded = load_text(text)
     assert loaded.workflow.steps["c"].with_ == {"x": 1}
+
+
+def test_a_control_character_is_one_clear_problem() -> None:
+    with pytest.raises(InvalidDefinition, match=r"ctl\.yaml: invalid YAML: unacceptable character #x0001"):
+        load_bytes(b"\x01name: w\n", "ctl.yaml")
+
+
+def test_deep_flow_brackets_are_refused_before_the_yaml_scanner_reads_them() -> None:
+    # PyYAML's scanner is quadratic in flow depth: 5,000 brackets took seconds
+    started = time.monotonic()
+    with pytest.raises(InvalidDefinition, match="nested more than 64 deep"):
+        load_text("name: w\nsteps: " + "[" * 100_000 + "]" * 100_000, "deep.yaml")
+    assert time.monotonic() - started < 0.5
+    quoted = "name: w\nsteps: {a: {task: 'm:f', with: {x: '" + "[" * 300 + "', y: \"\\\\" + "{" * 300 + '"}}}\n'
+    assert load_text(quoted).workflow.steps["a"].with_["x"] == "[" * 300
