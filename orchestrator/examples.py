@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import ValidationError
+
 _CATALOGUE = {"apple": 120, "pear": 95, "plum": 40, "fig": 0}
+_FEATURE = re.compile(r"[a-z0-9_-]{1,100}")
 
 
 def fetch_order(order_id: str) -> dict[str, Any]:
@@ -52,6 +56,7 @@ def review(amount: float, reviewer: str) -> dict[str, Any]:
 
 def write_draft(feature: str, feedback: str | None = None) -> dict[str, Any]:
     """Write (or rewrite, after feedback) the feature's document under ORCHESTRATOR_ARTIFACT_ROOT."""
+    _check_feature(feature)
     root = Path(os.environ.get("ORCHESTRATOR_ARTIFACT_ROOT") or ".")
     path = root / "docs" / f"{feature}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,4 +67,13 @@ def write_draft(feature: str, feedback: str | None = None) -> dict[str, Any]:
 
 
 def publish(feature: str, revision: int) -> dict[str, Any]:
+    _check_feature(feature)
     return {"published": f"docs/{feature}.md", "revision": revision}
+
+
+def _check_feature(feature: str) -> None:
+    """``feature`` names a file under docs/: a workflow's inputs choose it, so ``../x`` or an absolute
+    path must not reach outside the artifact root (refused for good: a retry would be refused again)."""
+    if not _FEATURE.fullmatch(feature):
+        shown = feature if len(feature) <= 40 else feature[:37] + "..."
+        raise ValidationError(f"feature {shown!r} is not a name: use [a-z0-9_-], at most 100 characters")

@@ -75,7 +75,7 @@ def resolve_model(ref: str, rule: str) -> type[pydantic.BaseModel]:
     module_name, _, attr = ref.partition(":")
     refusal = Allowlist.current().module_refusal(f"{rule} '{ref}'", module_name, attr)
     if refusal is not None:
-        raise ValidationError(refusal)
+        raise ModelNotAllowed(refusal)
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:  # a user's module may fail in any way; the step says how
@@ -92,6 +92,14 @@ class ModelNotImportable(ValidationError):
     """The schema's model cannot be imported on this worker (retried: a deploy may bring it)."""
 
     retryable = True
+
+
+class ModelNotAllowed(ModelNotImportable):
+    """The schema's model is in a module this process may not import (ORCHESTRATOR_TASK_MODULES).
+    A worker fails the attempt for good, as its settings will not change under it; ``accept``, whose
+    settings may differ from the workers', skips the check as for a model it cannot import."""
+
+    retryable = False
 
 
 @dataclass(frozen=True)
@@ -242,6 +250,7 @@ def _name(hint: Any) -> str:
 
 
 __all__ = [
+    "ModelNotAllowed",
     "ModelNotImportable",
     "Signature",
     "check",

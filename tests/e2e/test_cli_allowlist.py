@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 REFUSED = (
     "step 'a': task 'loud_steps:f' is refused: module 'loud_steps' is not in ORCHESTRATOR_TASK_MODULES "
-    "(unset; built-in: orchestrator.steps, orchestrator.examples)"
+    "(unset; built-in: orchestrator.steps.http:request, orchestrator.examples)"
 )
 
 

@@ -52,7 +52,7 @@ def test_a_stored_definition_cannot_make_a_worker_call_outside_the_list(cluster:
     assert shell["error"] == (
         "TaskNotAllowed: task 'subprocess:check_output' is refused: module 'subprocess' is not in "
         "ORCHESTRATOR_TASK_MODULES (tests.integration.steps, tests; "
-        "built-in: orchestrator.steps, orchestrator.examples)"
+        "built-in: orchestrator.steps.http:request, orchestrator.examples)"
     )
     assert own["error"] == (
         "TaskNotAllowed: task 'orchestrator.submit' is refused: it is one of the orchestrator's own tasks"

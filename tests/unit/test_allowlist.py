@@ -80,14 +80,103 @@ def test_the_built_ins_are_always_allowed_and_the_orchestrator_itself_never() ->
         assert not allowed.allows("orchestrator.stepsx")
 
 
+@pytest.fixture
+def loud_package(tmp_path: Path) -> Iterator[Path]:
+    """An importable package ``loudpkg`` whose ``__main__`` and ``_impl`` leave a file behind when
+    imported; ``loudpkg.tasks`` re-exports ``_impl``'s ``charge``."""
+    marker = tmp_path / "imported"
+    package = tmp_path / "loudpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    loud = f"from pathlib import Path\nPath({str(marker)!r}).write_text('yes')\n\ndef f():\n    return 1\n"
+    (package / "__main__.py").write_text(loud)
+    (package / "_impl.py").write_text(loud + "\ndef charge():\n    return 'charged'\n")
+    (package / "tasks.py").write_text("def _helper():\n    return 0\n")
+    sys.path.insert(0, str(tmp_path))
+    yield marker
+    sys.path.remove(str(tmp_path))
+    for name in [m for m in sys.modules if m == "loudpkg" or m.startswith("loudpkg.")]:
+        del sys.modules[name]
+
+
+def test_a_private_submodule_is_allowed_only_when_listed_itself() -> None:
+    allowed = Allowlist(("shop", "billing._impl"))
+    names = ("shop.__main__", "shop._impl", "shop.tasks._x", "shop.tasks", "billing._impl", "billing._impl.sub")
+    assert [allowed.allows(m) for m in names] == [False, False, False, True, True, True]
+
+
+def test_a_listed_packages_private_modules_and_attributes_are_refused_without_importing_them(
+    listed: Listed, loud_package: Path
+) -> None:
+    listed("loudpkg")
+    found = problems(
+        "name: t\nsteps:\n  a: {task: 'loudpkg.__main__:f'}\n  b: {task: 'loudpkg._impl:f'}\n"
+        "  c: {task: 'loudpkg.tasks:_helper'}\n"
+        "  d: {task: 'orchestrator.examples:add', output_schema: 'loudpkg._impl:M'}\n"
+    )
+    assert found == {
+        ("a", Severity.ERROR): "task 'loudpkg.__main__:f' is refused: module 'loudpkg.__main__' is private "
+        "(a part starts with '_'); list it in ORCHESTRATOR_TASK_MODULES to allow it",
+        ("b", Severity.ERROR): "task 'loudpkg._impl:f' is refused: module 'loudpkg._impl' is private "
+        "(a part starts with '_'); list it in ORCHESTRATOR_TASK_MODULES to allow it",
+        ("c", Severity.ERROR): "task 'loudpkg.tasks:_helper' is refused: a step may not name a private attribute "
+        "(one starting with '_')",
+        ("d", Severity.ERROR): "output_schema 'loudpkg._impl:M' is refused: module 'loudpkg._impl' is private "
+        "(a part starts with '_'); list it in ORCHESTRATOR_TASK_MODULES to allow it",
+    }
+    for task in ("loudpkg.__main__:f", "loudpkg._impl:f", "loudpkg.tasks:_helper"):
+        with pytest.raises(TaskNotAllowed):
+            resolve_function(task)
+    assert not loud_package.exists() and "loudpkg.__main__" not in sys.modules
+
+
+def test_a_function_a_listed_module_re_exports_from_its_private_module_is_allowed(
+    listed: Listed, loud_package: Path
+) -> None:
+    listed("loudpkg")
+    (loud_package.parent / "loudpkg" / "tasks.py").write_text("from loudpkg._impl import charge\n")
+    assert problems("name: t\nsteps:\n  a: {task: 'loudpkg.tasks:charge'}\n") == {}
+    assert resolve_function("loudpkg.tasks:charge")() == "charged"
+
+
+def test_of_the_orchestrator_only_the_built_in_steps_and_the_examples_public_functions_are_steps() -> None:
+    allowed = Allowlist(("orchestrator", "orchestrator.steps"))  # listing them changes nothing
+    assert allowed.refusal("orchestrator.steps.http:request") is None
+    assert allowed.refusal("orchestrator.examples:add") is None
+    assert allowed.refusal("orchestrator.examples:write_draft") is None
+    builtins = "(built-in: orchestrator.steps.http:request, orchestrator.examples)"
+    for task in ("orchestrator.steps.http:shown", "orchestrator.examples:Path.home"):
+        assert allowed.refusal(task) == f"task '{task}' is refused: it is not a built-in step {builtins}"
+    for task in ("orchestrator.steps.guard:resolve", "orchestrator.steps:http"):
+        module = task.partition(":")[0]
+        assert allowed.refusal(task) == (
+            f"task '{task}' is refused: module '{module}' is not in ORCHESTRATOR_TASK_MODULES "
+            "(orchestrator, orchestrator.steps; built-in: orchestrator.steps.http:request, orchestrator.examples)"
+        )
+    assert "private attribute" in (allowed.refusal("orchestrator.examples:_check_feature") or "")
+    assert not allowed.allows("orchestrator.steps") and not allowed.allows("orchestrator.steps.guard")
+
+
+def test_what_the_examples_module_imports_is_not_a_step() -> None:
+    found = problems(
+        "name: t\nsteps:\n  a: {task: 'orchestrator.examples:ValidationError'}\n"
+        "  b: {task: 'orchestrator.examples:Path'}\n  c: {task: 'orchestrator.examples:add'}\n"
+    )
+    assert "it is defined in 'orchestrator.errors', which is not in" in found[("a", Severity.ERROR)]
+    assert "it is defined in 'pathlib', which is not in" in found[("b", Severity.ERROR)]
+    assert ("c", Severity.ERROR) not in found
+    with pytest.raises(TaskNotAllowed, match="it is defined in 'orchestrator.errors'"):
+        resolve_function("orchestrator.examples:ValidationError")
+
+
 def test_validate_refuses_a_module_outside_the_list_without_importing_it(listed: Listed, loud_module: Path) -> None:
     listed("tests")
     found = problems("name: t\nsteps:\n  a: {task: 'loud_steps:f'}\n  b: {task: 'subprocess:check_output'}\n")
     assert found == {
         ("a", Severity.ERROR): "task 'loud_steps:f' is refused: module 'loud_steps' is not in "
-        "ORCHESTRATOR_TASK_MODULES (tests; built-in: orchestrator.steps, orchestrator.examples)",
+        "ORCHESTRATOR_TASK_MODULES (tests; built-in: orchestrator.steps.http:request, orchestrator.examples)",
         ("b", Severity.ERROR): "task 'subprocess:check_output' is refused: module 'subprocess' is not in "
-        "ORCHESTRATOR_TASK_MODULES (tests; built-in: orchestrator.steps, orchestrator.examples)",
+        "ORCHESTRATOR_TASK_MODULES (tests; built-in: orchestrator.steps.http:request, orchestrator.examples)",
     }
     assert not loud_module.exists() and "loud_steps" not in sys.modules
 
@@ -113,7 +202,7 @@ def test_default_empty_allows_only_the_built_ins(listed: Listed) -> None:
         "name: t\nsteps:\n  a: {task: 'orchestrator.examples:add'}\n  b: {task: 'tests.unit.allowed_steps:echo'}\n"
     )
     assert list(found) == [("b", Severity.ERROR)]
-    assert "(unset; built-in: orchestrator.steps, orchestrator.examples)" in found[("b", Severity.ERROR)]
+    assert "(unset; built-in: orchestrator.steps.http:request, orchestrator.examples)" in found[("b", Severity.ERROR)]
 
 
 def test_an_allowed_modules_imports_give_nothing_away() -> None:
@@ -125,11 +214,13 @@ def test_an_allowed_modules_imports_give_nothing_away() -> None:
     )
     assert found[("a", Severity.ERROR)] == (
         "task 'tests.unit.allowed_steps:subprocess.check_output' is refused: it is defined in 'subprocess', "
-        "which is not in ORCHESTRATOR_TASK_MODULES (tests; built-in: orchestrator.steps, orchestrator.examples)"
+        "which is not in ORCHESTRATOR_TASK_MODULES "
+        "(tests; built-in: orchestrator.steps.http:request, orchestrator.examples)"
     )
     assert "is refused: it is defined in 'posix'" in found[("b", Severity.ERROR)]
     assert found[("c", Severity.ERROR)] == (
-        "task 'tests.unit.allowed_steps:__loader__.load_module' is refused: a step may not name a dunder attribute"
+        "task 'tests.unit.allowed_steps:__loader__.load_module' is refused: a step may not name a private attribute "
+        "(one starting with '_')"
     )
     assert ("d", Severity.ERROR) not in found
 

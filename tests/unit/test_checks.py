@@ -152,6 +152,32 @@ def test_accept_checks_the_output_against_the_output_schema(real: Engine) -> Non
     assert run_view(real.repo, view["run_id"])["status"] == "succeeded"
 
 
+def test_accept_warns_and_skips_the_check_of_a_model_this_process_may_not_import(
+    real: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given: a failed step whose output_schema names a model outside ORCHESTRATOR_TASK_MODULES here
+    # (stored without the checks: the workers' list may have it)
+    body = "task: tests.unit.typed_steps:total\nwith: {order_id: A1, amount: 5}\noutput_schema: shop.models:Invoice"
+    plan = build_plan(load_text(one_step(body)).workflow, check_tasks=False)
+    run_id = operations.submit(real, plan, {}).run_id
+    drive(real)
+    step = run_view(real.repo, run_id)["steps"]["s"]
+    # The worker refuses to import it, once and for good
+    assert (step["status"], step["attempts"]) == ("failed", 1)
+    assert step["error"].startswith(
+        "ModelNotAllowed: output_schema 'shop.models:Invoice' is refused: module 'shop.models'"
+    )
+
+    # When an operator accepts an output, it is taken unchecked, with a warning saying why
+    real.send(repair.accept(real, run_id, "s", {"anything": 1}, Who("alice")).dispatches)
+    drive(real)
+    view = run_view(real.repo, run_id)
+    assert (view["status"], view["steps"]["s"]["output"]) == ("succeeded", {"anything": 1})
+    assert "--output not checked against shop.models:Invoice: output_schema 'shop.models:Invoice' is refused" in (
+        caplog.text
+    )
+
+
 def test_validate_checks_schemas_models_and_assert_expressions(write: Callable[[str, str], Path]) -> None:
     path = write(
         """name: bad-checks

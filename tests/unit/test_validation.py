@@ -154,7 +154,7 @@ def test_retry_merges_over_defaults() -> None:
 def test_tasks_resolve_or_warn() -> None:
     loaded = load_text(
         "name: t\nsteps:\n  a: {task: orchestrator.examples:add}\n  b: {task: orchestrator.examples:nothing}\n"
-        "  c: {task: tests.not_a_module_here:f}\n  d: {task: orchestrator.examples:_CATALOGUE}\n"
+        "  c: {task: tests.not_a_module_here:f}\n  d: {task: tests.unit.typed_steps:CALLS}\n"
         "  e: {task: celery.registered.name}\n",
         "wf.yaml",
     )
@@ -165,7 +165,7 @@ def test_tasks_resolve_or_warn() -> None:
         ("b", Severity.ERROR): "task 'orchestrator.examples:nothing': module 'orchestrator.examples' has no 'nothing'",
         ("c", Severity.WARNING): "task 'tests.not_a_module_here:f' not checked: module 'tests.not_a_module_here' "
         "is not importable here",
-        ("d", Severity.ERROR): "task 'orchestrator.examples:_CATALOGUE' is not callable",
+        ("d", Severity.ERROR): "task 'tests.unit.typed_steps:CALLS' is not callable",
     }
 
 
