@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,15 +35,14 @@ def too_large(size: int) -> EvaluationError:
     )
 
 
-@contextmanager
-def measuring() -> Iterator[None]:
-    """One evaluation's memo of measured sizes (the outermost call owns it)."""
+def measured(fn: Callable[[Any], Any], argument: Any) -> Any:
+    """``fn(argument)`` with a memo of measured sizes for its evaluation (the outermost call owns
+    it). Plain set and reset, no context manager: this is on every render's path."""
     if _SIZES.get() is not None:
-        yield
-        return
+        return fn(argument)
     token = _SIZES.set({})
     try:
-        yield
+        return fn(argument)
     finally:
         _SIZES.reset(token)
 
