@@ -44,7 +44,7 @@ def check_payload(data: Any, what: str, limit: int | None = None) -> Any:
     JSON the store can hold, nested at most ``DEFAULT_MAX_PAYLOAD_DEPTH`` deep, no larger than
     ``ORCHESTRATOR_MAX_PAYLOAD``. Refused whole, before anything is stored (exit 2)."""
     limit = get_settings().max_payload_bytes if limit is None else limit
-    _check_shape(data, what, limit)
+    check_shape(data, what, limit)
     try:
         size = len(json.dumps(data, allow_nan=False, ensure_ascii=False).encode())
     except UnicodeEncodeError:
@@ -66,9 +66,9 @@ def _too_large(what: str, size: int, limit: int, about: str = "") -> PayloadTooL
     )
 
 
-def _check_shape(data: Any, what: str, limit: int) -> None:
-    """Depth and a size from above, in one walk without recursion that stops as soon as either is
-    over: so neither a 10,000-deep value nor a YAML alias graph that expands to gigabytes costs
+def check_shape(data: Any, what: str, limit: int) -> None:
+    """Depth and a size (close to JSON's), in one walk without recursion that stops as soon as
+    either is over: so neither a 10,000-deep value nor a YAML alias graph that expands to gigabytes costs
     more than the limit to refuse (``json.dumps`` would recurse, or run for minutes)."""
     size = 0
     stack: list[tuple[Any, int]] = [(data, 0)]

@@ -20,7 +20,8 @@ from celery import Task
 from celery.worker.consumer import Consumer
 
 from orchestrator.errors import BadMessage, OrchestratorError, UsageError, shown
-from orchestrator.runtime.checks import check_payload
+from orchestrator.runtime.checks import check_shape
+from orchestrator.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class GuardedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
 
     def refusal(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """Why the message cannot be run, in one short line; None when it can."""
-        try:
-            check_payload({"args": list(args), "kwargs": kwargs}, "the message body")
+        try:  # the body was JSON already: its depth and size are what is left to check
+            check_shape([args, kwargs], "the message body", get_settings().max_payload_bytes)
         except UsageError as exc:
             return exc.message
         try:
