@@ -82,6 +82,8 @@ def test_a_long_workflow_name_is_not_repeated_whole(engine: Engine) -> None:
 def test_signal_and_emit_refuse_deep_data_and_names_that_are_not_text(engine: Engine, plan: Any) -> None:
     with pytest.raises(UsageError, match="nested more than 64 deep"):
         signal(engine, "paid", "A1", _deep(10_000))
+    with pytest.raises(UsageError, match="the signal's key is nested more than 64 deep"):
+        signal(engine, "paid", _deep(10_000), 1)
     with pytest.raises(UsageError, match="nested more than 64 deep"):
         emit(engine, "paid", _deep(10_000))
     with pytest.raises(UsageError, match="is not an event name"):
