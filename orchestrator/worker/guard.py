@@ -19,7 +19,7 @@ from typing import Any
 from celery import Task
 from celery.worker.consumer import Consumer
 
-from orchestrator.errors import BadMessage, OrchestratorError, UsageError, shown
+from orchestrator.errors import BadMessage, DefinitionError, InputsError, NotFound, UsageError, shown
 from orchestrator.runtime.checks import check_shape
 from orchestrator.settings import get_settings
 
@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 
 class GuardedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
     """Checks each message's arguments against the task function's signature and annotations
-    first. ``throws``: the orchestrator's own errors are expected outcomes, logged as one line
-    (Celery logs the traceback of anything else)."""
+    first. ``throws``: a sender's mistakes (bad usage or input, a name not found, an invalid
+    definition) are expected outcomes, logged as one line; anything else, a state store that is
+    down included, keeps Celery's ERROR line and traceback."""
 
-    throws = (OrchestratorError,)
+    throws = (UsageError, NotFound, InputsError, DefinitionError)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         reason = self.refusal(args, kwargs)
