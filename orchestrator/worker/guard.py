@@ -25,6 +25,10 @@ from orchestrator.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+# An ``int`` argument is an id or a count the store keeps in a BIGINT column: one past it would be a
+# DataError (PostgreSQL) or an OverflowError (SQLite) with a traceback, after the message was taken.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
 
 class GuardedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
     """Checks each message's arguments against the task function's signature and annotations
@@ -68,7 +72,7 @@ class GuardedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
 
 def fits(value: Any, hint: Any) -> bool:
     """Whether ``value`` (decoded JSON) is of the simple type ``hint`` names: ``int``, ``str``,
-    ``dict[...]``, ``list[...]``, ``X | None``, ``Any``."""
+    ``dict[...]``, ``list[...]``, ``X | None``, ``Any``. An ``int`` must fit in signed 64 bits."""
     if hint is Any:
         return True
     origin = typing.get_origin(hint)
@@ -77,7 +81,7 @@ def fits(value: Any, hint: Any) -> bool:
     if hint is type(None):
         return value is None
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and _INT_MIN <= value <= _INT_MAX
     if hint is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     kind = origin or hint
@@ -85,7 +89,13 @@ def fits(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
-    names = {int: "an integer", str: "a string", dict: "an object", list: "a list", type(None): "null"}
+    names = {
+        int: "an integer of at most 64 bits",
+        str: "a string",
+        dict: "an object",
+        list: "a list",
+        type(None): "null",
+    }
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_describe(option) for option in typing.get_args(hint))
     return names.get(typing.get_origin(hint) or hint, str(hint))

@@ -117,6 +117,8 @@ def test_parse_json_refuses_what_check_payload_refuses(raw: str | bytes, message
     [
         (tasks.execute_step, (), {"step_run_id": "abc", "dispatch_id": "d"}, "step_run_id must be an integer"),
         (tasks.execute_step, (), {"step_run_id": 1.5, "dispatch_id": "d"}, "step_run_id must be an integer"),
+        (tasks.execute_step, (2**70, "d"), {}, "step_run_id must be an integer of at most 64 bits, not 1180591"),
+        (tasks.wake, (), {"step_run_id": -(2**63) - 1}, "step_run_id must be an integer of at most 64 bits"),
         (tasks.execute_step, (), {"step_run_id": 1}, "missing a required argument: 'dispatch_id'"),
         (tasks.execute_step, (1, "d", 3), {}, "too many positional arguments"),
         (tasks.submit, (), {"workflow": "w", "inputs": [1]}, "inputs must be an object or null"),
@@ -134,6 +136,7 @@ def test_the_task_guard_names_what_is_wrong(
 
 def test_the_task_guard_lets_good_messages_through() -> None:
     assert tasks.execute_step.refusal((7, "d"), {}) is None
+    assert tasks.execute_step.refusal((2**63 - 1, "d"), {}) is None
     assert (
         tasks.submit.refusal((), {"workflow": "w", "inputs": {"a": [1, {"b": None}]}, "idempotency_key": "k"}) is None
     )
