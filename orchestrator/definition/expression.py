@@ -49,10 +49,10 @@ def _checked_max(*args: Any) -> Any:
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len,
     "sum": budget.total,
-    "min": _checked_min,
-    "max": _checked_max,
-    "any": any,
-    "all": all,
+    "min": budget.scanned(_checked_min),
+    "max": budget.scanned(_checked_max),
+    "any": budget.scanned(any),
+    "all": budget.scanned(all),
 }
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {  # each checks its result's size first
@@ -64,14 +64,14 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {  # each checks 
     ast.Mod: budget.modulo,
 }
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
+    ast.Eq: budget.compared(operator.eq),
+    ast.NotEq: budget.compared(operator.ne),
+    ast.Lt: budget.compared(operator.lt),
+    ast.LtE: budget.compared(operator.le),
+    ast.Gt: budget.compared(operator.gt),
+    ast.GtE: budget.compared(operator.ge),
+    ast.In: budget.searched(lambda a, b: a in b),
+    ast.NotIn: budget.searched(lambda a, b: a not in b),
 }
 
 
