@@ -48,6 +48,8 @@ DEFAULT_UNKNOWN_BROKER_REDISPATCH_S = 3600.0
 DEFAULT_SIGNAL_TTL = "7d"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 DEFAULT_MAX_PAYLOAD_DEPTH = 64  # how deep inputs, signal data and message bodies may nest
+DEFAULT_MESSAGE_ESCAPE_FACTOR = 6  # a message body's JSON may be this many times its data (\u0000 for one character)
+DEFAULT_MESSAGE_ENVELOPE_BYTES = 64 * 1024  # what a Celery message adds around its arguments
 DEFAULT_WAIT_SWEEP_LIMIT = 500
 
 # Composition

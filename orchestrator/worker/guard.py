@@ -21,7 +21,7 @@ from celery.worker.consumer import Consumer
 
 from orchestrator.errors import BadMessage, DefinitionError, InputsError, NotFound, UsageError, shown
 from orchestrator.runtime.checks import check_shape
-from orchestrator.settings import get_settings
+from orchestrator.settings import DEFAULT_MESSAGE_ENVELOPE_BYTES, DEFAULT_MESSAGE_ESCAPE_FACTOR, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,42 @@ def _describe(hint: Any) -> str:
     return names.get(typing.get_origin(hint) or hint, str(hint))
 
 
+def raw_body_limit() -> int:
+    """The longest raw body worth decoding: ``ORCHESTRATOR_MAX_PAYLOAD`` as JSON may escape it
+    (``\\u0000`` is six bytes for one character) plus the envelope. The task guard measures the
+    decoded arguments against the limit itself; this only keeps a huge body from being decoded."""
+    return DEFAULT_MESSAGE_ESCAPE_FACTOR * get_settings().max_payload_bytes + DEFAULT_MESSAGE_ENVELOPE_BYTES
+
+
 class GuardedConsumer(Consumer):  # type: ignore[misc]  # Celery's Consumer is untyped
     """The worker's consumer, with one line for a body that cannot be decoded (Celery logs it as
-    CRITICAL, with a traceback and the start of the body); the message is acknowledged, as Celery
-    does, so it is not delivered again."""
+    CRITICAL, with a traceback and the start of the body) or that is too long to decode (JSON
+    decoding a few hundred megabytes could take the worker's memory); the message is acknowledged,
+    as Celery does, so it is not delivered again."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        handle = super().create_task_handler(*args, **kwargs)
+        limit = raw_body_limit()
+
+        def on_task_received(message: Any) -> Any:
+            size = len(message.body or b"")
+            if size > limit:
+                return self.on_oversized(message, size, limit)
+            return handle(message)
+
+        return on_task_received
+
+    def on_oversized(self, message: Any, size: int, limit: int) -> None:
+        headers = message.headers or {}
+        log.error(
+            "refused message %s (task %s): its body is %d bytes, over the %d bytes worth decoding"
+            " (ORCHESTRATOR_MAX_PAYLOAD); it was not decoded",
+            shown(str(headers.get("id", "?")), 60),
+            shown(str(headers.get("task", "?")), 60),
+            size,
+            limit,
+        )
+        message.ack()
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         headers = message.headers or {}
