@@ -26,6 +26,7 @@ for _ in range(200):
 bad = [
     ("bad-id-text", "orchestrator.execute_step", {"step_run_id": "abc", "dispatch_id": "d"}),
     ("bad-id-bool", "orchestrator.execute_step", {"step_run_id": True, "dispatch_id": "d"}),
+    ("bad-id-huge", "orchestrator.execute_step", {"step_run_id": 2**70, "dispatch_id": "d"}),
     ("bad-missing", "orchestrator.execute_step", {"step_run_id": 1}),
     ("bad-unexpected", "orchestrator.execute_step", {"step_run_id": 1, "dispatch_id": "d", "evil": 1}),
     ("bad-args", "orchestrator.execute_step", None),
