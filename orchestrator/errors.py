@@ -213,6 +213,14 @@ class PayloadTooLarge(UsageError):
     """The data is larger than ORCHESTRATOR_MAX_PAYLOAD allows."""
 
 
+class InputsRefused(InputsError, UsageError):
+    """The run's inputs are not data the state store accepts (too deep, not UTF-8, not JSON)."""
+
+
+class InputsTooLarge(InputsError, PayloadTooLarge):
+    """The run's inputs are larger than ORCHESTRATOR_MAX_PAYLOAD allows."""
+
+
 class BadMessage(UsageError):
     """The message is not one this task can run."""
 

@@ -14,6 +14,7 @@ DEFAULT_MAX_DEFINITION_NODES = 100_000  # values in a workflow file after YAML a
 DEFAULT_MAX_EXPRESSION_CHARS = 4096
 DEFAULT_MAX_EXPRESSION_DEPTH = 32
 DEFAULT_MAX_EXPRESSION_RESULT = 10_000_000  # characters of JSON: the largest value an expression builds
+DEFAULT_MAX_EXPRESSION_WORK = 4 * DEFAULT_MAX_EXPRESSION_RESULT  # characters built or compared in one evaluation
 DEFAULT_MAX_ATTEMPTS = 1
 DEFAULT_RETRY_DELAY_S = 1.0
 DEFAULT_RETRY_MAX_DELAY_S = 300.0
@@ -47,10 +48,13 @@ DEFAULT_UNKNOWN_BROKER_REDISPATCH_S = 3600.0
 DEFAULT_SIGNAL_TTL = "7d"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 DEFAULT_MAX_PAYLOAD_DEPTH = 64  # how deep inputs, signal data and message bodies may nest
+DEFAULT_MESSAGE_ESCAPE_FACTOR = 6  # a message body's JSON may be this many times its data (\u0000 for one character)
+DEFAULT_MESSAGE_ENVELOPE_BYTES = 64 * 1024  # what a Celery message adds around its arguments
 DEFAULT_WAIT_SWEEP_LIMIT = 500
 
 # Composition
 DEFAULT_MAX_DEPTH = 10
+DEFAULT_MAX_FOREACH_ITEMS = 100_000  # items one foreach may expand to: each is a row, inserted in one transaction
 DEFAULT_MAX_CHAIN_DEPTH = 10
 DEFAULT_MAX_TRANSITIONS = 100
 DEFAULT_SERVE_HOST = "127.0.0.1"
@@ -92,6 +96,7 @@ class Settings(BaseSettings):
     max_depth: int = DEFAULT_MAX_DEPTH
     artifact_root: str = ""  # where gate artifacts are looked up; empty: the working directory
     max_chain_depth: int = DEFAULT_MAX_CHAIN_DEPTH
+    max_foreach_items: int = Field(DEFAULT_MAX_FOREACH_ITEMS, ge=1)
     max_payload: str = str(DEFAULT_MAX_PAYLOAD_BYTES)
     beat_poll_s: float = DEFAULT_BEAT_POLL_S
     schedule_grace_s: float = DEFAULT_SCHEDULE_GRACE_S

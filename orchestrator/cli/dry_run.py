@@ -15,6 +15,7 @@ from orchestrator.definition import Plan, build_plan, load_file
 from orchestrator.definition.allowlist import Allowlist
 from orchestrator.definition.model import Workflow
 from orchestrator.errors import NotFound, UsageError, shown
+from orchestrator.runtime.checks import check_payload, parse_json, read_file
 from orchestrator.runtime.dry_run import Mocks, dry_run, mocks_from
 from orchestrator.runtime.versions import resolve_target
 from orchestrator.runtime.views import run_view
@@ -73,7 +74,7 @@ def _mock_pairs(pairs: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not step:
             raise UsageError(f"--mock takes STEP=JSON, not {pair!r}")
         try:
-            found[step] = json.loads(raw)
+            found[step] = parse_json(raw, f"--mock {shown(step)}")
         except json.JSONDecodeError as exc:
             raise UsageError(f"--mock {step}: not JSON: {exc.msg} (column {exc.colno})") from None
     return found
@@ -81,9 +82,11 @@ def _mock_pairs(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 def _mocks_file(path: str) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise UsageError(f"--mocks {path}: not JSON or YAML: {exc}") from None
+        loaded = yaml.safe_load(read_file(path, "--mocks"))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--mocks {path}: not JSON or YAML: {shown(str(exc), 300)}") from None
+    except RecursionError:
+        raise UsageError(f"--mocks {path}: nested too deep") from None
     if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
         raise UsageError(f"--mocks {path}: must map step ids to outputs")
-    return loaded
+    return check_payload(loaded, f"--mocks {path}")

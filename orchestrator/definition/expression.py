@@ -51,10 +51,10 @@ def _checked_max(*args: Any) -> Any:
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len,
     "sum": budget.total,
-    "min": _checked_min,
-    "max": _checked_max,
-    "any": any,
-    "all": all,
+    "min": budget.scanned(_checked_min),
+    "max": budget.scanned(_checked_max),
+    "any": budget.scanned(any),
+    "all": budget.scanned(all),
 }
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {  # each checks its result's size first
@@ -66,14 +66,14 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {  # each checks 
     ast.Mod: budget.modulo,
 }
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
+    ast.Eq: budget.compared(operator.eq),
+    ast.NotEq: budget.compared(operator.ne),
+    ast.Lt: budget.compared(operator.lt),
+    ast.LtE: budget.compared(operator.le),
+    ast.Gt: budget.compared(operator.gt),
+    ast.GtE: budget.compared(operator.ge),
+    ast.In: budget.searched(lambda a, b: a in b),
+    ast.NotIn: budget.searched(lambda a, b: a not in b),
 }
 
 
@@ -100,11 +100,11 @@ class Expression:
     source: str
     refs: References
     _fn: Evaluator
+    builds: bool = True  # False for a plain data path: it looks values up and builds none
 
     def evaluate(self, context: Context) -> Any:
         try:
-            with budget.measuring():
-                return self._fn(context)
+            return budget.measured(self._fn, context) if self.builds else self._fn(context)
         except EvaluationError as exc:
             raise EvaluationError(f"${{{{ {_clip(self.source, 200)} }}}}: {exc.message}") from None
         except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as exc:
@@ -167,7 +167,7 @@ def _parse_path(text: str) -> Expression | None:
             value = _get(value, key)
         return value
 
-    return Expression(text, refs, walk)
+    return Expression(text, refs, walk, builds=False)
 
 
 def _path(text: str) -> tuple[str, tuple[str | int, ...]] | None:
@@ -478,11 +478,8 @@ class Template:
         would be larger than the budget (a value shared many times counts each time)."""
         render = self._render
         if render is None:
-            render = self._render = _renderer(self._value)
-        if self.is_constant:
-            return render(context)
-        with budget.measuring():
-            return budget.check(render(context))
+            render = self._render = _checked_renderer(self._value)
+        return render(context)
 
     @property
     def expressions(self) -> tuple[Expression, ...]:
@@ -498,9 +495,18 @@ def compile_template(value: Any) -> Template:
     return Template(value, refs, not _scan_value(value, refs))
 
 
-def _renderer(value: Any) -> Evaluator:
+def _checked_renderer(value: Any) -> Evaluator:
+    """The renderer, and the budget's check of what it renders. A lone data path (``${{
+    steps.fetch.output }}``) gives back data the run already holds, building nothing: unchecked."""
     render = _compile_value(value, References(), [])
-    return (lambda ctx: value) if render is None else render
+    if render is None:
+        return lambda ctx: value
+    if isinstance(value, str) and value.startswith("${{") and value.endswith("}}"):
+        lone = _compile_text(value)[1]
+        if len(lone) == 1 and not lone[0].builds and value.find("}}") == len(value) - 2:
+            return render
+    checked = render
+    return lambda ctx: budget.measured(lambda c: budget.check(checked(c)), ctx)  # checked with the memo
 
 
 def _scan_value(value: Any, refs: References) -> bool:

@@ -11,16 +11,24 @@ from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 
 from orchestrator.definition import Workflow
-from orchestrator.errors import InputsError, PayloadTooLarge, UsageError
+from orchestrator.errors import InputsError, InputsRefused, InputsTooLarge, PayloadTooLarge, UsageError
 from orchestrator.settings import DEFAULT_MAX_PAYLOAD_DEPTH, get_settings
 from orchestrator.store import storable
 
 
 def check_inputs(workflow: Workflow, inputs: Any) -> None:
-    """Inputs must be a JSON object that the workflow's inputs schema accepts (exit 2 if not)."""
+    """Inputs must be a JSON object that the workflow's inputs schema accepts (exit 2 if not).
+    Every refusal is an InputsError, so the places that start runs on their own (a child run, an
+    ``on:`` trigger, a schedule tick) end the step or skip the start with one catch; data too deep,
+    too large or not UTF-8 stays a UsageError (or PayloadTooLarge) as well, for the doors that sort by those."""
     if not isinstance(inputs, dict):
         raise InputsError(f"inputs must be an object, not {type(inputs).__name__}")
-    check_payload(inputs, "the inputs")
+    try:
+        check_payload(inputs, "the inputs")
+    except PayloadTooLarge as exc:
+        raise InputsTooLarge(exc.message) from None
+    except UsageError as exc:
+        raise InputsRefused(exc.message) from None
     if workflow.inputs is None:
         return
     problem = schema_problem(workflow.inputs, inputs, "inputs")
@@ -44,7 +52,7 @@ def check_payload(data: Any, what: str, limit: int | None = None) -> Any:
     JSON the store can hold, nested at most ``DEFAULT_MAX_PAYLOAD_DEPTH`` deep, no larger than
     ``ORCHESTRATOR_MAX_PAYLOAD``. Refused whole, before anything is stored (exit 2)."""
     limit = get_settings().max_payload_bytes if limit is None else limit
-    _check_shape(data, what, limit)
+    check_shape(data, what, limit)
     try:
         size = len(json.dumps(data, allow_nan=False, ensure_ascii=False).encode())
     except UnicodeEncodeError:
@@ -66,9 +74,9 @@ def _too_large(what: str, size: int, limit: int, about: str = "") -> PayloadTooL
     )
 
 
-def _check_shape(data: Any, what: str, limit: int) -> None:
-    """Depth and a size from above, in one walk without recursion that stops as soon as either is
-    over: so neither a 10,000-deep value nor a YAML alias graph that expands to gigabytes costs
+def check_shape(data: Any, what: str, limit: int) -> None:
+    """Depth and a size (close to JSON's), in one walk without recursion that stops as soon as
+    either is over: so neither a 10,000-deep value nor a YAML alias graph that expands to gigabytes costs
     more than the limit to refuse (``json.dumps`` would recurse, or run for minutes)."""
     size = 0
     stack: list[tuple[Any, int]] = [(data, 0)]

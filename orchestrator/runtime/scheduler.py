@@ -21,6 +21,7 @@ from orchestrator.definition.model import RetryDecision
 from orchestrator.definition.plan import COMPENSATE_PREFIX
 from orchestrator.errors import EvaluationError, StepError
 from orchestrator.runtime.secrets import REFERENCES
+from orchestrator.settings import get_settings
 from orchestrator.status import STEP_TERMINAL, RunStatus, StepStatus
 from orchestrator.store import STEP_ROW, RunRow, StepRow, Tx, now, storable
 
@@ -267,6 +268,7 @@ class Advancer:
             items = sp.foreach.render(context)
             if not isinstance(items, list):
                 raise EvaluationError(f"foreach gave {type(items).__name__}, not a list")
+            _check_item_count(items)
             inputs = [sp.arguments.render({**context, "item": v, "index": i}) for i, v in enumerate(items)]
             _checked(inputs, "with")
         except EvaluationError as exc:
@@ -663,6 +665,16 @@ def _checked(value: Any, where: str) -> Any:
     except ValueError as exc:
         raise EvaluationError(f"{where} gave a value the state store cannot hold: {exc}") from None
     return value
+
+
+def _check_item_count(items: list[Any]) -> None:
+    """A foreach expands to one row per item, in one transaction: past ``ORCHESTRATOR_MAX_FOREACH_ITEMS``
+    the step fails instead (``${{ [0] * 1900000 }}`` is a small list to build, and 1.9M rows to insert)."""
+    limit = get_settings().max_foreach_items
+    if len(items) > limit:
+        raise EvaluationError(
+            f"foreach gave {len(items):,} items; ORCHESTRATOR_MAX_FOREACH_ITEMS allows {limit:,} (split the list)"
+        )
 
 
 def _condition_text(sp: StepPlan) -> str:

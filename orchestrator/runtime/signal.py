@@ -62,6 +62,7 @@ def signal(
         raise UsageError("a signal id has 1 to 200 characters")
     if not isinstance(event, str) or not re.match(EVENT_PATTERN, event):
         raise UsageError(f"invalid event name {shown(repr(event))}: use letters, digits and . _ : / - (at most 200)")
+    check_payload(key, "the signal's key")  # depth and UTF-8 before it is serialised as the key
     try:
         key = signal_key(key)
     except EvaluationError as exc:

@@ -19,18 +19,24 @@ from typing import Any
 from celery import Task
 from celery.worker.consumer import Consumer
 
-from orchestrator.errors import BadMessage, OrchestratorError, UsageError, shown
-from orchestrator.runtime.checks import check_payload
+from orchestrator.errors import BadMessage, DefinitionError, InputsError, NotFound, UsageError, shown
+from orchestrator.runtime.checks import check_shape
+from orchestrator.settings import DEFAULT_MESSAGE_ENVELOPE_BYTES, DEFAULT_MESSAGE_ESCAPE_FACTOR, get_settings
 
 log = logging.getLogger(__name__)
+
+# An ``int`` argument is an id or a count the store keeps in a BIGINT column: one past it would be a
+# DataError (PostgreSQL) or an OverflowError (SQLite) with a traceback, after the message was taken.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
 class GuardedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
     """Checks each message's arguments against the task function's signature and annotations
-    first. ``throws``: the orchestrator's own errors are expected outcomes, logged as one line
-    (Celery logs the traceback of anything else)."""
+    first. ``throws``: a sender's mistakes (bad usage or input, a name not found, an invalid
+    definition) are expected outcomes, logged as one line; anything else, a state store that is
+    down included, keeps Celery's ERROR line and traceback."""
 
-    throws = (OrchestratorError,)
+    throws = (UsageError, NotFound, InputsError, DefinitionError)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         reason = self.refusal(args, kwargs)
@@ -40,8 +46,8 @@ class GuardedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
 
     def refusal(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """Why the message cannot be run, in one short line; None when it can."""
-        try:
-            check_payload({"args": list(args), "kwargs": kwargs}, "the message body")
+        try:  # the body was JSON already: its depth and size are what is left to check
+            check_shape([args, kwargs], "the message body", get_settings().max_payload_bytes)
         except UsageError as exc:
             return exc.message
         try:
@@ -66,7 +72,7 @@ class GuardedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
 
 def fits(value: Any, hint: Any) -> bool:
     """Whether ``value`` (decoded JSON) is of the simple type ``hint`` names: ``int``, ``str``,
-    ``dict[...]``, ``list[...]``, ``X | None``, ``Any``."""
+    ``dict[...]``, ``list[...]``, ``X | None``, ``Any``. An ``int`` must fit in signed 64 bits."""
     if hint is Any:
         return True
     origin = typing.get_origin(hint)
@@ -75,7 +81,7 @@ def fits(value: Any, hint: Any) -> bool:
     if hint is type(None):
         return value is None
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and _INT_MIN <= value <= _INT_MAX
     if hint is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     kind = origin or hint
@@ -83,16 +89,54 @@ def fits(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
-    names = {int: "an integer", str: "a string", dict: "an object", list: "a list", type(None): "null"}
+    names = {
+        int: "an integer of at most 64 bits",
+        str: "a string",
+        dict: "an object",
+        list: "a list",
+        type(None): "null",
+    }
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_describe(option) for option in typing.get_args(hint))
     return names.get(typing.get_origin(hint) or hint, str(hint))
 
 
+def raw_body_limit() -> int:
+    """The longest raw body worth decoding: ``ORCHESTRATOR_MAX_PAYLOAD`` as JSON may escape it
+    (``\\u0000`` is six bytes for one character) plus the envelope. The task guard measures the
+    decoded arguments against the limit itself; this only keeps a huge body from being decoded."""
+    return DEFAULT_MESSAGE_ESCAPE_FACTOR * get_settings().max_payload_bytes + DEFAULT_MESSAGE_ENVELOPE_BYTES
+
+
 class GuardedConsumer(Consumer):  # type: ignore[misc]  # Celery's Consumer is untyped
     """The worker's consumer, with one line for a body that cannot be decoded (Celery logs it as
-    CRITICAL, with a traceback and the start of the body); the message is acknowledged, as Celery
-    does, so it is not delivered again."""
+    CRITICAL, with a traceback and the start of the body) or that is too long to decode (JSON
+    decoding a few hundred megabytes could take the worker's memory); the message is acknowledged,
+    as Celery does, so it is not delivered again."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        handle = super().create_task_handler(*args, **kwargs)
+        limit = raw_body_limit()
+
+        def on_task_received(message: Any) -> Any:
+            size = len(message.body or b"")
+            if size > limit:
+                return self.on_oversized(message, size, limit)
+            return handle(message)
+
+        return on_task_received
+
+    def on_oversized(self, message: Any, size: int, limit: int) -> None:
+        headers = message.headers or {}
+        log.error(
+            "refused message %s (task %s): its body is %d bytes, over the %d bytes worth decoding"
+            " (ORCHESTRATOR_MAX_PAYLOAD); it was not decoded",
+            shown(str(headers.get("id", "?")), 60),
+            shown(str(headers.get("task", "?")), 60),
+            size,
+            limit,
+        )
+        message.ack()
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         headers = message.headers or {}

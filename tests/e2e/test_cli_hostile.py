@@ -64,6 +64,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
         (("emit", "paid", "--data", "@{deep.json}"), "error: --data is nested more than 64 deep"),
         (("approve", "some-run", "a-step", "--data", DEEP), "error: --data is nested more than 64 deep"),
         (("accept", "some-run", "a-step", "--output", DEEP), "error: --output is nested more than 64 deep"),
+        (("run", LINEAR, "-i", "x=1", "-i", "y=2", "--dry-run", "--mock", "add=" + DEEP), "is nested more than 64"),
+        (("run", LINEAR, "-i", "x=1", "-i", "y=2", "--dry-run", "--mocks", "{laughs.yaml}"), "the limit is 1048576"),
+        (("run", LINEAR, "-i", "x=1", "-i", "y=2", "--dry-run", "--mocks", "{not-utf8.yaml}"), "is not UTF-8 text"),
     ],
 )
 def test_hostile_data_is_one_line_and_exit_2(

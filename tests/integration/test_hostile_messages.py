@@ -26,6 +26,7 @@ for _ in range(200):
 bad = [
     ("bad-id-text", "orchestrator.execute_step", {"step_run_id": "abc", "dispatch_id": "d"}),
     ("bad-id-bool", "orchestrator.execute_step", {"step_run_id": True, "dispatch_id": "d"}),
+    ("bad-id-huge", "orchestrator.execute_step", {"step_run_id": 2**70, "dispatch_id": "d"}),
     ("bad-missing", "orchestrator.execute_step", {"step_run_id": 1}),
     ("bad-unexpected", "orchestrator.execute_step", {"step_run_id": 1, "dispatch_id": "d", "evil": 1}),
     ("bad-args", "orchestrator.execute_step", None),
@@ -56,6 +57,12 @@ with app.producer_or_acquire() as producer:
         content_encoding="utf-8", headers={"lang": "py", "task": "orchestrator.execute_step",
         "id": "bad-nested-0000-0000-0000-000000000000", "argsrepr": "()", "kwargsrepr": "{}"},
     )
+    # A body too long to be worth decoding (and not JSON: decoding it would say so): refused unread
+    producer.publish(
+        "x" * 8_000_000, routing_key="orchestrator", serializer=None, content_type="application/json",
+        content_encoding="utf-8", headers={"lang": "py", "task": "orchestrator.execute_step",
+        "id": "bad-huge-0000-0000-0000-000000000000", "argsrepr": "()", "kwargsrepr": "{}"},
+    )
 print(json.dumps([marker for marker, _, _ in bad]))
 """
 
@@ -80,6 +87,8 @@ def test_bad_messages_are_refused_in_one_line_each_and_the_worker_keeps_serving(
         assert len(mine[0]) < 600, mine[0]
     nested = [line for line in lines if "bad-nested-0000-" in line]
     assert len(nested) == 1 and "cannot be decoded (nested too deep" in nested[0], nested
+    huge = [line for line in lines if "bad-huge-0000-" in line]
+    assert len(huge) == 1 and "its body is 8000000 bytes" in huge[0] and "it was not decoded" in huge[0], huge
     assert "Traceback" not in log, log[-5000:]
     # Nothing the bad messages carried was stored: the only run is the good one
     runs = json.loads(cluster.cli("runs", "--json").stdout)

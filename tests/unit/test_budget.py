@@ -5,6 +5,7 @@ step whose ``with`` builds one fails on its first attempt (deterministic: never 
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from orchestrator.errors import EvaluationError, ExpressionError
 from orchestrator.runtime import operations
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.views import run_view
-from orchestrator.settings import DEFAULT_MAX_EXPRESSION_RESULT
+from orchestrator.settings import DEFAULT_MAX_EXPRESSION_RESULT, DEFAULT_MAX_FOREACH_ITEMS, get_settings
 from tests.unit.harness import Ledger, drive
 
 PEAK_BYTES = 3 * DEFAULT_MAX_EXPRESSION_RESULT  # the operands within the budget, never the refused result
@@ -56,7 +57,7 @@ def _refused_cheaply(source: str, context: dict[str, Any], why: str) -> None:
 def test_a_value_over_the_budget_is_refused_before_it_is_built(source: str) -> None:
     big = "b" * (DEFAULT_MAX_EXPRESSION_RESULT // 10)
     context = {"inputs": {"big": big, "list": [big, big]}}
-    _refused_cheaply(source, context, "too large")
+    _refused_cheaply(source, context, "too large|too much work")  # a chain of + passes the work budget first
 
 
 def test_a_star_width_is_refused() -> None:
@@ -161,3 +162,77 @@ def test_a_step_whose_with_is_too_large_fails_at_once_naming_the_step(engine: En
     assert "boom" in view["error"]
     assert ledger.calls == ["tests.unit:first"]
     assert peak < 50 * 1024 * 1024
+
+
+TEN_MB = "'a'*9999990"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # a 3.9 KB expression: each string is within the size limit, 280 of them took 2.4 s to build and compare
+        "[" + ", ".join([f"{TEN_MB} == {TEN_MB}"] * 140) + "]",
+        "[" + ", ".join(["inputs.big == inputs.twin"] * 5) + "]",  # data the run holds, compared, nothing built
+        "[" + ", ".join(["'x' in inputs.big"] * 5) + "]",
+        "[" + ", ".join(["max(inputs.many)"] * 5) + "]",
+    ],
+)
+def test_an_evaluation_that_does_too_much_work_is_stopped(source: str) -> None:
+    big = "b" * (DEFAULT_MAX_EXPRESSION_RESULT - 10)
+    context = {"inputs": {"big": big, "twin": "".join(big), "many": list(range(2_000_000))}}
+    _refused_cheaply(source, context, "too much work .*the limit is 40,000,000 for one evaluation")
+
+
+def test_one_render_has_one_work_budget() -> None:
+    # Given a `with` of three entries, each within the work budget alone
+    each = f"${{{{ [{TEN_MB} == {TEN_MB}] }}}}"
+    assert compile_template({"a": each}).render({}) == {"a": [True]}
+    # Then together they pass it
+    with pytest.raises(EvaluationError, match="too much work"):
+        compile_template({"a": each, "b": each, "c": each}).render({})
+
+
+def test_large_data_passed_through_a_with_is_within_the_work_budget() -> None:
+    big = ["b" * 1000] * (DEFAULT_MAX_EXPRESSION_RESULT // 1010)
+    template = compile_template({"all": "${{ steps.a.output }}", "n": "${{ len(steps.a.output) }}", "k": "${{ 1 }}"})
+    assert template.render({"steps": {"a": {"output": big}}}) == {"all": big, "n": len(big), "k": 1}
+
+
+FOREACH = """
+name: fan
+steps:
+  many:
+    foreach: ${{ [0] * inputs.n }}
+    task: tests.unit:work
+    with: {i: "${{ index }}"}
+"""
+
+
+@pytest.fixture
+def three_items(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("ORCHESTRATOR_MAX_FOREACH_ITEMS", "3")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("ORCHESTRATOR_MAX_FOREACH_ITEMS")
+    get_settings.cache_clear()
+
+
+def test_a_foreach_past_the_item_limit_fails_the_step_with_nothing_expanded(
+    engine: Engine, ledger: Ledger, three_items: None
+) -> None:
+    plan = build_plan(load_text(FOREACH).workflow, check_tasks=False)
+    ok = operations.submit(engine, plan, {"n": 3}, None, operations.Who("t")).run_id
+    over = operations.submit(engine, plan, {"n": 4}, None, operations.Who("t")).run_id
+    drive(engine)
+    assert run_view(engine.repo, ok)["status"] == "succeeded"
+    step = run_view(engine.repo, over)["steps"]["many"]
+    assert step["status"] == "failed"
+    assert (
+        step["error"]
+        == "EvaluationError: foreach gave 4 items; ORCHESTRATOR_MAX_FOREACH_ITEMS allows 3 (split the list)"
+    )
+    assert ledger.calls == ["tests.unit:work"] * 3
+
+
+def test_the_default_item_limit_allows_the_bench_s_100_000_item_foreach() -> None:
+    assert DEFAULT_MAX_FOREACH_ITEMS >= 100_000
