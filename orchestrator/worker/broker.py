@@ -11,8 +11,9 @@ on ``None`` is not a connection error, so Celery reports "Unrecoverable error" a
 exits (4 of 5 trials of a 15 s outage with gossip and heartbeats on).
 
 The repair: a channel whose transport is detached raises a connection error instead, which
-kombu's close path ignores. The message is not lost: it stays in Redis's ``unacked`` hash and
-is requeued after the visibility timeout (and the state store's lease decides who runs the step).
+kombu's close path ignores. The message is not lost: it stays in Redis's ``unacked`` hash, where
+the reconciler finds it orphaned (worker/transport.py, ``_held``) and sends its step again rather
+than wait for kombu's visibility timeout; the state store's lease decides who runs the step.
 """
 
 from __future__ import annotations

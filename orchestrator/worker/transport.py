@@ -3,7 +3,8 @@ which messages the broker has lost.
 
 A message's Celery task id is its dispatch token, so the broker can be asked about it by id:
 - Redis: the queue is a list (newest at the left) and delivered-but-unacknowledged messages sit in
-  the ``unacked`` hash; a message is lost when it is in neither;
+  the ``unacked`` hash; a message is lost when it is in neither, or has sat unacknowledged longer
+  than a live worker would hold it (its consumer's connection was lost);
 - the in-memory broker of the embedded default lives and dies with its process: a message sent by
   an earlier process is gone;
 - any other broker cannot tell (the reconciler then waits much longer before sending again).
@@ -32,6 +33,7 @@ _PUBLISHED = re.compile(rb'"published_at": ?([0-9.]+)')
 _SCAN_CHUNK = 500
 _SCAN_LIMIT = 200_000
 _MARGIN_S = 30.0
+_HELD_S = 120.0  # an unacknowledged message taken longer ago than this, whose step has not started, is lost
 
 Unsent = Callable[[Sequence[Dispatch]], None]
 _PROCESS_STARTED = datetime.now(UTC)  # the in-memory broker's messages are this process's only
@@ -143,9 +145,8 @@ def _lost_in_redis(client: redis.Redis, queue: str, rows: Sequence[StepRow]) -> 
     queued steps, so a backlog is recognised after reading about as many messages as candidates.
     """
     wanted = {r.dispatch_id: r for r in rows if r.dispatch_id}
-    for raw in client.hvals("unacked"):
-        for found in _ID.findall(_bytes(raw)):
-            wanted.pop(found.decode(), None)
+    for found in _held(client, time.time() - _HELD_S):
+        wanted.pop(found, None)
     if not wanted:
         return set()
     newest = max((r.queued_at or datetime.now(UTC)).timestamp() for r in wanted.values())
@@ -165,6 +166,31 @@ def _lost_in_redis(client: redis.Redis, queue: str, rows: Sequence[StepRow]) -> 
         read += len(chunk)
         start -= _SCAN_CHUNK
     return set()  # too long to read to the end: a backlog, nothing is declared lost
+
+
+def _held(client: redis.Redis, since: float) -> set[str]:
+    """Ids of the messages a worker took off the queue after ``since`` and has not acknowledged.
+
+    An older entry of the ``unacked`` hash is an orphan: kombu puts a message back only when the
+    consumer that took it closes cleanly, or after the visibility timeout (an hour by default).
+    A consumer whose connection to Redis was lost (an outage, a partition) leaves its messages
+    there, and the steps they carry would wait that hour. The candidates are steps due for longer
+    than the stale limit and still not started, so a live worker holding them is rare (its pool was
+    full all that time); sending one again then costs a message, whose older copy the claim refuses.
+    """
+    entries = client.hgetall("unacked")
+    if not entries:
+        return set()
+    tags = list(entries)
+    pipe = client.pipeline(transaction=False)
+    for tag in tags:
+        pipe.zscore("unacked_index", tag)  # one round trip; ZMSCORE would need Redis 6.2
+    taken_at = pipe.execute()
+    held: set[str] = set()
+    for tag, at in zip(tags, taken_at, strict=True):
+        if at is None or at >= since:  # no index entry: kombu is between its two writes
+            held.update(found.decode() for found in _ID.findall(_bytes(entries[tag])))
+    return held
 
 
 def _bytes(value: bytes | str) -> bytes:

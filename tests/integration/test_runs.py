@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -388,6 +389,45 @@ def test_a_message_lost_with_the_broker_is_dispatched_again(cluster: Cluster, tm
     assert view["outputs"] == {"result": 20}
     kinds = [e["kind"] for e in events_of(cluster, run_id)]
     assert "step.redispatched" in kinds
+
+
+def test_a_message_orphaned_in_unacked_by_a_lost_connection_is_dispatched_again(cluster: Cluster) -> None:
+    import redis
+
+    # Given a run whose step message a worker took off the queue ten minutes ago and then lost
+    # with its connection (an outage): kombu leaves it in the unacked hash until the visibility
+    # timeout, an hour here
+    run_id = cluster.start(ROOT / "config/examples/linear.yaml", x=5, y=5)
+    client = redis.Redis.from_url(cluster.broker_url)
+    raw = client.rpop("orchestrator")
+    assert raw is not None
+    client.hset("unacked", "orphan-tag", json.dumps([json.loads(raw), "", "orchestrator"]))
+    client.zadd("unacked_index", {"orphan-tag": time.time() - 600})
+    # When a worker starts, its reconciler sends the step again instead of waiting for kombu
+    cluster.start_worker()
+    view = cluster.wait(run_id, timeout=30)
+    assert view["outputs"] == {"result": 20}
+    assert "step.redispatched" in [e["kind"] for e in events_of(cluster, run_id)]
+
+
+def test_a_message_a_worker_just_took_is_not_declared_lost(redis_url: str) -> None:
+    import uuid
+
+    import redis
+
+    from orchestrator.worker.transport import _lost_in_redis
+
+    client = redis.Redis.from_url(redis_url)
+    fresh, orphan = str(uuid.uuid4()), str(uuid.uuid4())
+    for tag, token, taken in (("t1", fresh, time.time() - 5), ("t2", orphan, time.time() - 600)):
+        body = {"body": "", "headers": {}, "properties": {"correlation_id": token}}
+        client.hset("unacked", tag, json.dumps([body, "", "orchestrator"]))
+        client.zadd("unacked_index", {tag: taken})
+    rows = [SimpleNamespace(dispatch_id=token, queued_at=None) for token in (fresh, orphan)]
+    try:
+        assert _lost_in_redis(client, "orchestrator", rows) == {orphan}  # type: ignore[arg-type]
+    finally:
+        client.delete("unacked", "unacked_index")
 
 
 def test_a_long_foreach_is_not_mistaken_for_a_lost_step(cluster: Cluster, tmp_path: Path) -> None:
