@@ -332,7 +332,10 @@ def test_bad_input_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
     before = status(cluster, run_id)
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"blob": "x" * (5 * 1024 * 1024)}))
-    refused(cluster.cli("signal", "paid", "--key", "Z", "--data", f"@{big}"), "is larger than 1048576 bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored")
+    refused(
+        cluster.cli("signal", "paid", "--key", "Z", "--data", f"@{big}"),
+        "is larger than 1048576 bytes (ORCHESTRATOR_MAX_PAYLOAD); nothing was stored",
+    )
     refused(cluster.cli("signal", "piad", "--key", "Z"), "no workflow waits on event 'piad'")
     refused(cluster.cli("signal", "paid", "--key", "Z", "--data", "{oops"), "--data is not JSON")
     refused(cluster.cli("signal", "paid", "--key", "Z", "--run", "nope"), "no run nope")
