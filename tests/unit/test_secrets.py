@@ -226,3 +226,32 @@ steps:
     merged = secrets.resolved(corrected, arguments, {}, secrets.Lookup(repo, key))
     # Then the reference where the template put it is resolved; what the operator wrote stays as written
     assert merged == {"token": VALUE, "header": "fixed", "note": "${{ secrets.API_TOKEN }}"}
+
+
+def test_a_compensation_reads_the_output_it_undoes_and_a_secret(real: Engine, key: str) -> None:
+    # Given a compensation whose with reads both the undone step's output and a secret
+    secrets.set_secret(real.repo, key, "API_TOKEN", VALUE, Who("alice", None))
+    text = f"""
+name: undo-with-secret
+steps:
+  a:
+    task: {STEPS}:give_back
+    with: {{token: "x"}}
+    compensate:
+      task: {STEPS}:check
+      with: {{token: "${{{{ secrets.API_TOKEN }}}}", header: "Bearer ${{{{ secrets.API_TOKEN }}}}",
+             note: "${{{{ output.token }}}}"}}
+  b:
+    needs: [a]
+    task: {STEPS}:leak
+    with: {{token: "y"}}
+    retry: {{max_attempts: 1}}
+"""
+    run_id = operations.submit(real, build_plan(load_text(text).workflow), {}).run_id
+    # When b fails and a is undone
+    drive(real)
+    # Then the compensation ran with the value and the output it undoes
+    view = run_view(real.repo, run_id)
+    undo = view["steps"]["compensate:a"]
+    assert undo["status"] == "succeeded", undo["error"]
+    assert undo["output"] == {"length": len(VALUE), "bearer": True, "note": "x"}
