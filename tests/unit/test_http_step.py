@@ -285,11 +285,29 @@ def test_errors_a_policy_can_act_on_stay_distinct(one: Server) -> None:
         "http://100.100.100.200/",
         "http://metadata.google.internal/computeMetadata/v1/",
         "http://[::ffff:169.254.169.254]/",
+        "http://[::169.254.169.254]/",
+        "http://[64:ff9b::169.254.169.254]/",
+        "http://[64:ff9b:1::a9fe:a9fe]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        "http://[2001:0:4136:e378:8000:63bf:5601:5601]/",  # Teredo, client 169.254.169.254 (obfuscated)
+        "http://168.63.129.16/machine",
+        "http://192.0.0.192/opc/v2/instance/",
+        "http://[::ffff:168.63.129.16]/",
     ],
 )
 def test_link_local_and_metadata_addresses_are_refused(url: str) -> None:
     with pytest.raises(Refused, match="ORCHESTRATOR_HTTP_ALLOW"):
         request(url, timeout=2)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "10.1.2.3", "192.168.0.9", "172.16.0.1", "::ffff:10.0.0.1"])
+def test_loopback_and_private_addresses_are_allowed(address: str) -> None:
+    assert not guard.Policy().address_refused("h", ipaddress.ip_address(address))
+
+
+def test_an_allowed_network_lets_its_embedded_forms_through() -> None:
+    policy = guard.Policy("169.254.169.254/32")
+    assert not policy.address_refused("h", ipaddress.ip_address("64:ff9b::169.254.169.254"))
 
 
 def _resolving_to(monkeypatch: pytest.MonkeyPatch, address: str) -> list[str]:
