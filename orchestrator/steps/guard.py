@@ -74,7 +74,7 @@ class Policy:
     def address_refused(self, host: str, address: IPAddress) -> bool:
         if host.lower().rstrip(".") in self.allowed_names:
             return False
-        return any(self._blocked(a) for a in carried(address))
+        return any(self._blocked(a) for a in _carried(address))
 
     def _blocked(self, address: IPAddress) -> bool:
         if any(address in network for network in self.allowed_networks):
@@ -82,7 +82,7 @@ class Policy:
         return any(address in network for network in BLOCKED_NETWORKS)
 
 
-def carried(address: IPAddress) -> list[IPAddress]:
+def _carried(address: IPAddress) -> list[IPAddress]:
     """The address, and the IPv4 addresses an IPv6 one carries (each reaches that IPv4 host)."""
     if isinstance(address, ipaddress.IPv4Address):
         return [address]
