@@ -215,8 +215,11 @@ class Executor:
         )
         try:
             call.function = function = self.engine.resolve(sp.task)
-            unset = secrets.resolve_call(call, lookup) if lookup is not None else None
-            result = self.engine.stack.call(call, lambda: _called(function, call, unset))
+            if lookup is not None:  # the function alone gets the values; row.inputs keep the references
+                call.unready = secrets.resolve_call(call, lookup)
+                if call.unready is not None and sp.step.cache is None:  # nothing could serve the step
+                    raise call.unready
+            result = self.engine.stack.call(call, lambda: function(**call.inputs))
             output = to_json(to_data(result))
         except Defer as exc:
             return Deferred(exc.retry_at, exc.message)
@@ -469,14 +472,6 @@ def _local(d: Dispatch) -> bool:
 def _text(value: str) -> str:
     """Error text as the store can hold it (PostgreSQL's text refuses NUL characters)."""
     return value.replace("\x00", "\\x00")
-
-
-def _called(function: Callable[..., Any], call: Call, unset: Exception | None) -> Any:
-    """The innermost call: a secret that could not be had fails the attempt only here, once the
-    middleware (a cache hit above all) has not served the step without calling the function."""
-    if unset is not None:
-        raise unset
-    return function(**call.inputs)
 
 
 def _transient(exc: BaseException) -> bool:

@@ -165,8 +165,8 @@ def resolved(stored: dict[str, Any], template: Any, context: Mapping[str, Any], 
 def resolve_call(call: Call, lookup: Lookup) -> SecretMissing | SecretUnreadable | None:
     """Give the function's inputs their values (``row.inputs`` keep the references). A store that
     cannot be read defers the step, spending no attempt, as the cache and the checks do; a secret
-    that is not set or cannot be decrypted is returned, to fail the attempt only if the function
-    is called at all (a cache hit serves the step without it)."""
+    that is not set or cannot be decrypted is returned, to fail the attempt only if nothing serves
+    the step without the function (a cache hit does)."""
     from orchestrator.runtime.middleware import Defer
 
     try:

@@ -303,3 +303,24 @@ steps:
     step = run_view(real.repo, second)["steps"]["use"]
     assert (step["status"], step.get("cached")) == ("succeeded", True), step["error"]
     assert step["output"] == run_view(real.repo, first)["steps"]["use"]["output"]
+
+
+@pytest.mark.parametrize("cache", ["", "\n    cache: {}"])
+def test_a_missing_secret_is_no_failure_of_the_service_behind_a_breaker(real: Engine, key: str, cache: str) -> None:
+    # Given a cached or uncached step behind a breaker, whose secret is not set
+    from orchestrator.runtime.breaker import Breakers
+
+    text = f"""
+name: guarded
+breakers: {{api: {{fail_max: 1, reset_timeout: 1h}}}}
+steps:
+  use:
+    task: {STEPS}:check
+    with: {{token: "${{{{ secrets.API_TOKEN }}}}", header: "x"}}
+    breaker: api{cache}
+"""
+    run_id = operations.submit(real, build_plan(load_text(text).workflow), {}).run_id
+    drive(real)
+    # Then the step fails naming the secret, and the breaker counted nothing
+    assert run_view(real.repo, run_id)["steps"]["use"]["error"].startswith("SecretMissing: secret API_TOKEN")
+    assert Breakers(real.repo, None).describe("api")["failures"] == 0
