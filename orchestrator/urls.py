@@ -14,18 +14,21 @@ import re
 from urllib.parse import unquote
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.%a-z]+\]|[A-Za-z0-9._%~-]*)(:[^/?#]*)?")  # the port is checked on its own
 _MIN_FRAGMENT = 3  # shorter pieces of a password are not hunted in messages (they would mangle any text)
 
 
 def redact_url(url: object) -> str:
-    """``scheme://user:***@host:port/path`` (a query as ``?...``); ``...`` after a scheme that
-    cannot be told; ``<not a URL>`` when there is no ``scheme://`` at all."""
+    """``scheme://user:***@host:port/path`` (a query as ``?...``); ``scheme://***`` when the
+    authority cannot be read; ``<not a URL>`` when there is no ``scheme://`` at all."""
     text = str(url)
     if "://" not in text:
         return "<not a URL>"
     scheme, rest = text.split("://", 1)
     if not _SCHEME.fullmatch(scheme):
         return "<not a URL>"
+    if not _readable(rest):
+        return f"{scheme}://***"
     userinfo, location = _split_userinfo(rest)
     path, has_query = _without_query(location)
     if userinfo is None:
@@ -59,15 +62,15 @@ def secret_parts(url: object) -> list[str]:
     if userinfo is not None and ":" in userinfo:
         password = userinfo.split(":", 1)[1]
         parts.update({password, unquote(password)})
-        parts.update(re.split(r"[@:/]", password))
+        parts.update(re.split(r"[@:/?#]", password))
     elif userinfo is not None and "@" in userinfo:
-        parts.update(re.split(r"[@:/]", userinfo)[1:])
+        parts.update(re.split(r"[@:/?#]", userinfo)[1:])
     if "?" in location:
         for pair in location.split("?", 1)[1].split("&"):
             value = pair.split("=", 1)[1] if "=" in pair else ""
             parts.update({value, unquote(value)})
-    if "://" not in text and ("@" in text or ":" in text):  # no scheme: any piece may be the password
-        parts.update(re.split(r"[@:/]", text))
+    if ("://" not in text and ("@" in text or ":" in text)) or not _readable(rest):  # any piece may be the password
+        parts.update(re.split(r"[@:/?#&=]", rest))
     return sorted((p for p in parts if len(p) >= _MIN_FRAGMENT), key=len, reverse=True)
 
 
@@ -79,15 +82,28 @@ def scrub(message: str, url: object) -> str:
 
 
 def _split_userinfo(rest: str) -> tuple[str | None, str]:
-    """The userinfo (everything before the last ``@`` ahead of the path's query), and the rest.
-    A path that starts at once (``sqlite:///file@x.db``) has no userinfo."""
+    """The userinfo and what follows it. It ends at the last ``@`` before the first ``/``; a ``?``
+    or ``#`` there belongs to the password (SQLAlchemy reads ``u:Sup3r?S3cret@db/app`` so). With no
+    ``@`` there, a ``user:`` followed by ``@`` further on is a password holding a ``/``, read up to
+    that ``@`` as SQLAlchemy does. A path that starts at once (``sqlite:///file@x.db``) has none."""
     if rest.startswith("/"):
         return None, rest
-    head = rest.split("?", 1)[0]
-    if "@" not in head:
+    head = rest.split("/", 1)[0]
+    if "@" in head:
+        userinfo = head.rsplit("@", 1)[0]
+    elif "@" in rest and ":" in head:
+        userinfo = rest.split("@", 1)[0]
+    else:
         return None, rest
-    userinfo, _ = head.rsplit("@", 1)
     return userinfo, rest[len(userinfo) + 1 :]
+
+
+def _readable(rest: str) -> bool:
+    """Whether the authority parses as ``host[:port]`` entries once the userinfo is taken off: if
+    not, what looks like the host may be part of the password, and nothing of it is shown."""
+    _, location = _split_userinfo(rest)
+    authority = re.split(r"[/?#]", location, maxsplit=1)[0]
+    return all(_HOST.fullmatch(host) for host in authority.split(",")) if authority else True
 
 
 def _without_query(location: str) -> tuple[str, bool]:
@@ -108,6 +124,11 @@ def check_url(variable: str, url: str, example: str) -> None:
         raise UsageError(f"{variable} has an unencoded '@' in its user or password ({shown}): write it as %40")
     if not all(_port_ok(host) for host in _hosts(url)):
         raise UsageError(f"{variable} has a port that is not a number ({shown})")
+    if not _readable(url.split("://", 1)[1]):
+        raise UsageError(
+            f"{variable} has a host that cannot be read ({shown}): in the user and password,"
+            " write '@' as %40, '/' as %2F, '?' as %3F and '#' as %23"
+        )
 
 
 def _hosts(url: str) -> list[str]:

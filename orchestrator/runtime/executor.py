@@ -221,7 +221,9 @@ class Executor:
         try:
             call.function = function = self.engine.resolve(sp.task)
             if lookup is not None:  # the function alone gets the values; row.inputs keep the references
-                call.inputs = secrets.resolved(call.inputs, sp.arguments, call.context(), lookup)
+                call.unready = secrets.resolve_call(call, lookup)
+                if call.unready is not None and sp.step.cache is None:  # nothing could serve the step
+                    raise call.unready
             result = self.engine.stack.call(call, lambda: function(**call.inputs))
             output = to_json(to_data(result))
         except Defer as exc:
@@ -239,8 +241,8 @@ class Executor:
         return Succeeded(output, call)
 
     def _context(self, row: StepRow, plan: Plan) -> dict[str, Any]:
-        """What the step's checks and cache key read: the run's inputs, its upstream outputs, and
-        a foreach item's ``item`` and ``index``."""
+        """What the step's checks, cache key and secrets' rendering read: the run's inputs, its upstream
+        outputs, a foreach item's ``item`` and ``index``, and a compensation's ``output``."""
         with self.engine.repo.transaction() as tx:
             run = tx.run(row.run_id)
             if run is None:
@@ -249,8 +251,11 @@ class Executor:
             advancer = self.engine.advancer(tx, plan, run)
             read = (*sp.asserts, sp.cache_key, sp.foreach, sp.arguments if secrets.uses(sp.arguments) else None)
             refs = set().union(*(t.refs.steps for t in read if t is not None))
-            advancer.load(refs)
+            undoes = row.step.removeprefix(COMPENSATE_PREFIX) if row.step.startswith(COMPENSATE_PREFIX) else None
+            advancer.load(refs | ({undoes} if undoes else set()))
             context = advancer.context_for(refs)
+            if undoes:  # as when the compensation started: ``output`` is the output of the step it undoes
+                context["output"] = advancer.rows[undoes].output
         if row.is_item and sp.foreach is not None:
             items = sp.foreach.render(context)
             item = items[row.item_index] if isinstance(items, list) and row.item_index < len(items) else None

@@ -22,11 +22,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.audit import Actor
-from orchestrator.errors import NotFound, SecretMissing, SecretUnreadable, UsageError
-from orchestrator.store import Repository
+from orchestrator.errors import NotFound, SecretMissing, SecretUnreadable, StateStoreError, UsageError
+from orchestrator.settings import DEFAULT_CACHE_UNAVAILABLE_WAIT_S
+from orchestrator.store import Repository, now
+
+if TYPE_CHECKING:  # the scheduler imports this module, and the middleware import the scheduler
+    from orchestrator.runtime.middleware import Call
 
 ENV_PREFIX = "ORCHESTRATOR_SECRETS_"
 NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -155,6 +160,23 @@ def resolved(stored: dict[str, Any], template: Any, context: Mapping[str, Any], 
     with_values = template.render({**context, "secrets": lookup})
     merged: dict[str, Any] = _merge(stored, as_stored, with_values)
     return merged
+
+
+def resolve_call(call: Call, lookup: Lookup) -> SecretMissing | SecretUnreadable | None:
+    """Give the function's inputs their values (``row.inputs`` keep the references). A store that
+    cannot be read defers the step, spending no attempt, as the cache and the checks do; a secret
+    that is not set or cannot be decrypted is returned, to fail the attempt only if nothing serves
+    the step without the function (a cache hit does)."""
+    from orchestrator.runtime.middleware import Defer
+
+    try:
+        call.inputs = resolved(call.inputs, call.step.arguments, call.context(), lookup)
+    except StateStoreError as exc:
+        retry_at = now() + timedelta(seconds=DEFAULT_CACHE_UNAVAILABLE_WAIT_S)
+        raise Defer(f"a secret cannot be read ({exc.message}); no call was made", retry_at) from None
+    except (SecretMissing, SecretUnreadable) as exc:
+        return exc
+    return None
 
 
 def _merge(stored: Any, as_stored: Any, with_values: Any) -> Any:

@@ -11,8 +11,14 @@ Every redirect hop connects through the same backend.
 The same backend bounds every socket operation by one deadline, so the step's ``timeout`` covers
 the whole request: resolving, connecting, TLS, sending, and reading the whole body.
 
+An IPv6 address that carries an IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible
+``::a.b.c.d``, NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``, 6to4 ``2002::/16``, Teredo) is refused
+when the IPv4 address it carries is. Loopback and private (RFC 1918) addresses are allowed: services
+next to the workers are what a workflow usually calls.
+
 Not covered: a proxy (the step uses none: proxy variables and ``.netrc`` are ignored), and
-addresses that only route to a blocked one through the network (NAT64 prefixes, a local forwarder).
+addresses that only route to a blocked one through the network (a NAT64 prefix of the network's own,
+a local forwarder).
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ BLOCKED_NETWORKS: tuple[Network, ...] = (
     ipaddress.ip_network("fe80::/10"),  # IPv6 link-local
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
     ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud metadata
+    ipaddress.ip_network("168.63.129.16/32"),  # Azure WireServer (host agent, VM extensions' settings)
+    ipaddress.ip_network("192.0.0.192/32"),  # Oracle Cloud metadata
 )
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 BLOCKED_NAMES = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data"})
 _RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-step-dns")
 
@@ -65,11 +74,31 @@ class Policy:
     def address_refused(self, host: str, address: IPAddress) -> bool:
         if host.lower().rstrip(".") in self.allowed_names:
             return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        return any(self._blocked(a) for a in _carried(address))
+
+    def _blocked(self, address: IPAddress) -> bool:
         if any(address in network for network in self.allowed_networks):
             return False
         return any(address in network for network in BLOCKED_NETWORKS)
+
+
+def _carried(address: IPAddress) -> list[IPAddress]:
+    """The address, and the IPv4 addresses an IPv6 one carries (each reaches that IPv4 host)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return [address]
+    found: list[IPAddress] = [address]
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    elif int(address) >> 32 == 0 and int(address) > 1:  # IPv4-compatible ::a.b.c.d (not :: nor ::1)
+        found.append(low32)
+    if any(address in network for network in _NAT64):
+        found.append(low32)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)  # the Teredo server and the client it relays for
+    return found
 
 
 def resolve(host: str, port: int, timeout: float) -> list[IPAddress]:

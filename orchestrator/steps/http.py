@@ -12,20 +12,25 @@
 
 What it refuses, with ``Refused`` (a ``ValueError`` that is never retried): a scheme other than
 http and https, a link-local or cloud metadata address (``orchestrator.steps.guard``), more
-redirects than ``max_redirects``, an answer larger than ``max_bytes``. What a breaker or a retry
+redirects than ``max_redirects``, an answer larger than ``max_bytes`` (counted once decompressed, and
+stopped while decompressing: ``Accept-Encoding: identity`` is sent unless the user set it), a
+``max_bytes`` over ``MAX_BYTES_LIMIT``, a compression other than gzip and deflate. What a breaker or a retry
 policy acts on: ``TimeoutError`` (``timeout`` bounds the whole request, body included),
 ``ConnectionError`` (cannot connect, or a 5xx answer: ``ServerError``). A 4xx answer raises
 ``ClientError`` (a ``ValueError``). Redirects are not followed unless ``follow_redirects``; a
-redirect to another origin (scheme, host, port) never carries Authorization, Proxy-Authorization,
-Cookie, nor the headers named in ``sensitive_headers``. No message names a header's value, the
-URL's user or password, or its query.
+redirect to another origin (scheme, host, port) carries none of the user's headers (not only
+Authorization and Cookie: any may hold a secret), and one that would re-send the body (307, 308) is
+refused. No message names a header's value, the URL's user or password, its query, nor a string of
+the ``json`` or ``data`` sent (a server may echo them).
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import json as jsonlib
 import ssl
+import zlib
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
@@ -36,10 +41,11 @@ from orchestrator.steps.guard import AddressRefused, Deadline, GuardedBackend, P
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+MAX_BYTES_LIMIT = 100 * 1024 * 1024
 DEFAULT_MAX_REDIRECTS = 5
 MAX_REDIRECTS_LIMIT = 20
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_OWN_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}  # all a hop to another origin gets
 
 
 class Refused(ValueError):
@@ -76,16 +82,22 @@ def request(
     max_bytes: int = DEFAULT_MAX_BYTES,
     sensitive_headers: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """One HTTP call; returns ``{"status", "headers", "body"}`` (``body`` parsed when it is JSON)."""
+    """One HTTP call; returns ``{"status", "headers", "body"}`` (``body`` parsed when it is JSON).
+    ``sensitive_headers`` is still accepted, from when only the headers it named (and the
+    credentials) stayed with the first origin; now every header the user sets does."""
     if not 0 < timeout <= 24 * 3600:
         raise Refused(f"timeout must be between 0 and 1 day, not {timeout!r}")
     if not 0 <= max_redirects <= MAX_REDIRECTS_LIMIT:
         raise Refused(f"max_redirects must be between 0 and {MAX_REDIRECTS_LIMIT}")
+    if not 0 <= max_bytes <= MAX_BYTES_LIMIT:
+        raise Refused(f"max_bytes must be between 0 and {MAX_BYTES_LIMIT} ({MAX_BYTES_LIMIT // 2**20} MiB)")
     body = jsonlib.dumps(json).encode() if json is not None else (data.encode() if data is not None else None)
-    sent = {"Accept": "application/json", **(headers or {})}
-    if json is not None:
-        sent.setdefault("Content-Type", "application/json")
-    secret = CREDENTIAL_HEADERS | {h.lower() for h in sensitive_headers}
+    sent = {**_OWN_HEADERS, **(headers or {})}
+    if not any(k.lower() == "accept-encoding" for k in sent):
+        sent["Accept-Encoding"] = "identity"  # a compressed answer is capped too, but this spares the work
+    if json is not None and not any(k.lower() == "content-type" for k in sent):
+        sent["Content-Type"] = "application/json"
+    hidden = _hidden(url, headers or {}, [json, data])
     deadline = Deadline(timeout)
     with _client(deadline) as client:
         response = _send(client, method.upper(), _checked_url(url), sent, body, deadline)
@@ -98,10 +110,12 @@ def request(
             target = _checked_url(str(response.url.join(response.headers["location"])))
             method, body, sent = _redirected(response.status_code, method.upper(), body, sent)
             if _origin(target) != origin:
-                sent = {k: v for k, v in sent.items() if k.lower() not in secret}
+                if body is not None:
+                    raise Refused(f"a {response.status_code} redirect to another origin would re-send the body")
+                sent = dict(_OWN_HEADERS)
             response.close()
             response = _send(client, method, target, sent, body, deadline)
-        return _answer(response, max_bytes, deadline, _hidden(url, headers or {}))
+        return _answer(response, max_bytes, deadline, hidden)
 
 
 def shown(url: str | httpx.URL) -> str:
@@ -189,13 +203,17 @@ def _answer(response: httpx.Response, max_bytes: int, deadline: Deadline, hidden
 
 
 def _read_capped(response: httpx.Response, max_bytes: int, deadline: Deadline) -> bytes:
-    """The body, streamed and stopped at ``max_bytes`` (decoded: the cap is on what would be stored)."""
+    """The body, streamed and stopped at ``max_bytes``. The cap is on the decompressed body (what
+    would be stored), and decompression stops there too: a small compressed answer cannot grow
+    past it in memory (httpx's own decoder inflates a whole chunk at once)."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise Refused(f"the answer from {shown(response.url)} is {declared} bytes, over max_bytes ({max_bytes})")
+    inflate = _Inflater(response.headers.get("content-encoding", ""), shown(response.url))
     chunks, size = [], 0
     try:
-        for chunk in response.iter_bytes():
+        for raw in response.iter_raw():
+            chunk = inflate.feed(raw, max_bytes - size + 1)
             size += len(chunk)
             if size > max_bytes:
                 raise Refused(f"the answer from {shown(response.url)} is over max_bytes ({max_bytes}): stopped")
@@ -207,25 +225,67 @@ def _read_capped(response: httpx.Response, max_bytes: int, deadline: Deadline) -
     return b"".join(chunks)
 
 
+class _Inflater:
+    """A ``Content-Encoding`` undone a bounded piece at a time: gzip, deflate (zlib or raw), or none."""
+
+    def __init__(self, encoding: str, url: str) -> None:
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip() and c.strip().lower() != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+            raise Refused(f"the answer from {url} is compressed with {encoding!r}: only gzip and deflate are read")
+        self.coding = codings[0] if codings else None
+        self.url = url
+        wbits = zlib.MAX_WBITS | 16 if self.coding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        self._zlib = zlib.decompressobj(wbits)
+        self._started = False
+
+    def feed(self, raw: bytes, room: int) -> bytes:
+        """At most ``room`` bytes of what ``raw`` inflates to: more than that (input left over) is
+        over the cap, so the caller never needs the rest."""
+        if self.coding is None:
+            return raw
+        try:
+            return self._zlib.decompress(raw, room)
+        except zlib.error:
+            if self.coding == "deflate" and not self._started:  # a raw deflate stream, without zlib's header
+                self._zlib, self._started = zlib.decompressobj(-zlib.MAX_WBITS), True
+                return self.feed(raw, room)
+            raise ConnectionError(f"the answer from {self.url} is not valid {self.coding}") from None
+        finally:
+            self._started = True
+
+
 def _raise_transport(exc: Exception, url: httpx.URL, deadline: Deadline) -> NoReturn:
     if isinstance(exc, httpx.TimeoutException | httpcore.TimeoutException):
         raise TimeoutError(f"no complete answer from {shown(url)} within {deadline.seconds:g}s") from None
     raise ConnectionError(f"{shown(url)} broke off the answer: {type(exc).__name__}") from None
 
 
-def _hidden(url: str, headers: dict[str, str]) -> list[str]:
-    """What an error's text must not show: every header value the user sent (a server may echo
-    them in its error page), and the URL's password and query values."""
+def _hidden(url: str, headers: dict[str, str], sent: list[Any]) -> list[str]:
+    """What an error's text must not show, since a server may echo what it got: every header value
+    the user sent, the URL's password, the Basic credentials httpx makes of it, its query values,
+    and every string in the ``json`` or ``data`` sent."""
     found = [v for v in headers.values() if len(v) >= 4]
     found += [v.split(" ", 1)[1] for v in headers.values() if " " in v and len(v.split(" ", 1)[1]) >= 4]
+    found += [v for v in _strings(sent) if len(v) >= 4]
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
-        return found
+        return sorted(set(found), key=len, reverse=True)
     if parsed.password:
         found.append(parsed.password)
+        found.append(base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode())
     found += [v for _, v in parsed.params.multi_items() if len(v) >= 4]
     return sorted(set(found), key=len, reverse=True)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def _scrub(text: str, hidden: list[str]) -> str:

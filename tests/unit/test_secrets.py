@@ -226,3 +226,101 @@ steps:
     merged = secrets.resolved(corrected, arguments, {}, secrets.Lookup(repo, key))
     # Then the reference where the template put it is resolved; what the operator wrote stays as written
     assert merged == {"token": VALUE, "header": "fixed", "note": "${{ secrets.API_TOKEN }}"}
+
+
+def test_a_compensation_reads_the_output_it_undoes_and_a_secret(real: Engine, key: str) -> None:
+    # Given a compensation whose with reads both the undone step's output and a secret
+    secrets.set_secret(real.repo, key, "API_TOKEN", VALUE, Who("alice", None))
+    text = f"""
+name: undo-with-secret
+steps:
+  a:
+    task: {STEPS}:give_back
+    with: {{token: "x"}}
+    compensate:
+      task: {STEPS}:check
+      with: {{token: "${{{{ secrets.API_TOKEN }}}}", header: "Bearer ${{{{ secrets.API_TOKEN }}}}",
+             note: "${{{{ output.token }}}}"}}
+  b:
+    needs: [a]
+    task: {STEPS}:leak
+    with: {{token: "y"}}
+    retry: {{max_attempts: 1}}
+"""
+    run_id = operations.submit(real, build_plan(load_text(text).workflow), {}).run_id
+    # When b fails and a is undone
+    drive(real)
+    # Then the compensation ran with the value and the output it undoes
+    view = run_view(real.repo, run_id)
+    undo = view["steps"]["compensate:a"]
+    assert undo["status"] == "succeeded", undo["error"]
+    assert undo["output"] == {"length": len(VALUE), "bearer": True, "note": "x"}
+
+
+def test_a_store_that_cannot_read_a_secret_defers_the_step_spending_no_attempt(
+    real: Engine, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a step that reads a stored secret, and a store that fails when the secret is read
+    from orchestrator.errors import StateStoreError
+    from orchestrator.store.secrets import SecretQueries
+
+    secrets.set_secret(real.repo, key, "API_TOKEN", VALUE, Who("alice", None))
+
+    def unreachable(self: Any, name: str) -> str:
+        raise StateStoreError("state store error at postgresql://db/app: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(SecretQueries, "secret_token", unreachable)
+    text = WORKFLOW.replace("needs: [use]", "needs: [use]\n    if: ${{ false }}")
+    run_id = operations.submit(real, build_plan(load_text(text).workflow), {"note": "n"}).run_id
+    # When a worker takes the step
+    drive(real)
+    # Then the run goes on: the step comes back later, with no attempt spent and no call made
+    view = run_view(real.repo, run_id)
+    assert view["status"] == "running"
+    assert (view["steps"]["use"]["status"], view["steps"]["use"]["attempts"]) == ("queued", 0)
+    assert "a secret cannot be read" in str(history_view(real.repo, run_id))
+
+
+def test_a_cache_hit_serves_a_step_whose_secret_is_gone(real: Engine, key: str) -> None:
+    # Given a cached step that read a secret once, and the secret since deleted
+    secrets.set_secret(real.repo, key, "API_TOKEN", VALUE, Who("alice", None))
+    text = f"""
+name: cached-secret
+steps:
+  use:
+    task: {STEPS}:check
+    with: {{token: "${{{{ secrets.API_TOKEN }}}}", header: "Bearer ${{{{ secrets.API_TOKEN }}}}"}}
+    cache: {{}}
+"""
+    plan = build_plan(load_text(text).workflow)
+    first = operations.submit(real, plan, {}).run_id
+    drive(real)
+    secrets.delete_secret(real.repo, "API_TOKEN", Who("alice", None))
+    # When the step runs again
+    second = operations.submit(real, plan, {}).run_id
+    drive(real)
+    # Then the cache serves it: the missing secret is never needed
+    step = run_view(real.repo, second)["steps"]["use"]
+    assert (step["status"], step.get("cached")) == ("succeeded", True), step["error"]
+    assert step["output"] == run_view(real.repo, first)["steps"]["use"]["output"]
+
+
+@pytest.mark.parametrize("cache", ["", "\n    cache: {}"])
+def test_a_missing_secret_is_no_failure_of_the_service_behind_a_breaker(real: Engine, key: str, cache: str) -> None:
+    # Given a cached or uncached step behind a breaker, whose secret is not set
+    from orchestrator.runtime.breaker import Breakers
+
+    text = f"""
+name: guarded
+breakers: {{api: {{fail_max: 1, reset_timeout: 1h}}}}
+steps:
+  use:
+    task: {STEPS}:check
+    with: {{token: "${{{{ secrets.API_TOKEN }}}}", header: "x"}}
+    breaker: api{cache}
+"""
+    run_id = operations.submit(real, build_plan(load_text(text).workflow), {}).run_id
+    drive(real)
+    # Then the step fails naming the secret, and the breaker counted nothing
+    assert run_view(real.repo, run_id)["steps"]["use"]["error"].startswith("SecretMissing: secret API_TOKEN")
+    assert Breakers(real.repo, None).describe("api")["failures"] == 0

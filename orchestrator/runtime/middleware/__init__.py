@@ -71,6 +71,7 @@ class Call:
     cache_key: str | None = None  # set by the cache on a miss: where a success is kept
     cache_value: Any = None  # on a miss, the function's own output (as JSON): what is kept, before any check
     refresh_cache: bool = False  # a cached value the checks refused: call the function, replace the entry
+    unready: Exception | None = None  # why the function cannot be called (a secret not set): fails a cache miss
     _context: dict[str, Any] | None = field(default=None, repr=False)
 
     @property

@@ -47,6 +47,8 @@ class CacheMiddleware(Middleware):
         if entry is not None:
             call.cached = CacheHit(key, entry.run_id)
             return entry.output
+        if call.unready is not None:  # raised here, not by the function: no breaker counts it
+            raise call.unready
         result = call_next()
         try:  # kept as the function returned it: checks of this step may convert what it stores
             call.cache_key, call.cache_value = key, storable(to_data(result))
