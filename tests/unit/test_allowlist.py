@@ -337,3 +337,13 @@ def test_dry_run_refuses_what_the_workers_would(listed: Listed, tmp_path: Path) 
     path.write_text("name: t\nsteps:\n  a: {task: 'subprocess:check_output'}\n")
     with pytest.raises(InvalidDefinition, match="task 'subprocess:check_output' is refused"):
         _plan(str(path))
+
+
+def test_the_built_in_http_step_resolves_and_its_helpers_do_not(listed: Listed) -> None:
+    listed("orchestrator")  # even listing the whole package admits no helper as a step
+    from orchestrator.steps.http import request
+
+    assert resolve_function("orchestrator.steps.http:request") is request
+    for helper in ("orchestrator.steps.guard:resolve", "orchestrator.steps.http:shown", "orchestrator.examples:Path"):
+        with pytest.raises(TaskNotAllowed):
+            resolve_function(helper)
