@@ -123,6 +123,9 @@ def services() -> Iterator[Services]:
     os.environ["ORCHESTRATOR_DATABASE_URL"] = server.set(database=name).render_as_string(hide_password=False)
     os.environ["ORCHESTRATOR_BROKER_URL"] = redis_url
     os.environ["BENCH_BROKER_URL"] = redis_url
+    from orchestrator.settings import get_settings
+
+    get_settings.cache_clear()  # a case without services (compile) may have read the settings already
     try:
         from orchestrator.store.migrate import upgrade
 

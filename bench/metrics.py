@@ -34,11 +34,14 @@ _SEED = [
        FROM runs r CROSS JOIN generate_series(0, 4) AS k WHERE r.version = 'bench-metrics'""",
     """INSERT INTO attempts (step_run_id, number, status, started_at, finished_at)
        SELECT s.id, n, CASE WHEN n < s.attempts THEN 'failed' ELSE 'succeeded' END, s.started_at, s.finished_at
-       FROM step_runs s CROSS JOIN generate_series(1, 2) AS n WHERE n <= s.attempts""",
+       FROM step_runs s JOIN runs r ON r.id = s.run_id CROSS JOIN generate_series(1, 2) AS n
+       WHERE n <= s.attempts AND r.version = 'bench-metrics'""",
     """INSERT INTO events (run_id, step, kind, at)
        SELECT s.run_id, s.step, e.kind, CASE e.kind WHEN 'step.queued' THEN s.queued_at
               WHEN 'step.running' THEN s.started_at ELSE s.finished_at END
-       FROM step_runs s CROSS JOIN (VALUES ('step.queued'), ('step.running'), ('step.succeeded')) AS e(kind)""",
+       FROM step_runs s JOIN runs r ON r.id = s.run_id
+       CROSS JOIN (VALUES ('step.queued'), ('step.running'), ('step.succeeded')) AS e(kind)
+       WHERE r.version = 'bench-metrics'""",
     "ANALYZE",
 ]
 
