@@ -25,6 +25,8 @@ steps:
     with: {args: [touch, MARKER]}
     retry: {max_attempts: 3, delay: 0s}
   own:
+    needs: [shell]
+    trigger: all_done                # runs after shell failed (in parallel, the run's failure could cancel it)
     task: orchestrator.submit
     with: {workflow: outside}
     retry: {max_attempts: 3, delay: 0s}
