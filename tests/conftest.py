@@ -121,6 +121,8 @@ def redis_url(redis_db: str) -> Iterator[str]:
 class Cluster:
     """The distributed setup of one test: its database, its broker, its worker processes."""
 
+    grace_s = 20.0  # how long stop() lets workers finish a warm shutdown before killing them
+
     def __init__(self, database_url: str, broker_url: str, workdir: Path) -> None:
         self.database_url = database_url
         self.broker_url = broker_url
@@ -192,12 +194,15 @@ class Cluster:
         process.wait(10)
 
     def stop(self) -> None:
+        """SIGTERM every worker, then SIGKILL those still up once ``grace_s`` has passed (one
+        deadline for all of them, not one each)."""
         for process in self.workers:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
         for process in self.workers:
             try:
-                process.wait(20)
+                process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)

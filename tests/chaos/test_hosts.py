@@ -23,7 +23,7 @@ CUT_S = 12.0
 
 
 @pytest.fixture
-def hosts() -> Iterator[dict[str, Host]]:
+def hosts(drill: Drill) -> Iterator[dict[str, Host]]:
     reason = namespaces_unavailable()
     if reason is not None:
         message = f"the multi-host drill needs network namespaces (root, `ip netns`): {reason}"
@@ -34,6 +34,7 @@ def hosts() -> Iterator[dict[str, Host]]:
             made[name] = Host(name)
         yield made
     finally:
+        drill.stop()  # the workers first: with their network gone, a warm shutdown waits on the broker
         for host in made.values():
             host.close()
 
