@@ -24,6 +24,7 @@ from orchestrator.store.database import check_reachable, get_engine, redact
 from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.leases import LeaseQueries
 from orchestrator.store.metrics import MetricQueries
+from orchestrator.store.pages import PageQueries
 from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.report import ReportQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
@@ -53,6 +54,7 @@ class Tx(
     MetricQueries,
     AuditQueries,
     SecretQueries,
+    PageQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
     signals, leases, dead letters, breaker state, registered versions, the step cache, schedules,
