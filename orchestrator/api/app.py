@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from orchestrator.api import errors
 from orchestrator.api.auth import require
+from orchestrator.api.deps import plain_path
 from orchestrator.api.limits import BodyLimit
 from orchestrator.api.live import Hub
 from orchestrator.api.routes import ROUTERS
@@ -71,7 +72,7 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     for router in ROUTERS:
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(plain_path)])
 
     @app.api_route(f"{API_PREFIX}/{{path:path}}", methods=_METHODS, include_in_schema=False)
     def unknown(request: Request) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.api.auth import require
@@ -37,6 +37,13 @@ def actor(role: str) -> Callable[..., str]:
         return check(request) or get_settings().default_actor
 
     return named
+
+
+def plain_path(request: Request) -> None:
+    """A path naming a run, step, entry, workflow... with a NUL character names nothing that can
+    exist (the store cannot even hold one): 404 before any route reads it."""
+    if any("\x00" in value for value in request.path_params.values()):
+        raise HTTPException(404, "no such object: the path holds a NUL character")
 
 
 def who(name: str, body: Body | None) -> Who:
