@@ -182,3 +182,16 @@ def test_an_unexpected_failure_is_500_logged_and_never_shown(
     assert answer.status_code == 500 and answer.json() == {"error": "internal error"}
     assert "secret internals" not in answer.text
     assert any("secret internals" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_a_store_that_cannot_be_reached_is_503_naming_it_without_its_password() -> None:
+    from orchestrator.api.app import create_app
+    from orchestrator.settings import get_settings
+    from orchestrator.store import Repository
+    from orchestrator.worker.tasks import build_engine
+
+    repo = Repository.from_url("postgresql+psycopg://ops:hunter2@127.0.0.1:1/nowhere")
+    app = create_app(repo, lambda: [], [], 0.0, build_engine(get_settings(), repo))
+    answer = client_for(app).get("/api/v1/runs/r-1")
+    message = one_error(answer, 503)
+    assert "127.0.0.1:1" in message and "hunter2" not in message
