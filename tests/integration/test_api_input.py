@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -195,3 +196,18 @@ def test_a_store_that_cannot_be_reached_is_503_naming_it_without_its_password() 
     answer = client_for(app).get("/api/v1/runs/r-1")
     message = one_error(answer, 503)
     assert "127.0.0.1:1" in message and "hunter2" not in message
+
+
+def test_the_same_submit_sent_at_once_from_eight_clients_is_one_run(client: TestClient) -> None:
+    # Given eight requests with one idempotency key, in flight together
+    body = {"workflow": "gated", "idempotency_key": "order-42"}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/api/v1/runs", json=body, headers=auth("operator")), range(8)))
+    # Then exactly one created the run, and every answer names it
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+    assert len({a.json()["run_id"] for a in answers}) == 1
+    listed = client.get("/api/v1/runs?workflow=gated&limit=500", headers=auth("viewer")).json()["runs"]
+    assert [r["run_id"] for r in listed].count(answers[0].json()["run_id"]) == 1
+    records = client.get("/api/v1/audit?action=run.submit&limit=500", headers=auth("viewer")).json()
+    keyed = [r for r in records if (r["detail"] or {}).get("idempotency_key") == "order-42"]
+    assert len(keyed) == 1
