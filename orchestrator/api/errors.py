@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as KombuOperationalError
 from starlette.exceptions import HTTPException
 
 from orchestrator.errors import (
@@ -21,6 +23,8 @@ from orchestrator.errors import (
     StateStoreError,
     StoreRefused,
 )
+from orchestrator.settings import get_settings
+from orchestrator.urls import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,13 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     return error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
 
 
+async def _broker(_: Request, exc: Exception) -> JSONResponse:
+    """Redis (the broker, and the breakers' shared state) refused a connection: 503, naming the
+    configured URL without its password."""
+    url = get_settings().broker_url or "the embedded broker"
+    return error(503, f"cannot reach the broker at {redact_url(url)}: {scrub(str(exc).splitlines()[0], url)}")
+
+
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return error(500, "internal error")
@@ -84,4 +95,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OrchestratorError, _orchestrator)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
+    for unreachable in (redis.ConnectionError, redis.TimeoutError, KombuOperationalError):
+        app.add_exception_handler(unreachable, _broker)
     app.add_exception_handler(Exception, _internal)

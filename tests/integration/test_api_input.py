@@ -211,3 +211,25 @@ def test_the_same_submit_sent_at_once_from_eight_clients_is_one_run(client: Test
     records = client.get("/api/v1/audit?action=run.submit&limit=500", headers=auth("viewer")).json()
     keyed = [r for r in records if (r["detail"] or {}).get("idempotency_key") == "order-42"]
     assert len(keyed) == 1
+
+
+def test_a_broker_that_cannot_be_reached_is_503_naming_it_without_its_password(
+    embedded_app: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.api.app import create_app
+    from orchestrator.runtime.breaker import Breakers
+    from orchestrator.settings import get_settings
+
+    down = "redis://ops:hunter2@127.0.0.1:1/0"
+    repo = embedded_app.state.repo
+    app = create_app(repo, lambda: [], [], 0.0, embedded_app.state.engine, Breakers(repo, down))
+    monkeypatch.setenv("ORCHESTRATOR_BROKER_URL", down)
+    get_settings.cache_clear()
+    try:
+        for method, path in (("GET", "/api/v1/breakers"), ("POST", "/api/v1/breakers/pay/reset")):
+            message = one_error(client_for(app).request(method, path), 503)
+            assert "127.0.0.1:1" in message and "hunter2" not in message
+    finally:
+        monkeypatch.delenv("ORCHESTRATOR_BROKER_URL")
+        get_settings.cache_clear()
