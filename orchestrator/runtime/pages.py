@@ -34,16 +34,20 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         run_id = data["id"]
         if not isinstance(run_id, str) or at.tzinfo is None:
             raise ValueError(run_id)
-    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        at = at.astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError, OverflowError):
         raise UsageError("cursor: not a cursor this API handed out (use next_cursor as given)") from None
-    return at.astimezone(UTC), run_id
+    return at, run_id
 
 
-def utc(value: datetime | None) -> datetime | None:
+def utc(value: datetime | None, name: str) -> datetime | None:
     """A time as the store compares it: UTC (a time with no offset is taken as UTC)."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(f"{name}: {value.isoformat()} is out of range in UTC") from None
 
 
 def runs_page(repo: Repository, where: RunFilter, limit: int, cursor: str | None = None) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def runs_page(repo: Repository, where: RunFilter, limit: int, cursor: str | None
     if not 1 <= limit <= MAX_RUNS_PAGE:
         raise UsageError(f"limit: must be 1 to {MAX_RUNS_PAGE}")
     after = decode_cursor(cursor) if cursor is not None else None
-    where = RunFilter(where.status, where.workflow, where.parent, utc(where.since), utc(where.until))
+    where = RunFilter(where.status, where.workflow, where.parent, utc(where.since, "since"), utc(where.until, "until"))
     with repo.transaction() as tx:
         rows = tx.runs_page(where, limit + 1, after)
     more = len(rows) > limit

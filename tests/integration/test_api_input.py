@@ -78,7 +78,16 @@ def test_a_body_of_the_wrong_shape_is_400_naming_the_field(
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=0", "limit=100000", "limit=ten", "status=lost", "since=yesterday", "cursor=garbage", "cursor=e30"],
+    [
+        "limit=0",
+        "limit=100000",
+        "limit=ten",
+        "status=lost",
+        "since=yesterday",
+        "since=9999-12-31T23:59:59-23:00",
+        "cursor=garbage",
+        "cursor=e30",
+    ],
 )
 def test_a_bad_run_list_query_is_400(client: TestClient, query: str) -> None:
     one_error(client.get(f"/api/v1/runs?{query}", headers=auth("viewer")), 400)

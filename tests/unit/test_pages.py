@@ -60,10 +60,21 @@ def test_since_and_until_bound_the_creation_time(repo: Repository) -> None:
     assert {r["run_id"] for r in until["runs"]} == {"run-00", "run-01", "run-02"}
 
 
-@pytest.mark.parametrize("cursor", ["garbage", "", "e30", encode_cursor(SAME_TIME, "x")[:-3], "!!!!", "bnVsbA"])
+OUT_OF_RANGE = "eyJ0IjogIjk5OTktMTItMzFUMjM6NTk6NTktMjM6MDAiLCAiaWQiOiAieCJ9"  # 9999-12-31T23:59:59-23:00
+
+
+@pytest.mark.parametrize(
+    "cursor", ["garbage", "", "e30", encode_cursor(SAME_TIME, "x")[:-3], "!!!!", "bnVsbA", OUT_OF_RANGE]
+)
 def test_a_cursor_this_api_did_not_hand_out_is_refused(cursor: str) -> None:
     with pytest.raises(UsageError, match="cursor"):
         decode_cursor(cursor)
+
+
+def test_a_time_out_of_range_in_utc_is_refused(repo: Repository) -> None:
+    late = datetime.fromisoformat("9999-12-31T23:59:59-23:00")
+    with pytest.raises(UsageError, match="since"):
+        runs_page(repo, RunFilter(since=late), 5)
 
 
 def test_a_cursor_holds_the_key_it_was_made_of() -> None:
