@@ -1,5 +1,7 @@
 """The request body limit, as ASGI middleware: a body over ``ORCHESTRATOR_MAX_PAYLOAD`` is answered
-413 before any route reads it, whether it declares its length or arrives chunked."""
+413 before any route reads it, whether it declares its length or arrives chunked. The rest of a
+refused body is read and dropped first (up to ``DEFAULT_BODY_DRAIN_BYTES``): a client still sending
+when the server closes the connection sees it reset, not the 413."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator.settings import DEFAULT_BODY_DRAIN_BYTES
 
 
 class BodyLimit:
@@ -25,6 +29,8 @@ class BodyLimit:
         limit = self.limit()
         declared = _content_length(scope)
         if declared is not None and declared > limit:
+            if declared <= DEFAULT_BODY_DRAIN_BYTES:
+                await _drain(receive, DEFAULT_BODY_DRAIN_BYTES)
             await _too_large(send, limit)
             return
         chunks: list[bytes] = []
@@ -36,6 +42,8 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
+                if message.get("more_body", False):
+                    await _drain(receive, DEFAULT_BODY_DRAIN_BYTES - size)
                 await _too_large(send, limit)
                 return
             chunks.append(chunk)
@@ -62,6 +70,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the body's remaining chunks, at most ``budget`` bytes of them."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _too_large(send: Send, limit: int) -> None:

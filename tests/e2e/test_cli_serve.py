@@ -110,6 +110,9 @@ def test_the_embedded_default_runs_what_the_api_submits(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert view["status"] == "succeeded" and view["steps"]["add"]["output"] == 5  # type: ignore[index]
+        # And a 10 MB body is answered 413 (read and dropped first: the client sees the answer, not a reset)
+        status, refused = _call(f"{api}/runs", "POST", {"workflow": "adder", "inputs": {"pad": "x" * 10_000_000}})
+        assert status == 413 and "ORCHESTRATOR_MAX_PAYLOAD" in refused["error"]  # type: ignore[index]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(20)
