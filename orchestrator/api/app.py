@@ -37,8 +37,8 @@ def create_app(
     breaker_registry: BreakerRegistry | None = None,
 ) -> FastAPI:
     """The app over ``repo``; ``engine`` (default: one built from the settings, on ``repo``) is
-    what actions decide and send their messages with, one for the app's lifetime; ``registry``
-    the breakers the routes show and reset (default: the configured ones)."""
+    what actions decide and send their messages with, one for the app's lifetime;
+    ``breaker_registry`` the breakers the routes show and reset (default: the configured ones)."""
     hub = Hub(repo)
 
     @asynccontextmanager
@@ -74,18 +74,19 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX, dependencies=[Depends(plain_path)])
 
-    @app.api_route(f"{API_PREFIX}/{{path:path}}", methods=_METHODS, include_in_schema=False)
-    def unknown(request: Request) -> None:
-        """Under /api/v1, what no route answers: 405 for a known path, else 404 (never the UI)."""
-        allowed = _allowed(request.scope["path"])
-        if allowed:
-            raise HTTPException(405, f"{request.method} is not allowed here", headers={"Allow": ", ".join(allowed)})
-        raise HTTPException(404, f"no such route: {request.url.path[:200]}")
-
+    app.add_api_route(f"{API_PREFIX}/{{path:path}}", _unknown, methods=_METHODS, include_in_schema=False)
     from orchestrator.api.ui import mount_ui
 
     mount_ui(app)  # last: the UI's routes answer only what the API's did not
     return app
+
+
+def _unknown(request: Request) -> None:
+    """Under /api/v1, what no route answers: 405 for a known path, else 404 (never the UI)."""
+    allowed = _allowed(request.scope["path"])
+    if allowed:
+        raise HTTPException(405, f"{request.method} is not allowed here", headers={"Allow": ", ".join(allowed)})
+    raise HTTPException(404, f"no such route: {request.url.path[:200]}")
 
 
 def _allowed(path: str) -> list[str]:

@@ -20,6 +20,8 @@ TIMED = "name: timed\nschedules:\n  - {name: tick, every: 1h}\nsteps:\n  nap: {w
 FLIP = "name: flip\nsteps:\n  s: {wait: {for: %s}}\n"
 
 # (method, path, body, role needed, status, keys the answer has); {names} come from the set-up.
+# The rows run in this order: a retry follows the rejection it mends, a resume its pause, an activate
+# the rollback it undoes.
 ROUTES: list[tuple[str, str, Any, str, int, set[str]]] = [
     ("GET", "/runs", None, "viewer", 200, {"runs", "next_cursor"}),
     ("GET", "/runs?workflow=gated&status=running&limit=2", None, "viewer", 200, {"runs", "next_cursor"}),
