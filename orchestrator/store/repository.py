@@ -42,6 +42,7 @@ _RUN_LOCKED = _RUN.with_for_update()
 
 class Tx(
     StepQueries,
+    PageQueries,
     WaitQueries,
     LeaseQueries,
     RecoveryQueries,
@@ -54,7 +55,6 @@ class Tx(
     MetricQueries,
     AuditQueries,
     SecretQueries,
-    PageQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
     signals, leases, dead letters, breaker state, registered versions, the step cache, schedules,
