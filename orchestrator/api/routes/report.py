@@ -7,9 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from orchestrator.api.deps import Store, Viewer
-from orchestrator.definition.duration import parse_duration
-from orchestrator.errors import UsageError
-from orchestrator.report.compute import build_report
+from orchestrator.report.compute import build_report, since_seconds
 from orchestrator.report.formats import render
 
 router = APIRouter(tags=["report"])
@@ -24,11 +22,7 @@ def report(
     format: Literal["json", "csv", "html"] = "json",
 ) -> dict[str, Any] | Response:
     """Runs, success rates, step durations (p50/p95), retries, queue waits and the bottleneck."""
-    try:
-        since_s = parse_duration(since)
-    except ValueError as exc:
-        raise UsageError(f"since: {exc}") from None
-    found = build_report(store, since_s, workflow)
+    found = build_report(store, since_seconds(since, "since"), workflow)
     if format == "json":
         return found
     return Response(render(found, format), media_type=MEDIA[format])
