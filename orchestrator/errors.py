@@ -241,3 +241,11 @@ class DeadLetterError(OrchestratorError):
     """The dead-letter operation failed."""
 
     exit_code = 2
+
+
+class DeadLetterNotFound(DeadLetterError, NotFound):
+    """No such dead-letter entry."""
+
+
+class DeadLetterRefused(DeadLetterError, Refused):
+    """The dead-letter entry cannot be replayed or discarded in its state."""

@@ -59,6 +59,7 @@ DEFAULT_MAX_CHAIN_DEPTH = 10
 DEFAULT_MAX_TRANSITIONS = 100
 DEFAULT_SERVE_HOST = "127.0.0.1"
 DEFAULT_SERVE_PORT = 8080
+DEFAULT_BODY_DRAIN_BYTES = 16 * 1024 * 1024  # of a body refused as too large, read (and dropped) before the 413
 DEFAULT_METRICS_CACHE_S = 2.0  # a scrape within this of the last one gets the same figures
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"  # Flower's own default is every interface
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})  # where `serve` may bind with no API token configured

@@ -1,2 +1,2 @@
-"""The HTTP side: an ASGI app (FastAPI on uvicorn) serving ``/metrics`` now, and the ``/api/v1``
-routes and web UI as they arrive."""
+"""The HTTP side: an ASGI app (FastAPI on uvicorn) serving the ``/api/v1`` routes, live updates,
+the web UI and ``/metrics``; a thin door onto the same runtime operations as the CLI."""

@@ -1,6 +1,10 @@
-"""Starting ``orchestrator serve``: the bind check, the app wired to the configured store, uvicorn."""
+"""Starting ``orchestrator serve``: the bind check, the app wired to the configured store, uvicorn,
+and with no broker configured (the embedded default) a worker in this process for its lifetime,
+so runs submitted or repaired through the API make progress."""
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
 
 from orchestrator.api.tokens import Token, parse_tokens
 from orchestrator.errors import UsageError
@@ -23,9 +27,19 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     from orchestrator.api.app import create_app
     from orchestrator.runtime.breaker import Breakers
-    from orchestrator.runtime.connect import open_repository
+    from orchestrator.worker.connect import open_engine
 
-    repo = open_repository(settings)
-    registry = Breakers(repo, settings.broker_url)
-    app = create_app(repo, lambda: [registry.describe(n) for n in registry.names()], tokens, DEFAULT_METRICS_CACHE_S)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    engine = open_engine(settings)
+    registry = Breakers(engine.repo, settings.broker_url)
+    app = create_app(engine.repo, registry.describe_all, tokens, DEFAULT_METRICS_CACHE_S, engine, registry)
+    with _workers(settings):
+        uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _workers(settings: Settings) -> AbstractContextManager[object]:
+    """The embedded default's in-process worker; none when workers listen on a broker."""
+    if not settings.embedded:
+        return nullcontext()
+    from orchestrator.worker.embedded import EmbeddedWorker
+
+    return EmbeddedWorker()

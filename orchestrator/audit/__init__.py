@@ -5,7 +5,7 @@ Operations call ``record(tx, who, action, target, detail)`` inside the transacti
 change (``record_many`` for a batch of changes of one action: the same records, one append).
 Action names, by target:
 
-- ``run:<id>``: ``run.submit`` (detail ``via``: cli, client, celery, schedule), ``run.cancel``,
+- ``run:<id>``: ``run.submit`` (detail ``via``: cli, api, client, celery, schedule), ``run.cancel``,
   ``run.pause``, ``run.resume``, ``run.retry``, ``step.approve``, ``step.reject``, ``step.skip``,
   ``step.accept``
 - ``event:<name>``: ``signal.send``, ``event.emit`` (the runs an emission started are in its detail)

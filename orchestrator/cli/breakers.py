@@ -29,7 +29,7 @@ def breakers() -> None:
 def list_(as_json: bool) -> None:
     """Every breaker that has been used: state, failures, opened at, next trial."""
     registry = _breakers()
-    rows = [registry.describe(name) for name in registry.names()]
+    rows = registry.describe_all()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -115,9 +115,7 @@ def signal(
         lambda d: [r for r, _ in d.delivered],
     )
     if as_json:
-        delivered = [{"run_id": r, "step": s} for r, s in done.delivered]
-        answer = {"event": done.event, "key": done.key, "delivered": delivered, "kept": done.kept}
-        click.echo(json.dumps({**answer, "duplicate": done.duplicate}))
+        click.echo(json.dumps(done.as_json()))
         return
     if done.duplicate:
         click.echo(f"signal {signal_id} was handled before: nothing done")

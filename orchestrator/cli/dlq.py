@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
@@ -11,16 +10,13 @@ from orchestrator.cli import render
 from orchestrator.cli.control import who, who_options
 from orchestrator.cli.runs import check_broker, follow, parse_inputs
 from orchestrator.definition.duration import parse_duration
+from orchestrator.dlq import check_selection, list_entries, replay_selected
 from orchestrator.dlq import discard as discard_entries
-from orchestrator.dlq import list_entries, replay_all
 from orchestrator.dlq import purge as purge_entries
-from orchestrator.dlq import replay as replay_entries
 from orchestrator.dlq import show as show_entry
 from orchestrator.dlq.queue import STATUSES, Replayed
 from orchestrator.errors import UsageError
 from orchestrator.runtime.connect import open_repository
-from orchestrator.runtime.engine import Engine
-from orchestrator.runtime.operations import Who
 from orchestrator.settings import get_settings
 from orchestrator.worker.connect import open_engine
 
@@ -77,51 +73,27 @@ def replay(
     reason: str | None,
 ) -> None:
     """Re-execute failed steps with their recorded (or corrected) inputs; their runs resume."""
-    if bool(entry_ids) == replay_every:
-        raise UsageError("name entry ids, or --all (not both)")
-    if inputs_file and replay_every:
-        raise UsageError("--inputs-file replays named entries, not --all")
+    check_selection(entry_ids, replay_every, bool(inputs_file))
     settings = get_settings()
     engine = open_engine(settings)
     inputs = parse_inputs((), inputs_file) if inputs_file else None
     actor = who(by, reason)
     if not settings.embedded:
         check_broker()
-        _report(_replay(engine, entry_ids, replay_every, workflow, inputs, actor), as_json)
+        _report(replay_selected(engine, entry_ids, replay_every, workflow, inputs, actor), as_json)
         return
     from orchestrator.worker.embedded import EmbeddedWorker
 
     with EmbeddedWorker():
-        done = _replay(engine, entry_ids, replay_every, workflow, inputs, actor)
+        done = replay_selected(engine, entry_ids, replay_every, workflow, inputs, actor)
         for run_id in dict.fromkeys(done.runs):
             follow(engine.repo, run_id, quiet=True)
     _report(done, as_json)
 
 
-def _replay(
-    engine: Engine,
-    entry_ids: tuple[str, ...],
-    every: bool,
-    workflow: str | None,
-    inputs: dict[str, Any] | None,
-    actor: Who,
-) -> Replayed:
-    if not every:
-        return replay_entries(engine, entry_ids, inputs, actor)
-    total = Replayed()
-    for batch in replay_all(engine, workflow, who=actor):
-        total.merge(batch)
-    return total
-
-
 def _report(result: Replayed, as_json: bool) -> None:
     if as_json:
-        click.echo(
-            json.dumps(
-                {"replayed": result.entries, "runs": list(dict.fromkeys(result.runs)), "refused": result.refused},
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(result.as_json(), indent=2))
         return
     click.echo(
         f"replayed {len(result.entries)} entr{'y' if len(result.entries) == 1 else 'ies'}"

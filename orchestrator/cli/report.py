@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from orchestrator.definition.duration import parse_duration
 from orchestrator.errors import UsageError
-from orchestrator.report.compute import build_report
+from orchestrator.report.compute import build_report, since_seconds
 from orchestrator.report.formats import FORMATS, render
 from orchestrator.runtime.connect import open_repository
 
@@ -20,10 +19,7 @@ from orchestrator.runtime.connect import open_repository
 @click.option("--output", default=None, metavar="FILE", help="Write the report here instead of printing it.")
 def report(workflow: str | None, since: str, format_: str, output: str | None) -> None:
     """Runs, success rates, step durations (p50/p95), retries, queue waits and the bottleneck."""
-    try:
-        since_s = parse_duration(since)
-    except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
+    since_s = since_seconds(since)
     if format_ not in FORMATS:
         raise UsageError(f"--format: unknown format {format_!r}: use one of {', '.join(FORMATS)}")
     text = render(build_report(open_repository(), since_s, workflow), format_)

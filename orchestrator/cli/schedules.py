@@ -80,6 +80,6 @@ def trigger(name: str, as_json: bool, by: str | None, reason: str | None) -> Non
     actor = who(by, reason)
     done = act(lambda e: runtime.trigger(e, name, actor), lambda d: [d.run_id])
     if as_json:
-        click.echo(json.dumps({"schedule": done.schedule, "run_id": done.run_id, "fire_at": done.fire_at.isoformat()}))
+        click.echo(json.dumps(done.as_json()))
         return
     click.echo(f"started run {done.run_id} of schedule {name} (manual, by {actor.by})")

@@ -1,4 +1,4 @@
-"""``orchestrator serve``: the HTTP server (``/metrics`` now; the API and web UI later)."""
+"""``orchestrator serve``: the HTTP server (the API, the web UI and ``/metrics``)."""
 
 from __future__ import annotations
 

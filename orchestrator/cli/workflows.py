@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
 
 import click
 import yaml
@@ -50,16 +49,7 @@ def register(file: str, no_activate: bool, as_json: bool, by: str | None, reason
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
     """Registered workflows, with their active version."""
-    with open_repository().transaction() as tx:
-        rows = tx.registrations()
-        active = tx.active_versions()
-    found: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = found.setdefault(row["name"], {"name": row["name"], "version": active.get(row["name"]), "versions": 0})
-        entry["versions"] += 1
-        if row["version"] == entry["version"]:
-            entry["registered_at"] = row["registered_at"].isoformat()
-    listed = [{"registered_at": None, **entry} for entry in found.values()]
+    listed = runtime.workflows_view(open_repository())
     if as_json:
         click.echo(json.dumps(listed, indent=2))
         return
@@ -75,16 +65,12 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show(name: str, ref: str | None, as_json: bool) -> None:
     """The active definition of NAME, or the version given."""
-    with open_repository().transaction() as tx:
-        version = runtime.resolve_target(tx, f"{name}@{ref}" if ref else name)
-        snapshot = tx.definition(version)
-        active = tx.active_version(name)
+    view = runtime.show_view(open_repository(), name, ref)
     if as_json:
-        view = {"name": name, "version": version, "active": version == active, "definition": snapshot}
         click.echo(json.dumps(view, indent=2))
     else:
-        click.echo(f"# version {version}{' (active)' if version == active else ''}")
-        click.echo(yaml.safe_dump(snapshot, sort_keys=False).rstrip())
+        click.echo(f"# version {view['version']}{' (active)' if view['active'] else ''}")
+        click.echo(yaml.safe_dump(view["definition"], sort_keys=False).rstrip())
 
 
 @workflows.command()
@@ -134,8 +120,8 @@ def _print_switch(done: runtime.Activated, verb: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def diff(name: str, v1: str, v2: str, as_json: bool) -> None:
     """A unified diff of two versions' definitions (nothing printed when they are the same)."""
-    before, after, text = runtime.diff(open_repository(), name, v1, v2)
+    view = runtime.diff_view(open_repository(), name, v1, v2)
     if as_json:
-        click.echo(json.dumps({"name": name, "from": before, "to": after, "diff": text}))
+        click.echo(json.dumps(view))
     else:
-        click.echo(text, nl=False)
+        click.echo(view["diff"], nl=False)

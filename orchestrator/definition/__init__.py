@@ -5,6 +5,9 @@ This layer imports neither Celery nor SQLAlchemy.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from orchestrator.definition.builder import StepRef, WorkflowBuilder, index, inputs, item
 from orchestrator.definition.loader import Loaded, Source, load_bytes, load_file, load_text
 from orchestrator.definition.model import (
@@ -39,6 +42,7 @@ __all__ = [
     "load_bytes",
     "load_file",
     "load_text",
+    "plan_document",
     "plan_file",
     "workflow_json_schema",
 ]
@@ -48,6 +52,16 @@ def plan_file(path: str, *, check_tasks: bool = True) -> Plan:
     """Load, check and compile one workflow file."""
     loaded = load_file(path)
     return build_plan(loaded.workflow, loaded.source, check_tasks=check_tasks)
+
+
+def plan_document(document: str | dict[str, Any], name: str = "<request>") -> Plan:
+    """Load, check and compile a workflow sent as YAML or JSON text, or as a parsed JSON object,
+    with the same limits and checks as a file."""
+    if isinstance(document, str):
+        loaded = load_bytes(document.encode("utf-8", "surrogatepass"), name, "yaml")
+    else:
+        loaded = load_bytes(json.dumps(document).encode(), name, "json")
+    return build_plan(loaded.workflow, loaded.source)
 
 
 def workflow_json_schema() -> dict[str, object]:

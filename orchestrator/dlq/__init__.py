@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
-from orchestrator.dlq.queue import discard, entry_view, list_entries, purge, replay, replay_all, show
+from orchestrator.dlq.queue import (
+    check_selection,
+    discard,
+    entry_view,
+    list_entries,
+    purge,
+    replay,
+    replay_all,
+    replay_selected,
+    show,
+)
 
-__all__ = ["discard", "entry_view", "list_entries", "purge", "replay", "replay_all", "show"]
+__all__ = [
+    "check_selection",
+    "discard",
+    "entry_view",
+    "list_entries",
+    "purge",
+    "replay",
+    "replay_all",
+    "replay_selected",
+    "show",
+]

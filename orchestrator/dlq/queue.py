@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator import audit
 from orchestrator.definition.plan import COMPENSATE_PREFIX
-from orchestrator.errors import DeadLetterError, NotFound
+from orchestrator.errors import DeadLetterError, DeadLetterNotFound, DeadLetterRefused, NotFound, UsageError
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.operations import Reopen, Who, reopen
 from orchestrator.runtime.views import iso
@@ -38,6 +38,10 @@ class Replayed:
         self.runs += other.runs
         self.refused += other.refused
         self.sent += other.sent
+
+    def as_json(self) -> dict[str, Any]:
+        """``dlq replay --json``: the entries replayed, the runs resumed (once each), those refused."""
+        return {"replayed": self.entries, "runs": list(dict.fromkeys(self.runs)), "refused": self.refused}
 
 
 def entry_view(entry: DeadLetter, full: bool = False) -> dict[str, Any]:
@@ -83,20 +87,46 @@ def replay(
         for entry_id in sorted(set(entry_ids)):
             entry = tx.dead_letter(entry_id, lock=True)
             if entry is None:
-                raise DeadLetterError(f"no dead-letter entry {entry_id}")
+                raise DeadLetterNotFound(f"no dead-letter entry {entry_id}")
             if entry.status != "open":
-                raise DeadLetterError(f"dead-letter entry {entry_id} was already {entry.status}; nothing to replay")
+                raise DeadLetterRefused(f"dead-letter entry {entry_id} was already {entry.status}; nothing to replay")
             entries.append(entry)
         done, dispatches = _replay_batch(engine, tx, entries, inputs, who)
         if done.refused:
             entry = next(e for e in entries if e.id == done.refused[0])
-            raise DeadLetterError(
+            raise DeadLetterRefused(
                 f"dead-letter entry {entry.id} belongs to run {entry.run_id}, which was cancelled; "
                 "a cancelled run is not replayed"
             )
     engine.send(dispatches)
     done.sent = len(dispatches)
     return done
+
+
+def check_selection(entry_ids: Sequence[str], every: bool, corrected: bool) -> None:
+    """A replay names entries or asks for all of them, not both; corrected inputs go with named ones."""
+    if bool(entry_ids) == every:
+        raise UsageError("name entry ids, or --all (not both)")
+    if corrected and every:
+        raise UsageError("--inputs-file replays named entries, not --all")
+
+
+def replay_selected(
+    engine: Engine,
+    entry_ids: Sequence[str],
+    every: bool,
+    workflow: str | None = None,
+    inputs: dict[str, Any] | None = None,
+    who: Who | None = None,
+) -> Replayed:
+    """Replay the named entries (all or nothing), or every open one (of ``workflow``) in batches."""
+    check_selection(entry_ids, every, inputs is not None)
+    if not every:
+        return replay(engine, entry_ids, inputs, who)
+    total = Replayed()
+    for batch in replay_all(engine, workflow, who=who):
+        total.merge(batch)
+    return total
 
 
 def replay_all(
@@ -182,9 +212,9 @@ def discard(repo: Repository, entry_ids: Sequence[str], who: Who | None = None) 
         for entry_id in entry_ids:
             entry = tx.dead_letter(entry_id, lock=True)
             if entry is None:
-                raise DeadLetterError(f"no dead-letter entry {entry_id}")
+                raise DeadLetterNotFound(f"no dead-letter entry {entry_id}")
             if not tx.resolve_dead_letter(entry_id, "discarded", now()):
-                raise DeadLetterError(f"dead-letter entry {entry_id} was already {entry.status}")
+                raise DeadLetterRefused(f"dead-letter entry {entry_id} was already {entry.status}")
             discarded.append(entry)
         for entry in discarded:
             detail = {"run_id": entry.run_id, "step": entry.step, "item_index": entry.item_index}

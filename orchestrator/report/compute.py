@@ -11,10 +11,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from orchestrator.definition.duration import parse_duration
+from orchestrator.errors import UsageError
 from orchestrator.report.critical import critical_path, needs_of
 from orchestrator.store import Repository, now
 
 _HOURLY_UP_TO_S = 2 * 86400.0  # shorter windows chart hours, longer ones days
+
+
+def since_seconds(since: str, option: str = "--since") -> float:
+    """How far back a report looks: a duration (``7d``); UsageError naming ``option`` otherwise."""
+    try:
+        return parse_duration(since)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _seconds(value: Any) -> float | None:

@@ -34,6 +34,15 @@ class Decided:
     ended: bool
     dispatches: list[Dispatch] = field(default_factory=list)
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "step": self.step,
+            "approvals": self.approvals,
+            "required": self.required,
+            "ended": self.ended,
+        }
+
 
 def decide(
     engine: Engine,

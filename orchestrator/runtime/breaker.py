@@ -24,7 +24,8 @@ import redis
 from orchestrator import audit
 from orchestrator.audit import Actor
 from orchestrator.definition.model import BreakerConfig, exception_names
-from orchestrator.errors import CircuitOpenError
+from orchestrator.errors import CircuitOpenError, NotFound
+from orchestrator.errors import shown as shown_name
 from orchestrator.store import Repository
 
 log = logging.getLogger(__name__)
@@ -304,6 +305,17 @@ class Breakers:
             "opened_at": opened.isoformat() if opened and shown else None,
             "next_trial_at": next_trial.isoformat() if next_trial and shown else None,
         }
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        """``breakers list --json``: every breaker that has been used."""
+        return [self.describe(name) for name in self.names()]
+
+    def reset_known(self, name: str, who: Actor) -> dict[str, Any]:
+        """Close a breaker that has been used (NotFound for a name never seen), and describe it."""
+        if name not in self.names():
+            raise NotFound(f"no breaker {shown_name(name)} (orchestrator breakers list)")
+        self.reset(name, who)
+        return self.describe(name)
 
     def names(self) -> list[str]:
         if self.client is not None:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from orchestrator import audit
 from orchestrator.definition import Plan, Workflow
 from orchestrator.definition.model import split_ref
-from orchestrator.errors import NotFound, UsageError, shown
+from orchestrator.errors import NotFound, Refused, UsageError, shown
 from orchestrator.runtime.checks import check_inputs, check_payload, schema_problem
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.scheduler import (
@@ -197,6 +197,10 @@ class Cancelled:
     already: bool = False
     revoked: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)  # child runs cancelled with it, every level
+    status: RunStatus = RunStatus.CANCELLED  # running while its compensations undo it
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": str(self.status), "already": self.already, "revoked": self.revoked}
 
 
 def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RUN_CANCELLED) -> Cancelled:
@@ -207,9 +211,9 @@ def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RU
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         if run.status is RunStatus.CANCELLED or undoing_a_cancel(run):
-            return Cancelled(run_id, already=True)
+            return Cancelled(run_id, already=True, status=run.status)
         if run.status.terminal:
-            raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to cancel")
+            raise Refused(f"run {run_id} already ended {run.status}; there is nothing to cancel")
         family = lock_family(tx, run)
         at, executing, dispatches = now(), [], []
         for member in family:
@@ -226,7 +230,7 @@ def cancel(engine: Engine, run_id: str, who: Who | None = None, reason: str = RU
     if revoked:
         engine.transport.revoke(revoked)
     engine.send(dispatches)
-    return Cancelled(run_id, revoked=revoked, children=children)
+    return Cancelled(run_id, revoked=revoked, children=children, status=run.status)
 
 
 def undoing_a_cancel(run: RunRow) -> bool:

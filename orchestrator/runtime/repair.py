@@ -45,7 +45,7 @@ def pause(engine: Engine, run_id: str, who: Who) -> Repaired:
         if run.status is RunStatus.PAUSED:
             return Repaired(run_id, run.status, note="already paused")
         if run.status.terminal:
-            raise UsageError(f"run {run_id} already ended {run.status}; there is nothing to pause")
+            raise Refused(f"run {run_id} already ended {run.status}; there is nothing to pause")
         at = now()
         for member in lock_family(tx, run):
             if member.status is RunStatus.PAUSED:
@@ -63,7 +63,7 @@ def resume(engine: Engine, run_id: str, who: Who) -> Repaired:
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         if run.status is not RunStatus.PAUSED:
-            raise UsageError(f"run {run_id} is {run.status}, not paused")
+            raise Refused(f"run {run_id} is {run.status}, not paused")
         done = Repaired(run_id, run.status)
         at = now()
         for member in lock_family(tx, run):
@@ -228,11 +228,11 @@ def _check_retryable(tx: Tx, run: RunRow, plan: Plan, step: str | None) -> None:
 
 def _check_ended(run: RunRow, allow_succeeded: bool) -> None:
     if not run.status.terminal:
-        raise UsageError(
+        raise Refused(
             f"run {run.id} is {run.status}; retry applies to a run that ended (cancel it first, or use skip/accept)"
         )
     if run.status is RunStatus.SUCCEEDED and not allow_succeeded:
-        raise UsageError(f"run {run.id} succeeded; use --from STEP to run part of it again")
+        raise Refused(f"run {run.id} succeeded; use --from STEP to run part of it again")
 
 
 def _to_retry(plan: Plan, rows: dict[str, StepRow], step: str | None, from_step: str | None) -> list[str]:
@@ -248,7 +248,7 @@ def _to_retry(plan: Plan, rows: dict[str, StepRow], step: str | None, from_step:
         return sorted({step} | later)
     names = sorted(s for s, r in rows.items() if r.status in _REDO or _skipped_for_a_need(r))
     if not any(rows[s].status in _REDO for s in names):
-        raise UsageError("the run has no failed or cancelled step to retry")
+        raise Refused("the run has no failed or cancelled step to retry")
     return names
 
 

@@ -255,6 +255,10 @@ class Triggered:
     fire_at: datetime
     dispatches: list[Dispatch]
 
+    def as_json(self) -> dict[str, Any]:
+        """``schedules trigger --json``."""
+        return {"schedule": self.schedule, "run_id": self.run_id, "fire_at": self.fire_at.isoformat()}
+
 
 def trigger(engine: Engine, full_name: str, who: Who) -> Triggered:
     """Start a run of the schedule now, recorded as manual: whatever its pause or overlap policy,

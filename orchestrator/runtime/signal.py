@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator import audit
 from orchestrator.definition.model import EVENT_PATTERN
-from orchestrator.errors import EvaluationError, OrchestratorError, StateStoreError, UsageError, shown
+from orchestrator.errors import EvaluationError, NotFound, OrchestratorError, StateStoreError, UsageError, shown
 from orchestrator.runtime.engine import Engine
 from orchestrator.runtime.kinds.wait import signal_key
 from orchestrator.runtime.operations import Who, check_payload
@@ -44,6 +44,17 @@ class Signalled:
     duplicate: bool = False  # this signal id was handled before: nothing was done
     dispatches: list[Dispatch] = field(default_factory=list)
     woken: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """``signal --json``."""
+        delivered = [{"run_id": r, "step": s} for r, s in self.delivered]
+        return {
+            "event": self.event,
+            "key": self.key,
+            "delivered": delivered,
+            "kept": self.kept,
+            "duplicate": self.duplicate,
+        }
 
 
 def signal(
@@ -107,7 +118,7 @@ def _deliver(
     completed: set[int] = set()
     with engine.repo.transaction() as tx:
         if run_id is not None and tx.run(run_id) is None:
-            raise UsageError(f"no run {run_id} (orchestrator runs lists them)")
+            raise NotFound(f"no run {run_id} (orchestrator runs lists them)")
         if not tx.is_awaited(event):
             raise UsageError(f"no workflow waits on event '{shown(event)}': check its name (nothing was stored)")
         runs = tx.lock_runs(tx.runs_waiting_on(event, key, run_id)) if inline else {}

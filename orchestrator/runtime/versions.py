@@ -167,6 +167,35 @@ def resolve_target(tx: Tx, target: str) -> str:
     return version
 
 
+def workflows_view(repo: Repository) -> list[dict[str, Any]]:
+    """Every registered workflow: its active version (registered when) and how many versions it has."""
+    with repo.transaction() as tx:
+        rows = tx.registrations()
+        active = tx.active_versions()
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = found.setdefault(row["name"], {"name": row["name"], "version": active.get(row["name"]), "versions": 0})
+        entry["versions"] += 1
+        if row["version"] == entry["version"]:
+            entry["registered_at"] = row["registered_at"].isoformat()
+    return [{"registered_at": None, **entry} for entry in found.values()]
+
+
+def show_view(repo: Repository, name: str, ref: str | None = None) -> dict[str, Any]:
+    """``workflows show --json``: the active version of ``name`` (or the one ``ref`` names) and its definition."""
+    with repo.transaction() as tx:
+        version = resolve_target(tx, f"{name}@{ref}" if ref else name)
+        snapshot = tx.definition(version)
+        active = tx.active_version(name)
+    return {"name": name, "version": version, "active": version == active, "definition": snapshot}
+
+
+def diff_view(repo: Repository, name: str, ref1: str, ref2: str) -> dict[str, Any]:
+    """``workflows diff --json``."""
+    before, after, text = diff(repo, name, ref1, ref2)
+    return {"name": name, "from": before, "to": after, "diff": text}
+
+
 def versions_view(repo: Repository, name: str) -> list[dict[str, Any]]:
     """Every registered version of ``name``, newest first: when and by whom it was registered,
     whether it is active, how many runs it has, and each time it was activated (newest first)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ from orchestrator.definition.machine import state_of
 from orchestrator.errors import NotFound, shown
 from orchestrator.status import RunStatus, StepStatus
 from orchestrator.store import Repository, RunRow, StepRow, Tx
+from orchestrator.store.pages import ItemCounts
 
 _EVENT_PAGE = 1000  # events read per query while catching up with a run
 _STATUSES = frozenset(s.value for s in StepStatus)
@@ -49,16 +51,7 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
     tries: dict[int, list[dict[str, Any]]] | None = {} if with_attempts else None
     for attempt in attempts:
         assert tries is not None
-        tries.setdefault(attempt["step_run_id"], []).append(
-            {
-                "number": attempt["number"],
-                "status": attempt["status"],
-                "error": attempt["error"],
-                "worker": attempt["worker"],
-                "started_at": iso(attempt["started_at"]),
-                "finished_at": iso(attempt["finished_at"]),
-            }
-        )
+        tries.setdefault(attempt["step_run_id"], []).append(attempt_view(attempt))
     view = summary(run)
     if parent_row is not None:
         view["parent"]["step"] = parent_row.step
@@ -77,17 +70,59 @@ def run_view(repo: Repository, run_id: str, with_attempts: bool = False) -> dict
             for e in moves
         ]
     view["dead_letters"] = [{"id": entry_id, "status": status} for entry_id, status in dead_letters]
-    view["steps"] = {name: _step_view(steps[name], by_step.get(name), tries) for name in order if name in steps}
+    view["steps"] = {
+        name: step_view(steps[name], _counted(by_step.get(name)), tries, by_step.get(name))
+        for name in order
+        if name in steps
+    }
     for name, row in steps.items():
-        if row.status is StepStatus.WAITING and name in view["steps"]:
-            spec = (snapshot.get("steps") or snapshot.get("states") or {}).get(state_of(name), {})
-            view["steps"][name]["waiting_for"] = waiting_for(row, spec.get("approval"), decisions)
-        if row.id in children and name in view["steps"]:
-            view["steps"][name]["child_run"] = children[row.id]
-        kids = {i.item_index: children[i.id] for i in by_step.get(name, []) if i.id in children}
-        if kids and name in view["steps"]:
-            view["steps"][name]["child_runs"] = {str(k): v for k, v in sorted(kids.items())}
+        if name in view["steps"]:
+            annotate(view["steps"][name], row, spec_of(snapshot, name), decisions, children, by_step.get(name, []))
     return view
+
+
+def spec_of(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
+    """The step's (or state's) definition in the run's snapshot."""
+    found = (snapshot.get("steps") or snapshot.get("states") or {}).get(state_of(name), {})
+    return found if isinstance(found, dict) else {}
+
+
+def annotate(
+    view: dict[str, Any],
+    row: StepRow,
+    spec: dict[str, Any],
+    decisions: list[dict[str, Any]],
+    children: Mapping[Any, str],
+    items: list[StepRow],
+) -> None:
+    """What the step waits for, and the child runs of it and of ``items``, added to its view."""
+    if row.status is StepStatus.WAITING:
+        view["waiting_for"] = waiting_for(row, spec.get("approval"), decisions)
+    if row.id in children:
+        view["child_run"] = children[row.id]
+    kids = {i.item_index: children[i.id] for i in items if i.id in children}
+    if kids:
+        view["child_runs"] = {str(k): v for k, v in sorted(kids.items())}
+
+
+def _counted(items: list[StepRow] | None) -> ItemCounts | None:
+    if items is None:
+        return None
+    statuses = Counter(str(i.status) for i in items)
+    cached = sum(1 for i in items if i.cached)
+    return ItemCounts(len(items), dict(sorted(statuses.items())), cached, sum(i.attempts for i in items))
+
+
+def attempt_view(attempt: dict[str, Any]) -> dict[str, Any]:
+    """One attempt of a step's ``attempt_log``."""
+    return {
+        "number": attempt["number"],
+        "status": attempt["status"],
+        "error": attempt["error"],
+        "worker": attempt["worker"],
+        "started_at": iso(attempt["started_at"]),
+        "finished_at": iso(attempt["finished_at"]),
+    }
 
 
 def waiting_for(row: StepRow, approval: dict[str, Any] | None, decisions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -138,12 +173,17 @@ def summary(run: RunRow) -> dict[str, Any]:
     return found
 
 
-def _step_view(
-    row: StepRow, items: list[StepRow] | None, tries: dict[int, list[dict[str, Any]]] | None
+def step_view(
+    row: StepRow,
+    counts: ItemCounts | None,
+    tries: dict[int, list[dict[str, Any]]] | None,
+    items: list[StepRow] | None = None,
 ) -> dict[str, Any]:
+    """A step as ``status --json`` shows it: ``counts`` of its items (a foreach), ``tries`` the
+    attempts by step row (None: no ``attempt_log``), ``items`` those whose attempts are shown."""
     view: dict[str, Any] = {
         "status": str(row.status),
-        "attempts": row.attempts if items is None else sum(i.attempts for i in items),
+        "attempts": row.attempts if counts is None else counts.attempts,
         "output": row.output,
         "error": row.error,
         "reason": row.reason,
@@ -152,15 +192,13 @@ def _step_view(
     }
     if row.cached:
         view["cached"] = True
-    if items is not None:
-        counts = Counter(str(i.status) for i in items)
-        view["items"] = {"total": len(items), **dict(sorted(counts.items()))}
-        cached = sum(1 for i in items if i.cached)
-        if cached:
-            view["items"]["cached"] = cached
+    if counts is not None:
+        view["items"] = {"total": counts.total, **counts.statuses}
+        if counts.cached:
+            view["items"]["cached"] = counts.cached
     if tries is not None:
         log = list(tries.get(row.id, []))
-        if row.status.value == "running" and items is None:
+        if row.status.value == "running" and counts is None:
             log.append(
                 {
                     "number": row.attempts,
@@ -172,7 +210,7 @@ def _step_view(
                 }
             )
         view["attempt_log"] = log
-        if items is not None:
+        if counts is not None and items is not None:
             view["item_attempts"] = {str(i.item_index): tries.get(i.id, []) for i in items if i.id in tries}
     return view
 

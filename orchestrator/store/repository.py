@@ -24,6 +24,7 @@ from orchestrator.store.database import check_reachable, get_engine, redact
 from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.leases import LeaseQueries
 from orchestrator.store.metrics import MetricQueries
+from orchestrator.store.pages import PageQueries
 from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.report import ReportQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
@@ -41,6 +42,7 @@ _RUN_LOCKED = _RUN.with_for_update()
 
 class Tx(
     StepQueries,
+    PageQueries,
     WaitQueries,
     LeaseQueries,
     RecoveryQueries,
