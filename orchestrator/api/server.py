@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orchestrator.api.tokens import Token, parse_tokens
 from orchestrator.errors import UsageError
-from orchestrator.settings import DEFAULT_METRICS_CACHE_S, LOOPBACK_HOSTS, Settings
+from orchestrator.settings import DEFAULT_METRICS_CACHE_S, DEFAULT_SHUTDOWN_GRACE_S, LOOPBACK_HOSTS, Settings
 
 
 def check_bind(host: str, tokens: list[Token]) -> None:
@@ -28,4 +28,5 @@ def serve(settings: Settings, host: str, port: int) -> None:
     repo = open_repository(settings)
     registry = Breakers(repo, settings.broker_url)
     app = create_app(repo, lambda: [registry.describe(n) for n in registry.names()], tokens, DEFAULT_METRICS_CACHE_S)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # open event streams never end by themselves: stopping waits this long for them, then ends them
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=DEFAULT_SHUTDOWN_GRACE_S)
