@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from orchestrator.api.feeds import APPLICATION_NAME
+from orchestrator.api.feeds import APPLICATION_NAME, CHANNEL, EVERY_RUN
 from orchestrator.api.tokens import Token
 from orchestrator.store import Repository
 from orchestrator.store.migrate import upgrade
@@ -324,3 +324,28 @@ def test_streams_need_a_viewer_token_when_tokens_are_configured(tmp_path: Path) 
         asyncio.run(scenario())
     finally:
         repo.engine.dispose()
+
+
+@pytest.mark.integration
+def test_one_notification_per_statement_that_logs_events(database_url: str) -> None:
+    # Given a listener on the event log's channel, and 300 runs
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn, autocommit=True) as listener, psycopg.connect(dsn, autocommit=True) as writer:
+        listener.execute(f"LISTEN {CHANNEL}")
+        writer.execute("INSERT INTO definitions VALUES ('v1', 'wf', '{}', now())")
+        writer.execute(
+            "INSERT INTO runs (id, workflow, version, status, inputs, created_at) "
+            "SELECT md5(i::text)::uuid::text, 'wf', 'v1', 'running', '{}', now() FROM generate_series(1, 300) i"
+        )
+        three = sorted(r[0] for r in writer.execute("SELECT id FROM runs ORDER BY id LIMIT 3"))
+        # When one statement logs six events of three runs, and another one event of each of the 300
+        writer.execute(
+            "INSERT INTO events (run_id, kind, at) SELECT id, 'step.queued', now() FROM runs, generate_series(1, 2) "
+            "WHERE id = ANY(%s)",
+            (three,),
+        )
+        writer.execute("INSERT INTO events (run_id, kind, at) SELECT id, 'step.queued', now() FROM runs")
+        # Then the first notification names each run once, and the second, too many to name, says so
+        notes = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
+    assert len(notes) == 2 and sorted(notes[0].split(",")) == three
+    assert notes[1] == EVERY_RUN
