@@ -69,15 +69,25 @@ class Subscriber:
             self.finish()
 
     async def events(self, ping_s: float) -> AsyncIterator[str]:
+        """The stream's text: each event as it comes, those already queued behind it in the same
+        write (a reader that lags gets fewer, larger writes), a ping after ``ping_s`` of quiet."""
         while True:
             try:
-                event = await asyncio.wait_for(self._queue.get(), ping_s)
+                async with asyncio.timeout(ping_s):
+                    event = await self._queue.get()
             except TimeoutError:
                 yield PING
                 continue
+            batch = []
+            while event is not None:
+                batch.append(event)
+                if self._queue.empty():
+                    break
+                event = self._queue.get_nowait()
+            if batch:
+                yield "".join(batch)
             if event is None:
                 return
-            yield event
 
 
 @dataclass

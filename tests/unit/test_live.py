@@ -53,8 +53,9 @@ async def drain(subscriber: Subscriber, wait: float = 0.3) -> list[tuple[str, An
     async for text in stream:
         if text.startswith(":"):
             break
-        kind, data = text.split("\n")[:2]
-        found.append((kind.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+        for event in text.split("\n\n")[:-1]:
+            kind, data = event.split("\n")
+            found.append((kind.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
     await stream.aclose()
     return found
 
