@@ -41,6 +41,8 @@ class Hub:
         await self.feed.start()
 
     async def stop(self) -> None:
+        """Stop listening and end every stream (twice is once: ``serve`` stops the hub before
+        uvicorn's shutdown, the app's lifespan again after it)."""
         await self.feed.stop()
         for channel in list(self._runs.values()):
             channel.close()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+from typing import TYPE_CHECKING
+
 from orchestrator.api.tokens import Token, parse_tokens
 from orchestrator.errors import UsageError
 from orchestrator.settings import DEFAULT_METRICS_CACHE_S, DEFAULT_SHUTDOWN_GRACE_S, LOOPBACK_HOSTS, Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def check_bind(host: str, tokens: list[Token]) -> None:
@@ -19,8 +25,6 @@ def check_bind(host: str, tokens: list[Token]) -> None:
 def serve(settings: Settings, host: str, port: int) -> None:
     tokens = parse_tokens(settings.api_tokens)
     check_bind(host, tokens)
-    import uvicorn
-
     from orchestrator.api.app import create_app
     from orchestrator.runtime.breaker import Breakers
     from orchestrator.runtime.connect import open_repository
@@ -28,5 +32,20 @@ def serve(settings: Settings, host: str, port: int) -> None:
     repo = open_repository(settings)
     registry = Breakers(repo, settings.broker_url)
     app = create_app(repo, lambda: [registry.describe(n) for n in registry.names()], tokens, DEFAULT_METRICS_CACHE_S)
-    # open event streams never end by themselves: stopping waits this long for them, then ends them
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=DEFAULT_SHUTDOWN_GRACE_S)
+    run_server(app, host, port)
+
+
+def run_server(app: FastAPI, host: str, port: int) -> None:
+    """uvicorn, but stopping ends the open event streams first: they never end by themselves, and
+    uvicorn waits for every open response before it stops (at most DEFAULT_SHUTDOWN_GRACE_S)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await app.state.hub.stop()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", timeout_graceful_shutdown=DEFAULT_SHUTDOWN_GRACE_S
+    )
+    Server(config).run()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -349,3 +351,39 @@ def test_one_notification_per_statement_that_logs_events(database_url: str) -> N
         notes = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
     assert len(notes) == 2 and sorted(notes[0].split(",")) == three
     assert notes[1] == EVERY_RUN
+
+
+def test_serve_stops_promptly_with_streams_open(tmp_path: Path) -> None:
+    # Given `orchestrator serve` on the embedded default, with a client streaming the run list
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_BROKER_URL"}
+    env.update({"ORCHESTRATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}", "PYTHONPATH": str(ROOT)})
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "serve", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def scenario() -> None:
+        await eventually(lambda: b"Uvicorn running" in log.read_bytes() or process.poll() is not None, 60)
+        async with client() as http:
+            stream = await EventReader(http, f"http://127.0.0.1:{port}/api/v1/runs/stream").open()
+            # When the server is asked to stop
+            process.send_signal(signal.SIGTERM)
+            # Then the stream ends, and the server exits at once, cleanly (no waiting on the stream)
+            assert await stream.next(timeout=10) is None
+            exit_code = await asyncio.to_thread(process.wait, 10)
+            assert exit_code in (0, -signal.SIGTERM), log.read_text()  # uvicorn re-raises the signal it stopped on
+            assert "ERROR" not in log.read_text() and "timeout graceful shutdown" not in log.read_text()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        process.kill()
+        process.wait()
