@@ -76,6 +76,8 @@ class PostgresFeed:
             except psycopg.Error as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 log.warning("live updates: listener on %s lost (%s); again in %.1fs", self._shown, reason, delay)
+            except Exception:
+                log.exception("live updates: the listener on %s failed; again in %.1fs", self._shown, delay)
             lost_at = datetime.now(UTC)
             await asyncio.sleep(delay)
             delay = min(delay * 2, longest)
@@ -91,7 +93,14 @@ class PostgresFeed:
             keepalives_interval=5,
             keepalives_count=3,
         )
-        await conn.execute(f"LISTEN {CHANNEL}")
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            found = await conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'events_notify'")
+            if await found.fetchone() is None:
+                log.warning("live updates: %s has no events_notify trigger: run 'orchestrator db upgrade'", self._shown)
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     async def _drain(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
