@@ -94,10 +94,10 @@ class PostgresFeed:
             keepalives_count=3,
         )
         try:
-            await conn.execute(f"LISTEN {CHANNEL}")
             found = await conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'events_notify'")
             if await found.fetchone() is None:
                 log.warning("live updates: %s has no events_notify trigger: run 'orchestrator db upgrade'", self._shown)
+            await conn.execute(f"LISTEN {CHANNEL}")
         except BaseException:
             await conn.close()
             raise

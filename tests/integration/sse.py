@@ -60,6 +60,7 @@ class EventReader:
         self.client, self.url, self.headers = client, url, headers or {}
         self.response: httpx.Response | None = None
         self.closed = False
+        self.error: httpx.HTTPError | None = None
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._opened = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -83,6 +84,8 @@ class EventReader:
                     elif line.startswith("data: ") and kind is not None:
                         self._events.put_nowait(Event(kind, json.loads(line.removeprefix("data: "))))
                         kind = None
+        except httpx.HTTPError as exc:  # the server went away mid-stream: the stream has closed
+            self.error = exc
         finally:
             self._opened.set()
             self._events.put_nowait(None)

@@ -146,7 +146,7 @@ def test_fifty_streams_on_a_run_share_one_listener_and_all_get_the_end(cluster: 
                     assert (await stream.next()).kind == "run"  # type: ignore[union-attr]
                 # Then the server holds one listener connection for all of them, and one watch
                 found = listeners(cluster.database_url)
-                assert len(found) == 1 and found[0][1] == APPLICATION_NAME and found[0][2].startswith("LISTEN")
+                assert len(found) == 1 and found[0][1] == APPLICATION_NAME
                 assert served.hub.counts()["runs"] == 1 and served.hub.counts()["run_subscribers"] == 50
                 # When the run ends, every stream gets the step's change, then the end
                 first.touch()
