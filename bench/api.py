@@ -1,4 +1,7 @@
-"""api_*: the HTTP API's latency on a run of 1,000 steps (p50 and p95 of n requests per route), and
+"""event_notify: what the live-update trigger (migration 0011) adds to logging one event (one
+``INSERT`` and its ``COMMIT``, with ``synchronous_commit=off`` as a worker's claim commits, so the
+disk's flush does not hide it), against the same with the trigger disabled, in alternating blocks.
+api_*: the HTTP API's latency on a run of 1,000 steps (p50 and p95 of n requests per route), and
 sse_fanout: 200 clients streaming one run while its steps end, each step's delay from its end in
 the store (its ``finished_at``, taken before its transaction commits) to its arrival at each client.
 
@@ -178,7 +181,43 @@ async def fanout(ours: Ours, url: str, process: subprocess.Popen[bytes], clients
     }
 
 
+def notify_cost(database_url: str, n: int, blocks: int = 4) -> dict[str, Any]:
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    run_id = "bench-notify"
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    with psycopg.connect(dsn, options="-c synchronous_commit=off") as conn:
+        conn.execute("INSERT INTO definitions VALUES ('bench-notify', 'bench-notify', '{}', now())")
+        conn.execute(
+            "INSERT INTO runs (id, workflow, version, status, inputs, created_at) "
+            "VALUES (%s, 'bench-notify', 'bench-notify', 'running', '{}', now())",
+            (run_id,),
+        )
+        conn.commit()
+        for block in range(2 * blocks):
+            on = block % 2 == 0
+            conn.execute(f"ALTER TABLE events {'ENABLE' if on else 'DISABLE'} TRIGGER events_notify")
+            conn.commit()
+            for _ in range(n // blocks):
+                started = time.perf_counter()
+                conn.execute(
+                    "INSERT INTO events (run_id, step, kind, at) VALUES (%s, 's', 'step.running', now())", (run_id,)
+                )
+                conn.commit()
+                timings[on].append(time.perf_counter() - started)
+        conn.execute("ALTER TABLE events ENABLE TRIGGER events_notify")
+        conn.commit()
+    with_trigger, without = statistics.median(timings[True]), statistics.median(timings[False])
+    return {
+        "name": "event_notify",
+        "n": n,
+        "baseline_s": round(without, 6),
+        "ours_s": round(with_trigger, 6),
+        "ratio": round(with_trigger / without, 2),
+    }
+
+
 def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
+    yield notify_cost(services.database_url, 400 if quick else 2000)
     steps, requests = (100, 50) if quick else (1000, 200)
     clients, fan_steps = (50, 30) if quick else (200, 100)
     with services.worker("ours"), server(services) as (url, process):
