@@ -9,7 +9,7 @@ from starlette.types import Receive, Scope, Send
 from orchestrator.api.auth import require
 from orchestrator.api.channels import Subscriber
 from orchestrator.api.live import Hub
-from orchestrator.errors import NotFound
+from orchestrator.errors import NotFound, StateStoreError
 from orchestrator.status import RunStatus
 
 router = APIRouter()
@@ -49,4 +49,6 @@ async def run_stream(request: Request, run_id: str) -> Response:
         subscriber = await hub.follow_run(run_id)
     except NotFound as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
+    except StateStoreError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
     return EventStream(hub, subscriber)
