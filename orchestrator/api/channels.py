@@ -201,12 +201,15 @@ class RunChannel:
         assert self._watch is not None
         view = self._watch.poll()
         change = self._diff(view)
-        if change is not None or resync:
+        if change is not None:
             self._full = None
-        full = self._render_full() if resync else None
-        if self._watch.done:
-            return _Polled(change or frame("change", f'{{"run":{self._run},"steps":{{}}}}'), full, self._end())
-        return _Polled(change, full, None)
+        full = None
+        if resync:
+            full = self._full = self._render_full()
+        end = self._end() if self._watch.done else None
+        if end is not None and change is None:  # the run's last change comes before its end, always
+            change = frame("change", f'{{"run":{self._run},"steps":{{}}}}')
+        return _Polled(change, full, end)
 
     def _diff(self, view: dict[str, Any]) -> str | None:
         """The change event since the last poll (None: nothing changed); the steps remembered."""
