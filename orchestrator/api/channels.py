@@ -19,7 +19,7 @@ from orchestrator.store import Repository, RunRow
 
 log = logging.getLogger(__name__)
 
-PING = ": ping\n\n"
+PING = b": ping\n\n"
 _NOT_SUMMARY = frozenset({"steps", "dead_letters", "transitions", "state"})  # a run view's keys beyond its summary
 
 
@@ -27,9 +27,9 @@ def dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-def frame(kind: str, data: str) -> str:
-    """One server-sent event; ``data`` is JSON text (one line)."""
-    return f"event: {kind}\ndata: {data}\n\n"
+def frame(kind: str, data: str) -> bytes:
+    """One server-sent event, encoded once for all its subscribers; ``data`` is JSON text (one line)."""
+    return f"event: {kind}\ndata: {data}\n\n".encode()
 
 
 class Subscriber:
@@ -42,9 +42,9 @@ class Subscriber:
         self.want = want  # the list stream's filters
         self.channel: RunChannel | None = None
         self.ended = self.dropped = False
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-    def push(self, event: str) -> bool:
+    def push(self, event: bytes) -> bool:
         """Queue an event; False once this subscriber is gone (ended, or dropped just now)."""
         if self.ended:
             return False
@@ -68,8 +68,8 @@ class Subscriber:
                 self._queue.get_nowait()
             self.finish()
 
-    async def events(self, ping_s: float) -> AsyncIterator[str]:
-        """The stream's text: each event as it comes, those already queued behind it in the same
+    async def events(self, ping_s: float) -> AsyncIterator[bytes]:
+        """The stream's bytes: each event as it comes, those already queued behind it in the same
         write (a reader that lags gets fewer, larger writes), a ping after ``ping_s`` of quiet."""
         while True:
             try:
@@ -85,16 +85,16 @@ class Subscriber:
                     break
                 event = self._queue.get_nowait()
             if batch:
-                yield "".join(batch)
+                yield b"".join(batch)
             if event is None:
                 return
 
 
 @dataclass
 class _Polled:
-    change: str | None  # the change event, None when the view did not change
-    full: str | None  # the whole view as an ``event: run``, when asked for
-    end: str | None  # the end event, once the run has ended
+    change: bytes | None  # the change event, None when the view did not change
+    full: bytes | None  # the whole view as an ``event: run``, when asked for
+    end: bytes | None  # the end event, once the run has ended
 
 
 class RunChannel:
@@ -113,7 +113,7 @@ class RunChannel:
         self._watch: RunWatch | None = None
         self._steps: dict[str, str] = {}  # each step's view as last sent, JSON
         self._run = ""
-        self._full: str | None = None  # the view as an ``event: run``, while it is current
+        self._full: bytes | None = None  # the view as an ``event: run``, while it is current
 
     async def open(self) -> None:
         """Start following the run (NotFound when there is none)."""
@@ -211,7 +211,7 @@ class RunChannel:
             change = frame("change", f'{{"run":{self._run},"steps":{{}}}}')
         return _Polled(change, full, end)
 
-    def _diff(self, view: dict[str, Any]) -> str | None:
+    def _diff(self, view: dict[str, Any]) -> bytes | None:
         """The change event since the last poll (None: nothing changed); the steps remembered."""
         run = dumps({k: v for k, v in view.items() if k not in _NOT_SUMMARY})
         changed = []
@@ -225,11 +225,11 @@ class RunChannel:
         self._run = run
         return frame("change", f'{{"run":{run},"steps":{{{",".join(changed)}}}}}')
 
-    def _render_full(self) -> str:
+    def _render_full(self) -> bytes:
         assert self._watch is not None
         return frame("run", dumps(self._watch.view))
 
-    def _end(self) -> str:
+    def _end(self) -> bytes:
         assert self._watch is not None
         return frame("end", dumps({"run_id": self.run_id, "status": self._watch.view["status"]}))
 
@@ -282,7 +282,7 @@ class ListChannel:
                     if subscriber.want is not None and subscriber.want(row) and not subscriber.push(event):
                         self.subscribers.discard(subscriber)
 
-    def _read(self, runs: set[str] | None, since: datetime | None) -> list[tuple[RunRow, str]]:
+    def _read(self, runs: set[str] | None, since: datetime | None) -> list[tuple[RunRow, bytes]]:
         """In a worker thread: the runs whose status is news, with their ``event: run``."""
         with self.repo.transaction() as tx:
             if runs is None:

@@ -50,7 +50,8 @@ async def drain(subscriber: Subscriber, wait: float = 0.3) -> list[tuple[str, An
     """The events queued for ``subscriber`` within ``wait`` seconds, parsed."""
     found = []
     stream = subscriber.events(ping_s=wait)
-    async for text in stream:
+    async for chunk in stream:
+        text = chunk.decode()
         if text.startswith(":"):
             break
         for event in text.split("\n\n")[:-1]:
@@ -63,10 +64,10 @@ async def drain(subscriber: Subscriber, wait: float = 0.3) -> list[tuple[str, An
 def test_a_slow_reader_is_dropped_not_buffered() -> None:
     async def scenario() -> None:
         subscriber = Subscriber(limit=3)
-        assert all(subscriber.push(f"event: change\ndata: {i}\n\n") for i in range(3))
+        assert all(subscriber.push(f"event: change\ndata: {i}\n\n".encode()) for i in range(3))
         # When one more event finds its queue full, it is dropped: its stream ends with nothing queued
-        assert not subscriber.push("event: change\ndata: 3\n\n")
-        assert subscriber.dropped and not subscriber.push("event: change\ndata: 4\n\n")
+        assert not subscriber.push(b"event: change\ndata: 3\n\n")
+        assert subscriber.dropped and not subscriber.push(b"event: change\ndata: 4\n\n")
         assert [e async for e in subscriber.events(ping_s=5)] == []
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
