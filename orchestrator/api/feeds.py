@@ -47,6 +47,7 @@ class PostgresFeed:
         self._listener = listener
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._heard_at = datetime.now(UTC)  # when the connection last answered
         self.connections = 0  # made so far: a test or the bench sees the reconnects
 
     async def start(self) -> None:
@@ -64,11 +65,12 @@ class PostgresFeed:
     async def _run(self) -> None:
         first, longest = DEFAULT_LIVE_RECONNECT_S
         delay = first
-        lost_at = datetime.now(UTC)
         while True:
+            lost_at = self._heard_at - timedelta(seconds=DEFAULT_LIVE_LOOK_BACK_S)  # commits lag their times
             try:
                 async with await self._connect() as conn:
                     self.connections += 1
+                    self._heard_at = datetime.now(UTC)
                     self._ready.set()
                     delay = first
                     self._listener(Change(None, since=lost_at, resync=True))
@@ -78,7 +80,6 @@ class PostgresFeed:
                 log.warning("live updates: listener on %s lost (%s); again in %.1fs", self._shown, reason, delay)
             except Exception:
                 log.exception("live updates: the listener on %s failed; again in %.1fs", self._shown, delay)
-            lost_at = datetime.now(UTC)
             await asyncio.sleep(delay)
             delay = min(delay * 2, longest)
 
@@ -106,8 +107,10 @@ class PostgresFeed:
     async def _drain(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         while True:
             async for note in conn.notifies(timeout=DEFAULT_LIVE_CHECK_S):
+                self._heard_at = datetime.now(UTC)
                 self._listener(_change_of(note.payload))
             await conn.execute("SELECT 1")  # quiet for a while: is the connection still there?
+            self._heard_at = datetime.now(UTC)
 
 
 def _change_of(payload: str) -> Change:

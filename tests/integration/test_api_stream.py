@@ -174,6 +174,7 @@ def test_a_killed_listener_comes_back_and_its_streams_resync(cluster: Cluster, t
         with serving(cluster.repo) as served:
             async with client() as http:
                 stream = await EventReader(http, f"{served.url}/api/v1/runs/{run_id}/stream").open()
+                listing = await EventReader(http, f"{served.url}/api/v1/runs/stream?status=succeeded").open()
                 assert (await stream.next()).kind == "run"  # type: ignore[union-attr]
                 # When the listener's connection is killed, and the first step ends while it is down
                 [(pid, _, _)] = listeners(cluster.database_url)
@@ -194,6 +195,9 @@ def test_a_killed_listener_comes_back_and_its_streams_resync(cluster: Cluster, t
                 second.touch()
                 seen += await stream.until("end")
                 assert seen[-1].data["status"] == "succeeded"
+                # And the run list, too, hears of the run's end through the new connection
+                ended = await listing.until("run")
+                assert [(e.data["run_id"], e.data["status"]) for e in ended] == [(run_id, "succeeded")]
 
     asyncio.run(scenario())
 
