@@ -14,6 +14,10 @@ from orchestrator.status import RunStatus
 
 router = APIRouter()
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_ERROR = {"content": {"application/json": {"example": {"error": "..."}}}}
+_EVENTS: dict[int | str, dict[str, object]] = {
+    200: {"description": "server-sent events (docs/http-api.md, Live updates)", "content": {"text/event-stream": {}}}
+}
 
 
 class EventStream(StreamingResponse):
@@ -31,7 +35,12 @@ class EventStream(StreamingResponse):
             self.hub.leave(self.subscriber)
 
 
-@router.get("/runs/stream", dependencies=[Depends(require("viewer"))], response_class=StreamingResponse)
+@router.get(
+    "/runs/stream",
+    dependencies=[Depends(require("viewer"))],
+    response_class=StreamingResponse,
+    responses={**_EVENTS, 400: {"description": "an unknown status", **_ERROR}},
+)
 async def runs_stream(request: Request, workflow: str | None = None, status: str | None = None) -> Response:
     """A run summary each time a run matching the filters is created or changes status."""
     if status is not None and status not in {str(s) for s in RunStatus}:
@@ -41,7 +50,16 @@ async def runs_stream(request: Request, workflow: str | None = None, status: str
     return EventStream(hub, hub.follow_list(workflow, status))
 
 
-@router.get("/runs/{run_id}/stream", dependencies=[Depends(require("viewer"))], response_class=StreamingResponse)
+@router.get(
+    "/runs/{run_id}/stream",
+    dependencies=[Depends(require("viewer"))],
+    response_class=StreamingResponse,
+    responses={
+        **_EVENTS,
+        404: {"description": "no such run", **_ERROR},
+        503: {"description": "the state store cannot be read", **_ERROR},
+    },
+)
 async def run_stream(request: Request, run_id: str) -> Response:
     """The run's full view, then each change; after the run has ended, ``end``."""
     hub: Hub = request.app.state.hub
