@@ -16,8 +16,8 @@ from orchestrator.api.routes import (
     runs,
     schedules,
     signals,
-    stream,
     steps,
+    stream,
     workflows,
 )
 
