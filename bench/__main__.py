@@ -14,9 +14,9 @@ import json
 import sys
 import time
 
-CASES = ["compile", "store", "runs", "dlq", "compose", "cache", "metrics", "audit"]
+CASES = ["compile", "store", "runs", "dlq", "compose", "cache", "metrics", "audit", "api"]
 OPT_IN = ["scale", "drills"]  # minutes each: only when asked for (``--scale``, ``drills``), never in the default run
-NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "metrics", "audit", "scale", "drills"}
+NEEDS_SERVICES = {"store", "runs", "dlq", "compose", "cache", "metrics", "audit", "api", "scale", "drills"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,16 @@ DEFAULT_BODY_DRAIN_BYTES = 16 * 1024 * 1024  # of a body refused as too large, r
 DEFAULT_METRICS_CACHE_S = 2.0  # a scrape within this of the last one gets the same figures
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"  # Flower's own default is every interface
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})  # where `serve` may bind with no API token configured
+DEFAULT_SHUTDOWN_GRACE_S = 5  # `serve` stopping: how long open requests (event streams) may take to end
+
+# Live updates (server-sent events)
+DEFAULT_LIVE_POLL_S = 0.5  # SQLite: how often the server reads the event log for changed runs
+DEFAULT_LIVE_PING_S = 15.0  # a `: ping` comment on a quiet stream
+DEFAULT_LIVE_QUEUE = 256  # events a stream may fall behind before it is dropped (the client reconnects)
+DEFAULT_LIVE_RECONNECT_S = (0.2, 10.0)  # the listener's backoff after its connection drops: first, longest
+DEFAULT_LIVE_CHECK_S = 30.0  # a quiet listener connection is checked this often
+DEFAULT_LIVE_STATUSES_KEPT = 10_000  # runs whose last status the list stream remembers
+DEFAULT_LIVE_LOOK_BACK_S = 300.0  # a notification of "many runs": runs ended this recently are read again
 
 # Schedules
 DEFAULT_BEAT_POLL_S = 1.0  # how often beat reads the schedules from the state store

@@ -4,11 +4,16 @@ so runs submitted or repaired through the API make progress."""
 
 from __future__ import annotations
 
+import socket
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 from orchestrator.api.tokens import Token, parse_tokens
 from orchestrator.errors import UsageError
-from orchestrator.settings import DEFAULT_METRICS_CACHE_S, LOOPBACK_HOSTS, Settings
+from orchestrator.settings import DEFAULT_METRICS_CACHE_S, DEFAULT_SHUTDOWN_GRACE_S, LOOPBACK_HOSTS, Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def check_bind(host: str, tokens: list[Token]) -> None:
@@ -23,8 +28,6 @@ def check_bind(host: str, tokens: list[Token]) -> None:
 def serve(settings: Settings, host: str, port: int) -> None:
     tokens = parse_tokens(settings.api_tokens)
     check_bind(host, tokens)
-    import uvicorn
-
     from orchestrator.api.app import create_app
     from orchestrator.runtime.breaker import Breakers
     from orchestrator.worker.connect import open_engine
@@ -33,7 +36,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     registry = Breakers(engine.repo, settings.broker_url)
     app = create_app(engine.repo, registry.describe_all, tokens, DEFAULT_METRICS_CACHE_S, engine, registry)
     with _workers(settings):
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        run_server(app, host, port)
 
 
 def _workers(settings: Settings) -> AbstractContextManager[object]:
@@ -43,3 +46,19 @@ def _workers(settings: Settings) -> AbstractContextManager[object]:
     from orchestrator.worker.embedded import EmbeddedWorker
 
     return EmbeddedWorker()
+
+
+def run_server(app: FastAPI, host: str, port: int) -> None:
+    """uvicorn, but stopping ends the open event streams first: they never end by themselves, and
+    uvicorn waits for every open response before it stops (at most DEFAULT_SHUTDOWN_GRACE_S)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await app.state.hub.stop()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", timeout_graceful_shutdown=DEFAULT_SHUTDOWN_GRACE_S
+    )
+    Server(config).run()

@@ -23,6 +23,7 @@ from orchestrator.store.cache import CacheQueries
 from orchestrator.store.database import check_reachable, get_engine, redact
 from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.leases import LeaseQueries
+from orchestrator.store.live import LiveQueries
 from orchestrator.store.metrics import MetricQueries
 from orchestrator.store.pages import PageQueries
 from orchestrator.store.recovery import RecoveryQueries
@@ -55,10 +56,11 @@ class Tx(
     MetricQueries,
     AuditQueries,
     SecretQueries,
+    LiveQueries,
 ):
     """One transaction's worth of queries: definitions, runs and events here; steps, waits and
     signals, leases, dead letters, breaker state, registered versions, the step cache, schedules,
-    the audit log and recovery (reconciling, replaying) in their own modules."""
+    the audit log, live updates and recovery (reconciling, replaying) in their own modules."""
 
     def __init__(self, connection: sa.Connection) -> None:
         self.c = connection

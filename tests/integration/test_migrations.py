@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from orchestrator.store.database import get_engine
-from orchestrator.store.migrate import current, upgrade
+from orchestrator.store.migrate import alembic_config, current, upgrade
 from orchestrator.store.tables import metadata
 from tests.conftest import _admin, _drop, _sqlalchemy_url
 
@@ -45,7 +46,7 @@ def check(url: str) -> None:
     upgrade(url)
     engine = get_engine(url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES
-    assert current(url) == "0010"
+    assert current(url) == "0011"
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
     step_indexes = {i["name"] for i in sa.inspect(engine).get_indexes("step_runs")}
@@ -123,5 +124,49 @@ def test_postgresql_upgrade_from_empty(pg_template: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         check(_sqlalchemy_url(name))
+    finally:
+        _drop(name)
+
+
+def downgrade(url: str, revision: str) -> None:
+    with get_engine(url).begin() as connection:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def notify_triggers(url: str) -> list[str]:
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as connection:
+        query = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal"
+        return [row[0] for row in connection.exec_driver_sql(query)]
+
+
+def check_notify_revision(url: str, triggers: list[str]) -> None:
+    """0011 adds the event log's notification trigger (PostgreSQL only) and takes it away again."""
+    upgrade(url)
+    assert notify_triggers(url) == triggers
+    downgrade(url, "0010")
+    assert current(url) == "0010"
+    assert notify_triggers(url) == []
+    upgrade(url)
+    assert current(url) == "0011"
+    assert notify_triggers(url) == triggers
+    get_engine(url).dispose()
+
+
+def test_sqlite_notify_revision_is_a_no_op_both_ways(tmp_path: Path) -> None:
+    check_notify_revision(f"sqlite:///{tmp_path / 'state.db'}", [])
+
+
+@pytest.mark.integration
+def test_postgresql_notify_trigger_upgrades_and_downgrades(pg_template: str) -> None:
+    name = f"orch_mig_{uuid.uuid4().hex[:8]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        check_notify_revision(_sqlalchemy_url(name), ["events_notify"])
     finally:
         _drop(name)
