@@ -1,0 +1,476 @@
+"""The web UI as a person uses it: headless Chromium (Selenium, Debian's chromedriver) against
+``orchestrator serve``'s app on an ephemeral port, a real PostgreSQL database, Redis and a real
+worker, with API tokens configured (an operator and a viewer).
+
+Skipped without chromium and chromedriver on a laptop; a failure under CI=true. Screenshots of
+each test land in its tmp_path; ORCHESTRATOR_UI_SCREENSHOTS=DIR also writes the README's there."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cluster, write_workflow
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+OPERATOR, VIEWER = "op-secret-1", "view-secret-1"
+TOKENS = f"ops:operator:{OPERATOR},vera:viewer:{VIEWER}"
+ECHO = "tests.integration.steps:echo"
+
+
+def browser_or_skip() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
+        message = f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: browser tests must run)")
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(0.2)
+
+
+@dataclass
+class Server:
+    url: str
+    cluster: Cluster
+
+
+@pytest.fixture
+def server(cluster: Cluster, tmp_path: Path) -> Iterator[Server]:
+    """The app ``orchestrator serve`` builds, as a subprocess on an ephemeral port, and one worker."""
+    browser_or_skip()
+    cluster.start_worker()
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.e2e.ui_server", str(port)],
+        env={**cluster.env, "ORCHESTRATOR_API_TOKENS": TOKENS, "ORCHESTRATOR_ACTOR": "cli"},
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/", process)
+        yield Server(url, cluster)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+class Browser:
+    """A headless Chromium page with the helpers the tests need."""
+
+    def __init__(self, driver: Any, shots: Path) -> None:
+        self.driver = driver
+        self.shots = shots
+
+    def open(self, url: str, token: str | None = OPERATOR) -> None:
+        """Open ``url`` signed in with ``token`` (kept in the origin's sessionStorage, as the
+        token prompt keeps it), or signed out."""
+        origin = url.split("/#", 1)[0]
+        self.driver.get(f"{origin}/static/favicon.svg")
+        if token is None:
+            self.driver.execute_script("sessionStorage.clear()")
+        else:
+            self.driver.execute_script("sessionStorage.setItem('orchestrator.token', arguments[0])", token)
+        self.driver.get(url)
+
+    def until(self, check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = check()
+            except Exception as exc:  # a stale element while the page updates: look again
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{what}: {exc}") from exc
+                found = None
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                self.shot("timeout")
+                raise AssertionError(f"{what} not seen within {timeout}s; console: {self.console()}")
+            time.sleep(0.2)
+
+    def css(self, selector: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
+
+    def one(self, selector: str, timeout: float = 30) -> Any:
+        return self.until(lambda: (self.css(selector) or [None])[0], timeout, f"element {selector}")
+
+    def node_class(self, step: str) -> str:
+        found = self.css(f'g.node[data-step="{step}"]')
+        return str(found[0].get_attribute("class")) if found else ""
+
+    def console(self) -> list[dict[str, Any]]:
+        return list(self.driver.get_log("browser"))
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [e for e in self.console() if e.get("level") == "SEVERE"]
+
+    def shot(self, name: str, keep_as: str | None = None) -> Path:
+        path = self.shots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        target = os.environ.get("ORCHESTRATOR_UI_SCREENSHOTS")
+        if keep_as and target:
+            Path(target).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, Path(target) / keep_as)
+        return path
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1440,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        yield Browser(driver, shots)
+    finally:
+        driver.quit()
+
+
+def start(server: Server, tmp_path: Path, text: str, name: str) -> str:
+    return server.cluster.start(write_workflow(tmp_path, text, f"{name}.yaml"))
+
+
+def step_status(server: Server, run_id: str, step: str) -> str:
+    from orchestrator.runtime.views import run_view
+
+    return str(run_view(server.cluster.repo, run_id)["steps"][step]["status"])
+
+
+def wait_step(server: Server, run_id: str, step: str, status: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while step_status(server, run_id, step) != status:
+        assert time.monotonic() < deadline, f"{step} never {status}"
+        time.sleep(0.2)
+
+
+LIVE = f"""
+name: ui-live
+steps:
+  first: {{task: "{ECHO}", with: {{value: 1}}}}
+  hold: {{needs: first, wait: {{event: ui.go, key: k1}}}}
+  last: {{needs: hold, task: "{ECHO}", with: {{value: 2}}}}
+"""
+
+
+def test_a_live_run_page_shows_nodes_change_status_without_a_reload(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a run whose middle step waits for a signal, open on its page
+    run_id = start(server, tmp_path, LIVE, "live")
+    browser.open(f"{server.url}/#/runs/{run_id}")
+    browser.until(lambda: "st-waiting" in browser.node_class("hold"), what="hold waiting")
+    assert "st-succeeded" in browser.node_class("first") and "st-pending" in browser.node_class("last")
+    browser.driver.execute_script("window.__same_page = true")
+    browser.shot("live-waiting")
+
+    # When the signal arrives (from the command line, not the page)
+    sent = server.cluster.cli("signal", "ui.go", "--key", "k1")
+    assert sent.returncode == 0, sent.stderr
+
+    # Then the nodes turn succeeded and the run ends, on the same page (no reload)
+    browser.until(lambda: "st-succeeded" in browser.node_class("last"), what="last succeeded")
+    browser.until(lambda: browser.css(".run-head .badge.st-succeeded"), what="run succeeded")
+    assert "st-succeeded" in browser.node_class("hold")
+    assert browser.driver.execute_script("return window.__same_page === true")
+    browser.until(lambda: browser.css("svg.gantt rect.span"), what="the timeline")
+    browser.shot("live-succeeded")
+    assert browser.errors() == []
+
+
+APPROVE = f"""
+name: ui-approve
+steps:
+  prepare: {{task: "{ECHO}", with: {{value: ready}}}}
+  sign-off:
+    needs: prepare
+    approval: {{keyword: SHIP IT}}
+  ship: {{needs: sign-off, task: "{ECHO}", with: {{value: "${{{{ steps.sign-off.output.comment }}}}"}}}}
+"""
+
+
+def test_an_operator_approves_a_waiting_step_from_the_drawer_and_the_run_finishes(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a run waiting for an approval that needs a keyword
+    run_id = start(server, tmp_path, APPROVE, "approve")
+    wait_step(server, run_id, "sign-off", "waiting")
+    browser.open(f"{server.url}/#/runs/{run_id}")
+
+    # When the operator opens the step's drawer and approves with a comment and the keyword
+    browser.until(lambda: "st-waiting" in browser.node_class("sign-off"), what="sign-off waiting")
+    browser.one('g.node[data-step="sign-off"]').click()
+    comment = browser.one(".drawer textarea[name=comment]")
+    comment.send_keys("looks good <b>really</b>")
+    browser.one(".drawer input[name=keyword]").send_keys("SHIP IT")
+    browser.shot("approve-drawer", keep_as="run-page.png")
+    browser.one('.drawer button[data-action="approve"]').click()
+
+    # Then the run finishes, the approval recorded with who, the comment and the decision
+    browser.until(lambda: browser.css(".run-head .badge.st-succeeded"), what="run succeeded")
+    view = server.cluster.wait(run_id)
+    decision = view["steps"]["sign-off"]["output"]
+    assert decision["decision"] == "approved" and decision["by"] == ["ops"]
+    assert decision["comment"] == "looks good <b>really</b>"
+    assert view["steps"]["ship"]["output"] == "looks good <b>really</b>"
+    browser.until(lambda: "st-succeeded" in browser.node_class("ship"), what="ship succeeded")
+    browser.shot("approved")
+    assert browser.errors() == []
+
+
+def test_the_runs_list_shows_runs_and_filters_them(server: Server, browser: Browser, tmp_path: Path) -> None:
+    # Given two finished runs of one workflow and a waiting one of another
+    done = [start(server, tmp_path, LIVE.replace("wait: {event: ui.go, key: k1}", f'task: "{ECHO}"'), "quick")]
+    done.append(start(server, tmp_path, LIVE.replace("wait: {event: ui.go, key: k1}", f'task: "{ECHO}"'), "quick"))
+    waiting = start(server, tmp_path, APPROVE, "approve")
+    for run_id in done:
+        server.cluster.wait(run_id)
+    browser.open(f"{server.url}/#/runs")
+
+    # Then the list shows all three; filtering by status leaves the waiting one's workflow out
+    browser.until(lambda: len(browser.css("tr[data-run]")) == 3, what="three runs")
+    assert {r.get_attribute("data-run") for r in browser.css("tr[data-run]")} == {*done, waiting}
+    browser.until(lambda: browser.css(".live[data-state=live]"), what="the list stream")
+    browser.shot("runs-list", keep_as="runs-list.png")
+    browser.open(f"{server.url}/#/runs?status=succeeded")
+    browser.until(lambda: {r.get_attribute("data-run") for r in browser.css("tr[data-run]")} == set(done), what="filter")
+    assert browser.errors() == []
+
+
+DLQ = f"""
+name: ui-dlq
+steps:
+  flaky:
+    task: tests.integration.steps:fails_until
+    with: {{flag: FLAG, value: fixed}}
+    retry: {{max_attempts: 1}}
+  after: {{needs: flaky, task: "{ECHO}", with: {{value: "${{{{ steps.flaky.output }}}}"}}}}
+"""
+
+
+def test_replaying_a_dead_letter_from_the_dlq_page_resumes_its_run(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a run whose step failed for good and is in the dead-letter queue
+    flag = tmp_path / "fixed.flag"
+    run_id = start(server, tmp_path, DLQ.replace("FLAG", str(flag)), "dlq")
+    assert server.cluster.wait(run_id)["status"] == "failed"
+    browser.open(f"{server.url}/#/dlq")
+    row = browser.until(
+        lambda: [r for r in browser.css("table.grid tbody tr") if run_id[:12] in r.text], what="the dead letter"
+    )[0]
+    assert "ConnectionError" in row.text or "fixed.flag" in row.text
+    browser.shot("dlq-open")
+
+    # When the cause is fixed and the operator replays the entry
+    flag.write_text("ok")
+    row.find_element("css selector", 'button[data-action="replay"]').click()
+
+    # Then the run resumes and succeeds with the replayed step's output, and the entry leaves the open list
+    deadline = time.monotonic() + 60
+    from orchestrator.runtime.views import run_view
+
+    while run_view(server.cluster.repo, run_id)["status"] != "succeeded":
+        assert time.monotonic() < deadline, run_view(server.cluster.repo, run_id)
+        time.sleep(0.2)
+    assert server.cluster.wait(run_id)["steps"]["after"]["output"] == "fixed"
+    browser.until(lambda: not [r for r in browser.css("table.grid tbody tr") if run_id[:12] in r.text], what="gone")
+    browser.shot("dlq-replayed")
+    assert browser.errors() == []
+
+
+def test_a_viewer_signs_in_with_the_token_prompt_and_sees_no_action_buttons(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a waiting approval and a dead letter: pages where an operator has buttons
+    run_id = start(server, tmp_path, APPROVE, "approve")
+    failed = start(server, tmp_path, DLQ.replace("FLAG", str(tmp_path / "never")), "dlq")
+    server.cluster.wait(failed)
+    wait_step(server, run_id, "sign-off", "waiting")
+
+    # When a viewer opens the UI with no token: the prompt asks for one
+    browser.open(f"{server.url}/#/runs/{run_id}", token=None)
+    browser.one("#token-dialog[open]")
+    browser.one("#token-input").send_keys(VIEWER)
+    browser.one("#token-form button[type=submit]").click()
+    browser.until(lambda: "viewer" in browser.one("#whoami").text, what="signed in as viewer")
+
+    # Then the run page, its drawer, the approvals and the DLQ show data but no action button
+    browser.until(lambda: "st-waiting" in browser.node_class("sign-off"), what="sign-off waiting")
+    browser.one('g.node[data-step="sign-off"]').click()
+    browser.until(lambda: "waiting for" in browser.one(".drawer").text, what="the drawer")
+    assert browser.css("button.action") == [] and browser.css(".drawer textarea") == []
+    browser.shot("viewer-run")
+    browser.driver.get(f"{server.url}/#/approvals")
+    browser.until(lambda: run_id[:12] in browser.one("main").text, what="the approval listed")
+    assert browser.css("button.action") == []
+    browser.driver.get(f"{server.url}/#/dlq")
+    browser.until(lambda: failed[:12] in browser.one("main").text, what="the dead letter listed")
+    assert browser.css("button.action") == []
+    assert browser.errors() == []
+
+
+def wide_dag(layers: int, width: int) -> str:
+    """A root that waits, then ``layers`` layers of ``width`` steps, each needing two of the layer before."""
+    lines = ["name: ui-wide", "steps:", "  root: {wait: {event: ui.never, key: x}}"]
+    for layer in range(layers):
+        for i in range(width):
+            if layer == 0:
+                needs = "[root]"
+            else:
+                needs = f"[l{layer - 1}-{i}, l{layer - 1}-{(i + 7) % width}]"
+            lines.append(f'  l{layer}-{i}: {{needs: {needs}, task: "{ECHO}"}}')
+    return "\n".join(lines) + "\n"
+
+
+def test_a_thousand_step_dag_renders_as_a_few_groups_with_no_browser_errors(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a run of a 1,000-step DAG (a waiting root, then 9 layers of 111 steps)
+    run_id = start(server, tmp_path, wide_dag(9, 111), "wide")
+    wait_step(server, run_id, "root", "waiting")
+    browser.open(f"{server.url}/#/runs/{run_id}")
+
+    # Then each wide layer is one group node with its status counts: 10 nodes drawn, not 1,000
+    browser.until(lambda: "st-waiting" in browser.node_class("root"), what="root waiting")
+    groups = browser.css("g.node.group")
+    assert len(groups) == 9 and len(browser.css("g.node")) == 10
+    assert "111 pending" in groups[0].text
+    browser.shot("wide-collapsed")
+
+    # When a group is clicked it expands in place: its 111 steps are drawn, the others stay grouped
+    groups[0].click()
+    browser.until(lambda: len(browser.css("g.node[data-step]")) == 112, what="the layer expanded")
+    assert len(browser.css("g.node.group")) == 8
+    browser.shot("wide-expanded")
+    assert browser.errors() == []
+    server.cluster.cli("cancel", run_id)
+
+
+def raw_get(port: int, path: str) -> tuple[int, bytes, dict[str, str]]:
+    """A request line sent exactly as written (no client normalises the path)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest("GET", path, skip_accept_encoding=True)
+    conn.endheaders()
+    answer = conn.getresponse()
+    body = answer.read()
+    conn.close()
+    return answer.status, body, {k.lower(): v for k, v in answer.getheaders()}
+
+
+@pytest.fixture
+def app_port(tmp_path: Path) -> Iterator[int]:
+    """The real app (UI mounted) on SQLite under uvicorn in a thread, on an ephemeral port."""
+    import uvicorn
+
+    from orchestrator.api.app import create_app
+    from orchestrator.store import Repository
+    from orchestrator.store.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    upgrade(url)
+    app = create_app(Repository.from_url(url), list, [], 0.0)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_http(f"http://127.0.0.1:{port}/")
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+TRAVERSALS = [
+    "/static/../../etc/passwd",
+    "/static/../../../../../../etc/passwd",
+    "/static/%2e%2e/%2e%2e/etc/passwd",
+    "/static/%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/static/..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "/static/js/../../../../../../etc/passwd",
+    "/static/%252e%252e/%252e%252e/etc/passwd",
+    "/static/..%5c..%5c..%5cetc%5cpasswd",
+    "/static//etc/passwd",
+    "/static/%2fetc%2fpasswd",
+    "/static/js/app.js%00.png",
+    "/static/../ui.py",
+    "/static/../../api/ui.py",
+    "/static/",
+    "/static/js",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_static_paths_outside_the_static_folder_are_404_not_files(app_port: int, path: str) -> None:
+    status, body, headers = raw_get(app_port, path)
+    assert status == 404, (path, status, body[:200])
+    assert b"root:" not in body and b"mount_ui" not in body
+    assert json.loads(body) == {"error": "not found"} or status == 404
+
+
+def test_the_page_and_its_assets_have_their_types_and_a_strict_csp(app_port: int) -> None:
+    status, body, headers = raw_get(app_port, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    assert b"<script type=\"module\" src=\"/static/js/app.js\"></script>" in body
+    for asset, kind in (
+        ("/static/js/app.js", "text/javascript"),
+        ("/static/js/dag.js", "text/javascript"),
+        ("/static/style.css", "text/css"),
+        ("/static/favicon.svg", "image/svg+xml"),
+    ):
+        status, body, headers = raw_get(app_port, asset)
+        assert status == 200 and headers["content-type"].startswith(kind), asset
+        assert headers["x-content-type-options"] == "nosniff" and "content-security-policy" in headers
