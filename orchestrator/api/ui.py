@@ -76,6 +76,10 @@ def mount_ui(app: FastAPI) -> None:
     def index() -> Response:
         return _serve(STATIC_DIR / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return _serve(STATIC_DIR / "favicon.svg")
+
     @app.get("/static/{relative:path}", include_in_schema=False)
     def asset(relative: str) -> Response:
         found = static_file(relative)

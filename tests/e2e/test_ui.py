@@ -32,6 +32,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 OPERATOR, VIEWER = "op-secret-1", "view-secret-1"
 TOKENS = f"ops:operator:{OPERATOR},vera:viewer:{VIEWER}"
+UNAUTHORISED = "/api/v1/me - Failed to load resource: the server responded with a status of 401"
 ECHO = "tests.integration.steps:echo"
 
 
@@ -146,8 +147,10 @@ class Browser:
     def console(self) -> list[dict[str, Any]]:
         return list(self.driver.get_log("browser"))
 
-    def errors(self) -> list[dict[str, Any]]:
-        return [e for e in self.console() if e.get("level") == "SEVERE"]
+    def errors(self, expected: str | None = None) -> list[dict[str, Any]]:
+        """Errors in the browser's console, but for the ``expected`` one (a message fragment)."""
+        found = [e for e in self.console() if e.get("level") == "SEVERE"]
+        return [e for e in found if expected is None or expected not in str(e.get("message"))]
 
     def shot(self, name: str, keep_as: str | None = None) -> Path:
         path = self.shots / f"{name}.png"
@@ -167,7 +170,13 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1440,900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,900",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
@@ -233,11 +242,18 @@ def test_a_live_run_page_shows_nodes_change_status_without_a_reload(
 APPROVE = f"""
 name: ui-approve
 steps:
-  prepare: {{task: "{ECHO}", with: {{value: ready}}}}
-  sign-off:
+  prepare: {{task: "{ECHO}", with: {{value: [{", ".join(str(i) for i in range(40))}]}}}}
+  price:
     needs: prepare
+    foreach: "${{{{ steps.prepare.output }}}}"
+    task: "{ECHO}"
+    with: {{value: "${{{{ item * 2 }}}}"}}
+  check-stock: {{needs: prepare, task: "{ECHO}", with: {{value: in stock}}}}
+  sign-off:
+    needs: [price, check-stock]
     approval: {{keyword: SHIP IT}}
-  ship: {{needs: sign-off, task: "{ECHO}", with: {{value: "${{{{ steps.sign-off.output.comment }}}}"}}}}
+  ship: {{needs: sign-off, task: "{ECHO}", with: {{value: "${{{{ steps['sign-off'].output.comment }}}}"}}}}
+  notify: {{needs: ship, trigger: all_done, task: "{ECHO}"}}
 """
 
 
@@ -251,10 +267,12 @@ def test_an_operator_approves_a_waiting_step_from_the_drawer_and_the_run_finishe
 
     # When the operator opens the step's drawer and approves with a comment and the keyword
     browser.until(lambda: "st-waiting" in browser.node_class("sign-off"), what="sign-off waiting")
+    assert "40/40" in browser.one('g.node[data-step="price"]').text  # a foreach is one node with its count
     browser.one('g.node[data-step="sign-off"]').click()
     comment = browser.one(".drawer textarea[name=comment]")
     comment.send_keys("looks good <b>really</b>")
     browser.one(".drawer input[name=keyword]").send_keys("SHIP IT")
+    browser.driver.execute_script("document.querySelector('.drawer').scrollTop = 0")
     browser.shot("approve-drawer", keep_as="run-page.png")
     browser.one('.drawer button[data-action="approve"]').click()
 
@@ -270,22 +288,30 @@ def test_an_operator_approves_a_waiting_step_from_the_drawer_and_the_run_finishe
     assert browser.errors() == []
 
 
-def test_the_runs_list_shows_runs_and_filters_them(server: Server, browser: Browser, tmp_path: Path) -> None:
-    # Given two finished runs of one workflow and a waiting one of another
-    done = [start(server, tmp_path, LIVE.replace("wait: {event: ui.go, key: k1}", f'task: "{ECHO}"'), "quick")]
-    done.append(start(server, tmp_path, LIVE.replace("wait: {event: ui.go, key: k1}", f'task: "{ECHO}"'), "quick"))
+def test_the_runs_list_shows_runs_live_and_filters_them(server: Server, browser: Browser, tmp_path: Path) -> None:
+    # Given two finished runs of one workflow and a waiting one of another, on the runs page
+    quick = LIVE.replace("wait: {event: ui.go, key: k1}", f'task: "{ECHO}"')
+    done = [start(server, tmp_path, quick, "quick") for _ in range(2)]
     waiting = start(server, tmp_path, APPROVE, "approve")
     for run_id in done:
         server.cluster.wait(run_id)
     browser.open(f"{server.url}/#/runs")
-
-    # Then the list shows all three; filtering by status leaves the waiting one's workflow out
     browser.until(lambda: len(browser.css("tr[data-run]")) == 3, what="three runs")
     assert {r.get_attribute("data-run") for r in browser.css("tr[data-run]")} == {*done, waiting}
     browser.until(lambda: browser.css(".live[data-state=live]"), what="the list stream")
+
+    # When a new run starts and fails: it appears at the top, then shows failed, with no reload
+    failing = start(server, tmp_path, DLQ.replace("FLAG", str(tmp_path / "never")), "dlq")
+    browser.until(lambda: browser.css(f'tbody tr:first-child[data-run="{failing}"]'), what="the new run on top")
+    browser.until(lambda: browser.css(f'tr[data-run="{failing}"] .badge.st-failed'), what="it failed", timeout=60)
+    assert "ConnectionError" in browser.one(f'tr[data-run="{failing}"]').text
     browser.shot("runs-list", keep_as="runs-list.png")
-    browser.open(f"{server.url}/#/runs?status=succeeded")
-    browser.until(lambda: {r.get_attribute("data-run") for r in browser.css("tr[data-run]")} == set(done), what="filter")
+
+    # Then filtering by status shows only the runs that succeeded
+    browser.driver.get(f"{server.url}/#/runs?status=succeeded")
+    browser.until(
+        lambda: {r.get_attribute("data-run") for r in browser.css("tr[data-run]")} == set(done), what="filter"
+    )
     assert browser.errors() == []
 
 
@@ -359,6 +385,53 @@ def test_a_viewer_signs_in_with_the_token_prompt_and_sees_no_action_buttons(
     browser.driver.get(f"{server.url}/#/dlq")
     browser.until(lambda: failed[:12] in browser.one("main").text, what="the dead letter listed")
     assert browser.css("button.action") == []
+    assert (
+        browser.errors(expected="/api/v1/me - Failed to load resource: the server responded with a status of 401") == []
+    )
+
+
+PAGES = f"""
+name: ui-pages
+description: VERSION
+schedules:
+  - {{name: hourly, every: 1h}}
+steps:
+  fetch: {{task: "{ECHO}", with: {{value: [1, 2, 3]}}}}
+  price:
+    needs: fetch
+    foreach: "${{{{ steps.fetch.output }}}}"
+    task: "{ECHO}"
+    with: {{value: "${{{{ item }}}}"}}
+"""
+
+
+def test_every_page_renders_its_data_with_no_browser_errors(server: Server, browser: Browser, tmp_path: Path) -> None:
+    # Given a workflow registered in two versions, with a schedule, and a finished run of it
+    for version in ("one", "two"):
+        path = write_workflow(tmp_path, PAGES.replace("VERSION", version), f"pages-{version}.yaml")
+        registered = server.cluster.cli("workflows", "register", str(path))
+        assert registered.returncode == 0, registered.stderr
+    run_id = server.cluster.start("ui-pages")
+    assert server.cluster.wait(run_id)["status"] == "succeeded"
+
+    # Then each page shows what the API holds
+    expected = {
+        "#/workflows": "ui-pages",
+        "#/workflows/ui-pages": "description: two",
+        "#/schedules": "ui-pages/hourly",
+        "#/audit": "workflow.register",
+        "#/report?since=1d": "ui-pages",
+        "#/approvals": "No approval is waiting",
+        "#/breakers": "No breakers",
+        f"#/runs/{run_id}": "3/3",
+    }
+    browser.open(f"{server.url}/#/runs")
+    for page, text in expected.items():
+        browser.driver.get(f"{server.url}/{page}")
+        browser.until(lambda text=text: text in browser.one("main").text, what=f"{text!r} on {page}")
+        browser.shot(page.strip("#/").replace("/", "-").replace("?", "-") or "runs")
+        if page.startswith("#/report"):
+            assert browser.css("svg.chart"), "the report draws its figures"
     assert browser.errors() == []
 
 
@@ -464,7 +537,7 @@ def test_the_page_and_its_assets_have_their_types_and_a_strict_csp(app_port: int
     assert status == 200 and headers["content-type"].startswith("text/html")
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
-    assert b"<script type=\"module\" src=\"/static/js/app.js\"></script>" in body
+    assert b'<script type="module" src="/static/js/app.js"></script>' in body
     for asset, kind in (
         ("/static/js/app.js", "text/javascript"),
         ("/static/js/dag.js", "text/javascript"),

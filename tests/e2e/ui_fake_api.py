@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from orchestrator.api.auth import require
@@ -26,6 +26,7 @@ from orchestrator.settings import get_settings
 from orchestrator.worker.connect import open_engine
 
 viewer = APIRouter(dependencies=[Depends(require("viewer"))])
+Payload = Annotated[dict[str, Any] | None, Body()]
 operator = APIRouter()
 
 
@@ -135,8 +136,53 @@ def dlq_entry(request: Request, entry_id: str) -> Any:
     return queue.show(request.app.state.repo, entry_id)
 
 
+@viewer.get("/workflows/{name}/versions")
+def versions(request: Request, name: str) -> Any:
+    from orchestrator.runtime.versions import versions_view
+
+    return versions_view(request.app.state.repo, name)
+
+
+@viewer.get("/workflows/{name}/diff")
+def diff(request: Request, name: str, from_: str = Query(alias="from"), to: str = Query()) -> Any:
+    from orchestrator.runtime.versions import diff as versions_diff
+
+    before, after, text = versions_diff(request.app.state.repo, name, from_, to)
+    return {"name": name, "from": before, "to": after, "diff": text}
+
+
+@viewer.get("/schedules")
+def schedules(request: Request) -> Any:
+    from orchestrator.runtime.schedules import schedules_view
+
+    return schedules_view(request.app.state.repo)
+
+
+@viewer.get("/breakers")
+def breakers(request: Request) -> Any:
+    return request.app.state.breakers()
+
+
+@viewer.get("/audit")
+def audit(request: Request, limit: int = 50) -> Any:
+    from orchestrator.audit import trail
+
+    return trail.list_records(request.app.state.repo, None, None, None, None, limit)
+
+
+@viewer.get("/report")
+def report(request: Request, since: str = "7d", workflow: str | None = None) -> Any:
+    from orchestrator.definition.duration import parse_duration
+    from orchestrator.report.compute import build_report
+
+    return json.loads(
+        json.dumps(build_report(request.app.state.repo, parse_duration(since), workflow or None), default=str)
+    )
+
+
 @operator.post("/runs/{run_id}/steps/{step}/approve")
-def approve(request: Request, run_id: str, step: str, body: dict[str, Any] = Body({})) -> Any:
+def approve(request: Request, run_id: str, step: str, body: Payload = None) -> Any:
+    body = body or {}
     done = approval.decide(
         open_engine(),
         run_id,
@@ -147,11 +193,18 @@ def approve(request: Request, run_id: str, step: str, body: dict[str, Any] = Bod
         keyword=body.get("keyword"),
         data=body.get("data"),
     )
-    return {"run_id": done.run_id, "step": step, "approvals": done.approvals, "required": done.required, "ended": done.ended}
+    return {
+        "run_id": done.run_id,
+        "step": step,
+        "approvals": done.approvals,
+        "required": done.required,
+        "ended": done.ended,
+    }
 
 
 @operator.post("/dlq/replay")
-def replay(request: Request, body: dict[str, Any] = Body({})) -> Any:
+def replay(request: Request, body: Payload = None) -> Any:
+    body = body or {}
     done = queue.replay(open_engine(), body.get("ids", []), body.get("inputs"), _who(request, _actor(request), body))
     return {"replayed": done.entries, "runs": list(dict.fromkeys(done.runs)), "refused": done.refused}
 

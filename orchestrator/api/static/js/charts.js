@@ -6,14 +6,15 @@ import { h, s } from "./dom.js";
  * rows: [{label, values: [{value, cls, title}]}] drawn as side-by-side (grouped) bars per row;
  * format(value) gives the text after each bar.
  */
-export function bars(rows, { format = String, max, width = 560 } = {}) {
+export function bars(rows, { format = String, max, width = 840 } = {}) {
   if (!rows.length) return h("p", { class: "muted empty" }, "No data.");
   const left = 150;
   const barH = 12;
   const per = rows[0].values.length;
   const rowH = per * (barH + 3) + 10;
   const top = Math.max(1e-9, max ?? Math.max(...rows.flatMap((r) => r.values.map((v) => v.value ?? 0))));
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${rows.length * rowH + 4}`, width: "100%", preserveAspectRatio: "xMinYMin meet" });
+  const height = rows.length * rowH + 4;
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height });
   rows.forEach((r, i) => {
     const y = i * rowH + 4;
     svg.append(s("text", { class: "row-label", x: left - 8, y: y + barH, "text-anchor": "end" }, r.label.length > 22 ? `${r.label.slice(0, 21)}…` : r.label));
@@ -28,9 +29,9 @@ export function bars(rows, { format = String, max, width = 560 } = {}) {
 }
 
 /** One stacked bar of parts [{value, cls, label}] with a legend. */
-export function stacked(parts, { width = 560, format = String } = {}) {
+export function stacked(parts, { width = 840, format = String } = {}) {
   const total = parts.reduce((n, p) => n + (p.value || 0), 0);
-  const svg = s("svg", { class: "chart stacked", viewBox: `0 0 ${width} 22`, width: "100%", preserveAspectRatio: "xMinYMin meet" });
+  const svg = s("svg", { class: "chart stacked", viewBox: `0 0 ${width} 22`, width, height: 22 });
   let x = 0;
   for (const p of parts) {
     if (!p.value) continue;
@@ -44,11 +45,11 @@ export function stacked(parts, { width = 560, format = String } = {}) {
 }
 
 /** Columns over time: [{label, value}], e.g. runs per bucket. */
-export function columns(points, { width = 560, height = 90, format = String } = {}) {
+export function columns(points, { width = 840, height = 90, format = String } = {}) {
   if (!points.length) return h("p", { class: "muted empty" }, "No data.");
   const top = Math.max(1, ...points.map((p) => p.value || 0));
   const w = width / points.length;
-  const svg = s("svg", { class: "chart columns", viewBox: `0 0 ${width} ${height + 14}`, width: "100%", preserveAspectRatio: "xMinYMin meet" });
+  const svg = s("svg", { class: "chart columns", viewBox: `0 0 ${width} ${height + 14}`, width, height: height + 14 });
   points.forEach((p, i) => {
     const bh = ((p.value || 0) / top) * height;
     svg.append(s("rect", { class: "bar", x: i * w + 1, y: height - bh, width: Math.max(1, w - 2), height: bh }, s("title", {}, `${p.label}: ${format(p.value)}`)));

@@ -153,6 +153,8 @@ export class DagView {
       const key = `${a}\u0000${b}`;
       if (this.edgeEls.has(key)) continue;
       const path = this.edge(boxes.get(a), boxes.get(b), a === b, e.label);
+      const wide = (id) => this.layers[this.byId.get(id).layer].length > GROUP_LIMIT;
+      if (wide(e.from) || wide(e.to)) path.dataset.faint = "1"; // an expanded wide layer: many crossing edges
       this.edgeEls.set(key, path);
       edges.append(path);
     }
@@ -234,6 +236,7 @@ export class DagView {
     const expand = () => {
       this.expanded.add(layer);
       this.render();
+      this.focusLayer(layer);
     };
     g.addEventListener("click", expand);
     g.addEventListener("keydown", (event) => event.key === "Enter" && expand());
@@ -292,7 +295,7 @@ export class DagView {
   paintEdges() {
     for (const [key, el] of this.edgeEls) {
       const times = this.taken.get(key) || 0;
-      el.setAttribute("class", times ? "edge taken" : "edge");
+      el.setAttribute("class", times ? "edge taken" : el.dataset.faint ? "edge faint" : "edge");
       let badge = el.querySelector("text.times");
       if (times > 1) {
         if (!badge) {
@@ -366,6 +369,41 @@ export class DagView {
     }
   }
 
+  /** After a layer expands: readable size, its first column at the left, its top in view. */
+  focusLayer(layer) {
+    const ids = this.layers[layer];
+    let x = Infinity;
+    let y = Infinity;
+    for (const id of ids) {
+      const box = this.boxes.get(id);
+      if (box) {
+        x = Math.min(x, box.x);
+        y = Math.min(y, box.y);
+      }
+    }
+    if (x === Infinity) return;
+    this.view.k = Math.max(this.view.k, 0.75);
+    this.view.x = PAD + 40 - x * this.view.k + (x > 0 ? NODE_W * 0.5 * this.view.k : 0);
+    this.view.y = PAD + 40 - y * this.view.k;
+    this.applyView();
+  }
+
+  /** Bring node ``id`` into view left of ``inset`` pixels on the right (an open drawer): the
+   * whole graph when it still reads well there, else a pan to the node. */
+  reveal(id, inset = 0) {
+    const box = this.boxes.get(this.visibleOf(id));
+    const rect = this.svg.getBoundingClientRect();
+    const fits = Math.min((rect.width - inset - 2 * PAD) / Math.max(1, this.size.width), (rect.height - 2 * PAD) / Math.max(1, this.size.height + 40));
+    if (fits >= 0.6) return this.fit(inset);
+    if (!box) return;
+    const right = (box.x + NODE_W) * this.view.k + this.view.x;
+    const left = box.x * this.view.k + this.view.x;
+    const room = rect.width - inset - PAD;
+    if (right > room) this.view.x -= right - room;
+    else if (left < PAD) this.view.x += PAD - left;
+    this.applyView();
+  }
+
   // pan and zoom: a transform on one group; the SVG is never rebuilt for it
   applyView() {
     const { x, y, k } = this.view;
@@ -384,9 +422,10 @@ export class DagView {
     this.applyView();
   }
 
-  fit() {
+  /** Scale and centre the whole graph in view (left of ``inset`` pixels on the right). */
+  fit(inset = 0) {
     const rect = this.svg.getBoundingClientRect();
-    const w = rect.width || 900;
+    const w = (rect.width || 900) - inset;
     const h = rect.height || 420;
     const k = Math.min(1.2, (w - 2 * PAD) / Math.max(1, this.size.width), (h - 2 * PAD) / Math.max(1, this.size.height + 40));
     this.view.k = Math.max(0.05, k);

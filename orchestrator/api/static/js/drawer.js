@@ -4,7 +4,6 @@
 import { api, can, enc } from "./api.js";
 import { action, bar } from "./actions.js";
 import { between, clear, duration, h, json, section, statusBadge, table, time } from "./dom.js";
-import { failed, notify } from "./notice.js";
 
 const PAGE = 50;
 
@@ -85,7 +84,7 @@ export class Drawer {
         ),
       );
     }
-    if (view.waiting_for) parts.push(section("waiting for", json(view.waiting_for)));
+    if (view.waiting_for) parts.push(section("waiting for", waitingFor(view.waiting_for)));
     const actions = this.actions(step, view);
     if (actions) parts.push(actions);
     if (view.error) parts.push(section("error", h("pre", { class: "error-text" }, view.error)));
@@ -175,7 +174,6 @@ export class Drawer {
     const comment = h("textarea", { name: "comment", rows: 2, placeholder: "comment" });
     const keyword = approval.keyword ? h("input", { name: "keyword", placeholder: "keyword, exactly", autocomplete: "off" }) : null;
     const data = h("textarea", { name: "data", rows: 2, placeholder: "data (JSON, optional)" });
-    const who = `${(approval.approved_by || []).length}/${approval.required ?? 1} approvals` + (approval.approvers?.length ? ` · approvers: ${approval.approvers.join(", ")}` : "");
     const send = (decision) => async () => {
       const body = { comment: comment.value || null };
       if (decision === "approve") {
@@ -186,7 +184,7 @@ export class Drawer {
       return result;
     };
     return h("div", { class: "decision" }, [
-      h("p", { class: "muted" }, who),
+      h("h3", {}, "decide"),
       comment,
       keyword,
       data,
@@ -204,6 +202,25 @@ export class Drawer {
       bar(action("operator", "Accept", () => this.post(`${stepPath}/accept`, { output: parseJson(output.value, "output") }), { done: () => `${step} accepted` })),
     ]);
   }
+}
+
+/** What a waiting step waits for, as facts: an approval's quorum, an event and key, a timer. */
+function waitingFor(w) {
+  const facts = [];
+  if (w.approval) {
+    const a = w.approval;
+    facts.push(["approvals", `${(a.approved_by || []).length}/${a.required ?? 1}${a.approved_by?.length ? ` (${a.approved_by.join(", ")})` : ""}`]);
+    facts.push(["approvers", a.approvers?.length ? a.approvers.join(", ") : "anyone"]);
+    if (a.keyword) facts.push(["keyword", "must be quoted exactly"]);
+    if (a.since) facts.push(["since", time(a.since)]);
+    facts.push(["deadline", a.deadline ? time(a.deadline) : "none"]);
+  } else if (w.event !== undefined) {
+    facts.push(["event", w.event], ["key", w.key ?? "—"], ["deadline", w.deadline ? time(w.deadline) : "none"]);
+  } else if (w.timer !== undefined) facts.push(["until", time(w.timer)]);
+  else if (w.child_run) facts.push(["child run", h("a", { href: `#/runs/${encodeURIComponent(w.child_run)}` }, w.child_run)]);
+  else if (w.retry_at !== undefined) facts.push(["retry at", time(w.retry_at)]);
+  else return json(w);
+  return h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
 export function parseJson(text, what) {

@@ -36,6 +36,7 @@ export async function render(main, [runId], query) {
     onSelect: (step) => {
       dag.select(step);
       drawer.open(runId, step, run);
+      dag.reveal(step, drawer.el.offsetWidth);
     },
     childHref: (step) => {
       const view = run.steps?.[step] ?? latestVisit(run, step);
