@@ -175,7 +175,7 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--window-size=1440,900",
+        "--window-size=1600,1000",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -432,6 +432,68 @@ def test_every_page_renders_its_data_with_no_browser_errors(server: Server, brow
         browser.shot(page.strip("#/").replace("/", "-").replace("?", "-") or "runs")
         if page.startswith("#/report"):
             assert browser.css("svg.chart"), "the report draws its figures"
+    assert browser.errors() == []
+
+
+COUNTER = f"""
+name: ui-counter
+initial: count
+states:
+  count:
+    task: "{ECHO}"
+    with: {{value: {{n: "${{{{ (steps.count.output.n if steps.count.output else 0) + 1 }}}}"}}}}
+    transitions:
+      - {{to: count, if: "${{{{ output.n < 3 }}}}"}}
+      - {{to: finish}}
+  finish: {{end: succeeded}}
+"""
+CHILD = f"""
+name: ui-child
+steps:
+  work: {{task: "{ECHO}", with: {{value: child}}}}
+"""
+PARENT = """
+name: ui-parent
+steps:
+  call: {workflow: ui-child}
+"""
+
+
+def test_a_state_machine_shows_the_path_taken_and_a_sub_workflow_links_its_child(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a finished state machine that looped twice, and a finished run that called a sub-workflow
+    machine = start(server, tmp_path, COUNTER, "counter")
+    registered = server.cluster.cli("workflows", "register", str(write_workflow(tmp_path, CHILD, "child.yaml")))
+    assert registered.returncode == 0, registered.stderr
+    parent = start(server, tmp_path, PARENT, "parent")
+    assert server.cluster.wait(machine)["status"] == "succeeded"
+    view = server.cluster.wait(parent)
+    assert view["status"] == "succeeded"
+    child = view["steps"]["call"]["child_run"]
+
+    # Then the machine's states are drawn with the transitions it took, the loop twice
+    browser.open(f"{server.url}/#/runs/{machine}")
+    browser.until(lambda: browser.css(".run-head .badge.st-succeeded"), what="the machine ended")
+    browser.until(lambda: len(browser.css("g.edge.taken")) == 2, what="two transitions taken")
+    assert "×2" in browser.one("g.edge.taken .times").text
+    assert "st-succeeded" in browser.node_class("count") and "current" in browser.node_class("finish")
+    browser.shot("machine")
+
+    # And the sub-workflow node links to its child run, which opens on click
+    browser.driver.get(f"{server.url}/#/runs/{parent}")
+    link = browser.until(
+        lambda: [
+            a
+            for a in browser.css('g.node[data-step="call"] a.child-link')
+            if a.get_attribute("visibility") == "visible"
+        ],
+        what="the child link",
+    )[0]
+    assert link.get_dom_attribute("href").endswith(f"#/runs/{child}")
+    link.click()
+    browser.until(lambda: browser.css('g.node[data-step="work"].st-succeeded'), what="the child run page")
+    assert "parent" in browser.one(".run-head").text
     assert browser.errors() == []
 
 

@@ -6,9 +6,9 @@
 import { s } from "./dom.js";
 
 export const GROUP_LIMIT = 25; // a layer with more nodes than this is drawn as one group node
-const NODE_W = 180;
+const NODE_W = 168;
 const NODE_H = 46;
-const COL_GAP = 80;
+const COL_GAP = 60;
 const ROW_GAP = 14;
 const PAD = 24;
 const LABEL_MAX = 22;
@@ -296,15 +296,19 @@ export class DagView {
     for (const [key, el] of this.edgeEls) {
       const times = this.taken.get(key) || 0;
       el.setAttribute("class", times ? "edge taken" : el.dataset.faint ? "edge faint" : "edge");
-      let badge = el.querySelector("text.times");
+      let badge = el.querySelector(".times");
       if (times > 1) {
         if (!badge) {
-          const path = el.querySelector("path");
-          const mid = path.getPointAtLength ? path.getPointAtLength(path.getTotalLength() / 2) : { x: 0, y: 0 };
-          badge = s("text", { class: "times", x: mid.x, y: mid.y - 4, "text-anchor": "middle" });
-          el.append(badge);
+          const label = el.querySelector("text.edge-label");
+          if (label) badge = s("tspan", { class: "times" });
+          else {
+            const path = el.querySelector("path");
+            const mid = path.getPointAtLength(path.getTotalLength() / 2);
+            badge = s("text", { class: "times", x: mid.x, y: mid.y - 5, "text-anchor": "middle" });
+          }
+          (label || el).append(badge);
         }
-        badge.textContent = `×${times}`;
+        badge.textContent = ` ×${times}`;
       } else badge?.remove();
     }
   }
@@ -473,7 +477,7 @@ export class DagView {
 
 function defs() {
   return s("defs", {}, [
-    s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, [
+    s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerUnits: "userSpaceOnUse", markerWidth: 9, markerHeight: 9, orient: "auto-start-reverse" }, [
       s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }),
     ]),
   ]);
