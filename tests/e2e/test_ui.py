@@ -609,3 +609,34 @@ def test_the_page_and_its_assets_have_their_types_and_a_strict_csp(app_port: int
         status, body, headers = raw_get(app_port, asset)
         assert status == 200 and headers["content-type"].startswith(kind), asset
         assert headers["x-content-type-options"] == "nosniff" and "content-security-policy" in headers
+
+
+PARSE = """
+const { EventParser } = await import("/static/js/sse.js");
+const seen = [];
+const parser = new EventParser((type, data) => seen.push([type, data]));
+const text = arguments[0];
+for (let i = 0; i < text.length; i += 3) parser.feed(text.slice(i, i + 3));
+return seen;
+"""
+
+
+def test_the_stream_parser_reads_events_split_anywhere(app_port: int, browser: Browser) -> None:
+    # Given a stream with a ping comment, CRLF and LF lines, a two-line data field, fed 3 characters at a time
+    stream = (
+        ": ping\n\n"
+        'event: run\ndata: {"run_id": "r1"}\n\n'
+        "event: change\r\ndata: line one\r\ndata: line two\r\n\r\n"
+        "data: no type\n\n"
+        "event: end\ndata: {}\n\n"
+        "event: change\ndata: cut off"
+    )
+    browser.driver.get(f"http://127.0.0.1:{app_port}/static/favicon.svg")
+    seen = browser.driver.execute_script(f"return (async () => {{ {PARSE} }})()", stream)
+    # Then each complete event comes out once, in order; the comment and the unfinished one do not
+    assert seen == [
+        ["run", '{"run_id": "r1"}'],
+        ["change", "line one\nline two"],
+        ["message", "no type"],
+        ["end", "{}"],
+    ]

@@ -16,6 +16,7 @@ export class EventParser {
     this.buffer += text;
     let cut;
     while ((cut = this.buffer.search(/\r\n|\r|\n/)) >= 0) {
+      if (this.buffer[cut] === "\r" && cut === this.buffer.length - 1) break; // a \n may follow in the next chunk
       const line = this.buffer.slice(0, cut);
       const width = this.buffer.startsWith("\r\n", cut) ? 2 : 1;
       this.buffer = this.buffer.slice(cut + width);
