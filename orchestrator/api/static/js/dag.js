@@ -4,13 +4,11 @@
 // Every step is linear in nodes + edges: the SVG is built once per layout, never per update.
 
 import { s } from "./dom.js";
+import { GROUP_LIMIT, NODE_H, NODE_W, layoutBoxes, orderLayers } from "./layout.js";
+import { PanZoom } from "./panzoom.js";
 
-export const GROUP_LIMIT = 25; // a layer with more nodes than this is drawn as one group node
-const NODE_W = 168;
-const NODE_H = 46;
-const COL_GAP = 60;
-const ROW_GAP = 14;
-const PAD = 24;
+export { GROUP_LIMIT };
+
 const LABEL_MAX = 22;
 const ACTIVE = ["running", "waiting", "queued"];
 const RANK = { failed: 6, running: 5, waiting: 4, queued: 3, cancelled: 2, pending: 1, skipped: 0, succeeded: 0 };
@@ -55,7 +53,6 @@ export class DagView {
     this.taken = new Map(); // "from\u0000to" -> times (state machines)
     this.current = null; // a machine's current state
     this.selected = null;
-    this.view = { x: PAD, y: PAD, k: 1 };
     this.svg = s("svg", { class: "dag", role: "img", "aria-label": `graph of ${graph.workflow}` });
     this.viewport = s("g", { class: "viewport" });
     this.svg.append(defs(), this.viewport);
@@ -72,30 +69,15 @@ export class DagView {
     for (const n of graph.nodes) (this.layers[n.layer] ??= []).push(n.id);
     for (let i = 0; i < this.layers.length; i++) this.layers[i] ??= [];
     this.order();
-    this.enablePanZoom();
+    this.pan = new PanZoom(this.svg, this.viewport);
     this.render();
     this.fit();
   }
 
-  /** Order within layers: by declaration, then a downward and an upward barycenter pass. */
+  /** Order within layers: by declaration, then barycenter passes (a machine keeps its
+   * distance order: its loops read best that way). */
   order() {
-    const pos = new Map();
-    const place = (layer) => layer.forEach((id, i) => pos.set(id, layer.length > 1 ? i / (layer.length - 1) : 0.5));
-    this.layers.forEach(place);
-    const pass = (layers, neighbours) => {
-      for (const layer of layers) {
-        const key = new Map();
-        for (const id of layer) {
-          const near = neighbours.get(id).filter((n) => pos.has(n));
-          key.set(id, near.length ? near.reduce((a, n) => a + pos.get(n), 0) / near.length : pos.get(id));
-        }
-        layer.sort((a, b) => key.get(a) - key.get(b));
-        place(layer);
-      }
-    };
-    if (this.graph.kind === "machine") return; // loops: declaration (distance) order reads best
-    pass(this.layers.slice(1), this.preds);
-    pass(this.layers.slice(0, -1).reverse(), this.succs);
+    if (this.graph.kind !== "machine") orderLayers(this.layers, this.preds, this.succs);
   }
 
   /** Where each step is drawn: its own node, or its layer's group. */
@@ -109,31 +91,7 @@ export class DagView {
   }
 
   layout() {
-    const boxes = new Map(); // visible id -> {x, y, kind}
-    let x = 0;
-    let height = 0;
-    this.layers.forEach((layer, index) => {
-      if (!layer.length) return;
-      if (this.isGrouped(index)) {
-        boxes.set(`group:${index}`, { x, y: 0, group: index });
-        height = Math.max(height, NODE_H + 20);
-        x += NODE_W + COL_GAP;
-        return;
-      }
-      const columns = Math.ceil(layer.length / GROUP_LIMIT); // an expanded wide layer wraps
-      layer.forEach((id, i) => {
-        const col = Math.floor(i / GROUP_LIMIT);
-        const row = i % GROUP_LIMIT;
-        boxes.set(id, { x: x + col * (NODE_W + 24), y: row * (NODE_H + ROW_GAP), id });
-      });
-      height = Math.max(height, Math.min(layer.length, GROUP_LIMIT) * (NODE_H + ROW_GAP));
-      x += columns * (NODE_W + 24) - 24 + COL_GAP;
-    });
-    // centre each column vertically
-    const columnHeight = new Map();
-    for (const box of boxes.values()) columnHeight.set(box.x, Math.max(columnHeight.get(box.x) ?? 0, box.y + NODE_H));
-    for (const box of boxes.values()) box.y += (height - columnHeight.get(box.x)) / 2;
-    return { boxes, width: x, height };
+    return layoutBoxes(this.layers, (layer) => this.isGrouped(layer));
   }
 
   render() {
@@ -163,7 +121,7 @@ export class DagView {
     for (const [id, status] of this.status) this.count(this.visibleOf(id), null, status);
     for (const id of this.nodes.keys()) this.paint(id);
     this.paintEdges();
-    this.applyView();
+    this.pan.apply();
   }
 
   edge(a, b, self, label) {
@@ -375,98 +333,21 @@ export class DagView {
 
   /** After a layer expands: readable size, its first column at the left, its top in view. */
   focusLayer(layer) {
-    const ids = this.layers[layer];
-    let x = Infinity;
-    let y = Infinity;
-    for (const id of ids) {
-      const box = this.boxes.get(id);
-      if (box) {
-        x = Math.min(x, box.x);
-        y = Math.min(y, box.y);
-      }
-    }
-    if (x === Infinity) return;
-    this.view.k = Math.max(this.view.k, 0.75);
-    this.view.x = PAD + 40 - x * this.view.k + (x > 0 ? NODE_W * 0.5 * this.view.k : 0);
-    this.view.y = PAD + 40 - y * this.view.k;
-    this.applyView();
+    const boxes = this.layers[layer].map((id) => this.boxes.get(id)).filter(Boolean);
+    if (boxes.length) this.pan.focus(Math.min(...boxes.map((b) => b.x)), Math.min(...boxes.map((b) => b.y)));
   }
 
-  /** Bring node ``id`` into view left of ``inset`` pixels on the right (an open drawer): the
-   * whole graph when it still reads well there, else a pan to the node. */
+  /** Bring node ``id`` into view left of ``inset`` pixels (an open drawer). */
   reveal(id, inset = 0) {
-    const box = this.boxes.get(this.visibleOf(id));
-    const rect = this.svg.getBoundingClientRect();
-    const fits = Math.min((rect.width - inset - 2 * PAD) / Math.max(1, this.size.width), (rect.height - 2 * PAD) / Math.max(1, this.size.height + 40));
-    if (fits >= 0.6) return this.fit(inset);
-    if (!box) return;
-    const right = (box.x + NODE_W) * this.view.k + this.view.x;
-    const left = box.x * this.view.k + this.view.x;
-    const room = rect.width - inset - PAD;
-    if (right > room) this.view.x -= right - room;
-    else if (left < PAD) this.view.x += PAD - left;
-    this.applyView();
+    this.pan.reveal(this.boxes.get(this.visibleOf(id)), this.size, inset);
   }
 
-  // pan and zoom: a transform on one group; the SVG is never rebuilt for it
-  applyView() {
-    const { x, y, k } = this.view;
-    this.viewport.setAttribute("transform", `translate(${x},${y}) scale(${k})`);
-  }
-
-  zoom(factor, cx, cy) {
-    const rect = this.svg.getBoundingClientRect();
-    cx ??= rect.width / 2;
-    cy ??= rect.height / 2;
-    const k = Math.min(2.5, Math.max(0.05, this.view.k * factor));
-    const ratio = k / this.view.k;
-    this.view.x = cx - (cx - this.view.x) * ratio;
-    this.view.y = cy - (cy - this.view.y) * ratio;
-    this.view.k = k;
-    this.applyView();
-  }
-
-  /** Scale and centre the whole graph in view (left of ``inset`` pixels on the right). */
   fit(inset = 0) {
-    const rect = this.svg.getBoundingClientRect();
-    const w = (rect.width || 900) - inset;
-    const h = rect.height || 420;
-    const k = Math.min(1.2, (w - 2 * PAD) / Math.max(1, this.size.width), (h - 2 * PAD) / Math.max(1, this.size.height + 40));
-    this.view.k = Math.max(0.05, k);
-    this.view.x = Math.max(PAD, (w - this.size.width * this.view.k) / 2);
-    this.view.y = Math.max(PAD + 10, (h - this.size.height * this.view.k) / 2);
-    this.applyView();
+    this.pan.fit(this.size, inset);
   }
 
-  enablePanZoom() {
-    let drag = null;
-    this.svg.addEventListener(
-      "wheel",
-      (event) => {
-        event.preventDefault();
-        const rect = this.svg.getBoundingClientRect();
-        this.zoom(event.deltaY < 0 ? 1.15 : 1 / 1.15, event.clientX - rect.left, event.clientY - rect.top);
-      },
-      { passive: false },
-    );
-    this.svg.addEventListener("pointerdown", (event) => {
-      if (event.target.closest(".node")) return;
-      drag = { x: event.clientX, y: event.clientY, vx: this.view.x, vy: this.view.y };
-      this.svg.setPointerCapture(event.pointerId);
-      this.svg.classList.add("dragging");
-    });
-    this.svg.addEventListener("pointermove", (event) => {
-      if (!drag) return;
-      this.view.x = drag.vx + event.clientX - drag.x;
-      this.view.y = drag.vy + event.clientY - drag.y;
-      this.applyView();
-    });
-    const end = () => {
-      drag = null;
-      this.svg.classList.remove("dragging");
-    };
-    this.svg.addEventListener("pointerup", end);
-    this.svg.addEventListener("pointercancel", end);
+  zoom(factor) {
+    this.pan.zoom(factor);
   }
 
   /** How many nodes and groups are drawn (the page stays usable when this stays small). */

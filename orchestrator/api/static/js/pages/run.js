@@ -73,10 +73,13 @@ export async function render(main, [runId], query) {
     paintHead();
   };
 
+  let lastReload = 0; // how long the last full view took: a large run is reloaded less often
   async function reload() {
+    const began = performance.now();
     apply(await api(`runs/${enc(runId)}`, { query: { attempts: "true" } }));
     paintGantt();
     drawer.refresh(run);
+    lastReload = performance.now() - began;
   }
 
   apply(first);
@@ -99,9 +102,12 @@ export async function render(main, [runId], query) {
         dag.update(change.steps);
         if (graph.kind === "machine" && change.run?.transitions) dag.path(run.transitions, run.state);
         paintHead();
-        // the timeline, a machine's path and the open drawer follow with one full view, debounced
-        clearTimeout(ganttTimer);
-        ganttTimer = setTimeout(() => reload().catch((error) => console.warn("reload", error.message)), 700);
+        // the timeline, a machine's path and the open drawer follow with one full view, at most
+        // one per interval (5x what the last one took), whatever the rate of changes
+        ganttTimer ??= setTimeout(() => {
+          ganttTimer = null;
+          reload().catch((error) => console.warn("reload", error.message));
+        }, Math.max(700, 5 * lastReload));
       },
       end: () => reload(),
     },

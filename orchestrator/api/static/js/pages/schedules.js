@@ -16,7 +16,7 @@ export async function render(main) {
           { title: "schedule", cell: (s) => s.name },
           { title: "when", cell: (s) => h("code", {}, s.spec) },
           { title: "timezone", cell: (s) => s.timezone },
-          { title: "next", cell: (s) => (s.paused ? h("span", { class: "badge st-paused" }, `paused${s.paused_by ? ` by ${s.paused_by}` : ""}`) : h("ul", { class: "times" }, (s.next || []).slice(0, 3).map((t) => h("li", {}, time(t))))) },
+          { title: "next", cell: (s) => (s.paused ? h("span", { class: "badge st-paused" }, `paused${s.paused_by ? ` by ${s.paused_by}` : ""}`) : h("ul", { class: "next-times" }, (s.next || []).slice(0, 3).map((t) => h("li", {}, time(t))))) },
           { title: "last run", cell: (s) => (s.last_run ? [h("a", { href: `#/runs/${enc(s.last_run.run_id)}`, class: "mono" }, short(s.last_run.run_id)), " ", statusBadge(s.last_run.status)] : "—") },
           { title: "", cell: (s) => [s.warning ? h("p", { class: "error-text" }, s.warning) : null, bar(
             s.paused ? action("admin", "Resume", () => post(s, "resume")) : action("admin", "Pause", () => post(s, "pause")),
