@@ -534,6 +534,42 @@ def test_a_thousand_step_dag_renders_as_a_few_groups_with_no_browser_errors(
     server.cluster.cli("cancel", run_id)
 
 
+BIG_FOREACH = """
+name: ui-big
+steps:
+  items: {task: "tests.integration.steps:echo", with: {value: "${{ [0] * 10000 }}"}}
+  each:
+    needs: items
+    foreach: "${{ steps.items.output }}"
+    concurrency: 1
+    task: tests.integration.steps:nap
+    with: {value: "${{ index }}", seconds: 0.2}
+"""
+
+
+def test_a_foreach_of_ten_thousand_items_is_one_node_with_its_items_paged_in_the_drawer(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a run of a foreach of 10,000 items, one at a time
+    run_id = start(server, tmp_path, BIG_FOREACH, "big")
+    wait_step(server, run_id, "each", "running", timeout=120)
+    browser.open(f"{server.url}/#/runs/{run_id}")
+
+    # Then the foreach is one node counting its items, and the drawer pages them
+    node = browser.one('g.node[data-step="each"]')
+    browser.until(lambda: "/10000" in node.text, what="the item count")
+    assert len(browser.css("g.node")) == 2
+    node.click()
+    browser.until(lambda: "1–50 of 10000" in browser.one(".drawer .pager").text, what="the first page")
+    assert len(browser.css(".drawer table.grid tbody tr")) >= 50
+    next_page = [b for b in browser.css(".drawer .pager button") if "next" in b.text][0]
+    next_page.click()
+    browser.until(lambda: "51–100 of 10000" in browser.one(".drawer .pager").text, what="the second page")
+    browser.shot("foreach-10000")
+    assert browser.errors() == []
+    server.cluster.cli("cancel", run_id)
+
+
 def raw_get(port: int, path: str) -> tuple[int, bytes, dict[str, str]]:
     """A request line sent exactly as written (no client normalises the path)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -109,15 +109,28 @@ async def run_stream(request: Request, run_id: str) -> StreamingResponse:
 
 
 @viewer.get("/runs/{run_id}/steps/{step}")
-def step(request: Request, run_id: str, step: str) -> dict[str, Any]:
+def step(request: Request, run_id: str, step: str, items_offset: int = 0, items_limit: int = 100) -> dict[str, Any]:
     view = run_view(request.app.state.repo, run_id, with_attempts=True)
     if step not in view["steps"]:
         raise NotFound(f"run {run_id} has no step {step}")
     found = dict(view["steps"][step])
     with request.app.state.repo.transaction() as tx:
         row = tx.current_row(run_id, step)
+        items = tx.items(run_id, step) if "items" in found else []
     found["inputs"] = row.inputs if row is not None else None
     found["traceback"] = row.traceback if row is not None else None
+    if "items" in found:
+        page = items[items_offset : items_offset + min(items_limit, 500)]
+        found["item_list"] = [
+            {
+                "index": i.item_index,
+                "status": str(i.status),
+                "attempts": i.attempts,
+                "output": i.output,
+                "error": i.error,
+            }
+            for i in page
+        ]
     return found
 
 
