@@ -3,6 +3,8 @@ with labelled transitions, and the graphs of runs and registered versions."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from orchestrator.definition import Plan, build_plan, load_text
@@ -120,3 +122,31 @@ def test_unknown_runs_workflows_and_versions_are_not_found(engine: Engine) -> No
         workflow_graph(engine.repo, "no-such-workflow")
     with pytest.raises(NotFound):
         workflow_graph(engine.repo, "shop", "ffffffff")
+
+
+def test_the_graph_routes_answer_a_viewer_and_refuse_no_token(engine: Engine) -> None:
+    import asyncio
+
+    import httpx
+
+    from orchestrator.api.app import create_app
+    from orchestrator.api.tokens import Token
+
+    # Given the app with a viewer token, and a run of shop
+    versions.register(engine, plan_of(SHOP))
+    run_id = operations.submit(engine, operations.registered_plan(engine, "shop"), {}).run_id
+    app = create_app(engine.repo, list, [Token("vera", "viewer", "v-secret")], 0.0)
+    viewer = {"Authorization": "Bearer v-secret"}
+
+    async def get(path: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ui") as client:
+            return await client.get(path, **kwargs)
+
+    # Then a viewer gets the graphs; no token is a 401
+    by_run = asyncio.run(get(f"/api/v1/runs/{run_id}/graph", headers=viewer))
+    assert by_run.status_code == 200 and by_run.json()["kind"] == "dag"
+    assert {n["id"] for n in by_run.json()["nodes"]} == {"fetch", "price", "audit", "charge", "sign-off"}
+    version = by_run.json()["version"]
+    by_name = asyncio.run(get("/api/v1/workflows/shop/graph", headers=viewer, params={"version": version}))
+    assert by_name.json() == by_run.json()
+    assert asyncio.run(get(f"/api/v1/runs/{run_id}/graph")).status_code == 401
