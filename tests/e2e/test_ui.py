@@ -30,8 +30,8 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-OPERATOR, VIEWER = "op-secret-1", "view-secret-1"
-TOKENS = f"ops:operator:{OPERATOR},vera:viewer:{VIEWER}"
+OPERATOR, VIEWER, ADMIN = "op-secret-1", "view-secret-1", "admin-secret-1"
+TOKENS = f"ops:operator:{OPERATOR},vera:viewer:{VIEWER},ada:admin:{ADMIN}"
 UNAUTHORISED = "/api/v1/me - Failed to load resource: the server responded with a status of 401"
 ECHO = "tests.integration.steps:echo"
 
@@ -432,6 +432,43 @@ def test_every_page_renders_its_data_with_no_browser_errors(server: Server, brow
         browser.shot(page.strip("#/").replace("/", "-").replace("?", "-") or "runs")
         if page.startswith("#/report"):
             assert browser.css("svg.chart"), "the report draws its figures"
+    assert browser.errors() == []
+
+
+def test_an_admin_activates_an_older_version_and_pauses_a_schedule_an_operator_cannot(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given two versions of a workflow with a schedule, the second active
+    for version in ("one", "two"):
+        path = write_workflow(tmp_path, PAGES.replace("VERSION", version), f"pages-{version}.yaml")
+        assert server.cluster.cli("workflows", "register", str(path)).returncode == 0
+    first = [v for v in json.loads(server.cluster.cli("workflows", "versions", "ui-pages", "--json").stdout)][-1]
+
+    # An operator sees the versions and the schedule with no admin button
+    browser.open(f"{server.url}/#/workflows/ui-pages")
+    browser.until(lambda: "description: two" in browser.one("main").text, what="the diff")
+    assert browser.css('button[data-action="activate"]') == [] and browser.css('button[data-action="roll-back"]') == []
+    browser.driver.get(f"{server.url}/#/schedules")
+    browser.until(lambda: "ui-pages/hourly" in browser.one("main").text, what="the schedule")
+    assert browser.css("button.action") == []
+
+    # When an admin activates the first version and pauses the schedule
+    browser.open(f"{server.url}/#/workflows/ui-pages", token=ADMIN)
+    browser.until(lambda: "admin" in browser.one("#whoami").text, what="signed in as admin")
+    browser.one('button[data-action="activate"]').click()
+    browser.until(
+        lambda: first["version"] in browser.one("tr:has(.badge.st-succeeded)").text, what="the first version active"
+    )
+    browser.driver.get(f"{server.url}/#/schedules")
+    browser.one('button[data-action="pause"]').click()
+    browser.until(lambda: browser.css('button[data-action="resume"]'), what="the schedule paused")
+
+    # Then the store says so, and the audit trail names the admin
+    listed = json.loads(server.cluster.cli("workflows", "list", "--json").stdout)
+    assert [w["version"] for w in listed if w["name"] == "ui-pages"] == [first["version"]]
+    schedules = json.loads(server.cluster.cli("schedules", "list", "--json").stdout)
+    assert [(s["paused"], s["paused_by"]) for s in schedules] == [(True, "ada")]
+    browser.shot("admin-schedules")
     assert browser.errors() == []
 
 

@@ -222,6 +222,30 @@ def replay(request: Request, body: Payload = None) -> Any:
     return {"replayed": done.entries, "runs": list(dict.fromkeys(done.runs)), "refused": done.refused}
 
 
+@operator.post("/workflows/{name}/activate")
+def activate(request: Request, name: str, body: Payload = None) -> Any:
+    from dataclasses import asdict
+
+    from orchestrator.runtime.versions import activate as activate_version
+
+    body = body or {}
+    who = _who(request, require("admin")(request), body)
+    return asdict(activate_version(open_engine(), name, body["version"], who))
+
+
+@operator.post("/schedules/{workflow}/{name}/{what}")
+def schedule_action(request: Request, workflow: str, name: str, what: str, body: Payload = None) -> Any:
+    from orchestrator.runtime import schedules as runtime
+
+    who = _who(request, require("admin")(request), body or {})
+    full = f"{workflow}/{name}"
+    if what == "pause":
+        return {"schedule": full, "changed": runtime.pause(open_engine(), full, who)}
+    if what == "resume":
+        return {"schedule": full, "changed": runtime.resume(open_engine(), full, who)}
+    raise NotFound(f"no action {what}")
+
+
 def _actor(request: Request) -> str | None:
     return require("operator")(request)
 
