@@ -25,7 +25,10 @@ export class Drawer {
 
   async open(runId, step, run) {
     this.runId = runId;
-    if (this.step !== step) this.offset = 0;
+    if (this.step !== step) {
+      this.offset = 0;
+      clear(this.el);
+    }
     this.step = step;
     this.run = run;
     this.el.hidden = false;
@@ -33,7 +36,7 @@ export class Drawer {
   }
 
   async refresh(run) {
-    if (this.step && !this.el.hidden && !this.busy) {
+    if (this.step && !this.el.hidden) {
       this.run = run;
       await this.load();
     }
@@ -50,8 +53,15 @@ export class Drawer {
       return;
     }
     if (step !== this.step) return;
+    // a live refresh keeps what is being typed (a comment, an output) and where
     const keepScroll = this.el.scrollTop;
+    const typed = new Map([...this.el.querySelectorAll("input[name], textarea[name]")].map((f) => [f.name, f.value]));
+    const focused = this.el.contains(document.activeElement) ? document.activeElement.name : null;
     clear(this.el).append(...this.body(step, view));
+    for (const field of this.el.querySelectorAll("input[name], textarea[name]")) {
+      if (typed.has(field.name)) field.value = typed.get(field.name);
+      if (focused && field.name === focused) field.focus();
+    }
     this.el.scrollTop = keepScroll;
   }
 
