@@ -53,6 +53,32 @@ def test_a_live_run_page_shows_nodes_change_status_without_a_reload(
     assert browser.errors() == []
 
 
+def test_the_run_page_reconnects_when_the_server_drops_and_catches_up(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    # Given a live run page whose middle step waits
+    run_id = start(server, tmp_path, LIVE, "live")
+    browser.open(f"{server.url}/#/runs/{run_id}")
+    browser.until(lambda: "st-waiting" in browser.node_class("hold"), what="hold waiting")
+    browser.until(lambda: browser.css(".live[data-state=live]"), what="the stream")
+    browser.driver.execute_script("window.__same_page = true")
+
+    # When the server goes away, the run moves on meanwhile, and the server comes back
+    server.stop()
+    browser.until(lambda: browser.css(".live[data-state=reconnecting]"), what="reconnecting")
+    assert server.cluster.cli("signal", "ui.go", "--key", "k1").returncode == 0
+    server.cluster.wait(run_id)
+    server.start()
+
+    # Then the page reconnects by itself and shows the run as it is now
+    browser.until(lambda: browser.css(".run-head .badge.st-succeeded"), what="run succeeded", timeout=40)
+    assert "st-succeeded" in browser.node_class("last")
+    assert browser.driver.execute_script("return window.__same_page === true")
+    # the only errors: the stream cut off, and the requests refused while the server was away
+    dropped = ("ERR_CONNECTION_REFUSED", "/stream - Failed to load resource: net::ERR_INCOMPLETE_CHUNKED_ENCODING")
+    assert [e for e in browser.errors() if not any(d in str(e["message"]) for d in dropped)] == []
+
+
 def test_an_operator_approves_a_waiting_step_from_the_drawer_and_the_run_finishes(
     server: Server, browser: Browser, tmp_path: Path
 ) -> None:

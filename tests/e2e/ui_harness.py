@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +62,36 @@ def wait_http(url: str, process: subprocess.Popen[bytes] | None = None, timeout:
         time.sleep(0.2)
 
 
-@dataclass
 class Server:
-    url: str
-    cluster: Cluster
+    """``orchestrator serve`` (tests/e2e/ui_server.py) as a subprocess on one port, which a test
+    may stop and start again (a dropped connection, as the browser sees it)."""
+
+    def __init__(self, cluster: Cluster, workdir: Path) -> None:
+        self.cluster = cluster
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.ui_server", str(self.port)],
+            env={**self.cluster.env, "ORCHESTRATOR_API_TOKENS": TOKENS, "ORCHESTRATOR_ACTOR": "cli"},
+            cwd=ROOT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"{self.url}/", self.process)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
 
 
 @pytest.fixture
@@ -74,26 +99,12 @@ def server(cluster: Cluster, tmp_path: Path) -> Iterator[Server]:
     """The app ``orchestrator serve`` builds, as a subprocess on an ephemeral port, and one worker."""
     browser_or_skip()
     cluster.start_worker()
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.e2e.ui_server", str(port)],
-        env={**cluster.env, "ORCHESTRATOR_API_TOKENS": TOKENS, "ORCHESTRATOR_ACTOR": "cli"},
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    found = Server(cluster, tmp_path)
     try:
-        wait_http(f"{url}/", process)
-        yield Server(url, cluster)
+        found.start()
+        yield found
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        found.stop()
 
 
 class Browser:
