@@ -50,6 +50,11 @@ def test_a_live_run_page_shows_nodes_change_status_without_a_reload(
     assert browser.driver.execute_script("return window.__same_page === true")
     browser.until(lambda: browser.css("svg.gantt rect.span"), what="the timeline")
     browser.shot("live-succeeded")
+
+    # And a step's output that looks like HTML is shown as text in its drawer, never as markup
+    browser.one('g.node[data-step="first"]').click()
+    browser.until(lambda: "<img src=x onerror=window.__xss=1>" in browser.one(".drawer").text, what="the output")
+    assert browser.css(".drawer img") == [] and browser.driver.execute_script("return window.__xss") is None
     assert browser.errors() == []
 
 

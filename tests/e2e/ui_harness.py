@@ -250,7 +250,7 @@ def app_port(tmp_path: Path) -> Iterator[int]:
 LIVE = f"""
 name: ui-live
 steps:
-  first: {{task: "{ECHO}", with: {{value: 1}}}}
+  first: {{task: "{ECHO}", with: {{value: "<img src=x onerror=window.__xss=1>"}}}}
   hold: {{needs: first, wait: {{event: ui.go, key: k1}}}}
   last: {{needs: hold, task: "{ECHO}", with: {{value: 2}}}}
 """
