@@ -44,7 +44,9 @@ def test_the_runs_list_shows_runs_live_and_filters_them(server: Server, browser:
     browser.until(lambda: browser.css(f'tbody tr:first-child[data-run="{failing}"]'), what="the new run on top")
     browser.until(lambda: browser.css(f'tr[data-run="{failing}"] .badge.st-failed'), what="it failed", timeout=60)
     assert "ConnectionError" in browser.one(f'tr[data-run="{failing}"]').text
+    browser.driver.set_window_size(1600, 480)  # the list, not the empty page under it
     browser.shot("runs-list", keep_as="runs-list.png")
+    browser.driver.set_window_size(1600, 1000)
 
     # Then filtering by status shows only the runs that succeeded
     browser.driver.get(f"{server.url}/#/runs?status=succeeded")
