@@ -8,6 +8,7 @@ A graph depends only on the definition version, so each version's is built once 
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -20,6 +21,7 @@ from orchestrator.store import Repository, Tx
 
 _CACHED_GRAPHS = 64
 _graphs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_lock = threading.Lock()  # the routes run in a thread pool
 
 
 def run_graph(repo: Repository, run_id: str) -> dict[str, Any]:
@@ -40,17 +42,19 @@ def workflow_graph(repo: Repository, name: str, version: str | None = None) -> d
 
 
 def _graph_of(tx: Tx, version: str) -> dict[str, Any]:
-    graph = _graphs.get(version)
-    if graph is not None:
-        _graphs.move_to_end(version)
-        return graph
+    with _lock:
+        graph = _graphs.get(version)
+        if graph is not None:
+            _graphs.move_to_end(version)
+            return graph
     snapshot = tx.definition(version)
     if snapshot is None:
         raise NotFound(f"no definition with version {shown(version)}")
     graph = plan_graph(build_plan(Workflow.model_validate(snapshot), check_tasks=False))
-    _graphs[version] = graph
-    if len(_graphs) > _CACHED_GRAPHS:
-        _graphs.popitem(last=False)
+    with _lock:
+        _graphs[version] = graph
+        if len(_graphs) > _CACHED_GRAPHS:
+            _graphs.popitem(last=False)
     return graph
 
 
