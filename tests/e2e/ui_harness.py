@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import _CLAIM_KEY as CLAIM_KEY
 from tests.conftest import Cluster, write_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,9 +173,8 @@ class Browser:
         return path
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    browser_or_skip()
+def chrome() -> Any:
+    """A headless Chromium driven by Debian's chromedriver, its console kept for the tests."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -188,13 +189,76 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    browser_or_skip()
+    driver = chrome()
     shots = tmp_path / "screenshots"
     shots.mkdir()
     try:
         yield Browser(driver, shots)
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def module_server(pg_template: str, redis_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """As ``server``, but one database, worker and server for a whole module (its tests must not
+    count on an empty store: each filters on what it made)."""
+    import redis
+
+    from tests.conftest import _admin, _drop, _sqlalchemy_url
+
+    browser_or_skip()
+    workdir = tmp_path_factory.mktemp("module-server")
+    name = f"orch_m_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    url = _sqlalchemy_url(name)
+    client = redis.Redis.from_url(redis_db)
+    claim = client.get(CLAIM_KEY)
+    client.flushdb()
+    client.set(CLAIM_KEY, claim or b"", ex=6 * 3600)
+    cluster = Cluster(url, redis_db, workdir)
+    found = Server(cluster, workdir)
+    try:
+        cluster.start_worker()
+        found.start()
+        yield found
+    finally:
+        found.stop()
+        cluster.stop()
+        cluster.repo.engine.dispose()
+        from orchestrator.store.database import dispose_engines
+
+        dispose_engines(url)
+        _drop(name)
+        client.flushdb()
+        client.set(CLAIM_KEY, claim or b"", ex=6 * 3600)
+
+
+@pytest.fixture(scope="module")
+def module_driver() -> Iterator[Any]:
+    browser_or_skip()
+    driver = chrome()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def module_browser(module_driver: Any, tmp_path: Path) -> Browser:
+    """As ``browser``, on one Chromium for a whole module: screenshots in this test's tmp_path, the
+    console emptied of what earlier tests logged."""
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    found = Browser(module_driver, shots)
+    found.console()  # reading the log empties it
+    return found
 
 
 def start(server: Server, tmp_path: Path, text: str, name: str) -> str:
