@@ -77,6 +77,11 @@ export async function render(main, [runId], query) {
   async function reload() {
     const began = performance.now();
     apply(await api(`runs/${enc(runId)}`, { query: { attempts: "true" } }));
+    // an ended run brought back (retry, skip, accept): its stream had closed; follow it again
+    if (!ENDED.includes(run.status) && live.dataset.state === "ended") {
+      stream.stop();
+      followRun();
+    }
     paintGantt();
     drawer.refresh(run);
     lastReload = performance.now() - began;
@@ -88,36 +93,40 @@ export async function render(main, [runId], query) {
   if (wanted) dag.options.onSelect(wanted);
 
   let ganttTimer = null;
-  const stream = follow(
-    `/api/v1/runs/${enc(runId)}/stream`,
-    {
-      run: (view) => {
-        // the full view (again, after a reconnect): attempts come from the next reload
-        apply({ ...view, steps: { ...run.steps, ...view.steps } });
+  let stream = null;
+  const followRun = () => {
+    stream = follow(
+      `/api/v1/runs/${enc(runId)}/stream`,
+      {
+        run: (view) => {
+          // the full view (again, after a reconnect): attempts come from the next reload
+          apply({ ...view, steps: { ...run.steps, ...view.steps } });
+        },
+        change: (change) => {
+          const steps = { ...run.steps };
+          for (const [name, view] of Object.entries(change.steps || {})) steps[name] = { ...steps[name], ...view };
+          run = { ...run, ...change.run, steps };
+          dag.update(change.steps);
+          if (graph.kind === "machine" && change.run?.transitions) dag.path(run.transitions, run.state);
+          paintHead();
+          // the timeline, a machine's path and the open drawer follow with one full view, at most
+          // one per interval (5x what the last one took), whatever the rate of changes
+          ganttTimer ??= setTimeout(() => {
+            ganttTimer = null;
+            reload().catch((error) => console.warn("reload", error.message));
+          }, Math.max(700, 5 * lastReload));
+        },
+        end: () => reload(),
       },
-      change: (change) => {
-        const steps = { ...run.steps };
-        for (const [name, view] of Object.entries(change.steps || {})) steps[name] = { ...steps[name], ...view };
-        run = { ...run, ...change.run, steps };
-        dag.update(change.steps);
-        if (graph.kind === "machine" && change.run?.transitions) dag.path(run.transitions, run.state);
-        paintHead();
-        // the timeline, a machine's path and the open drawer follow with one full view, at most
-        // one per interval (5x what the last one took), whatever the rate of changes
-        ganttTimer ??= setTimeout(() => {
-          ganttTimer = null;
-          reload().catch((error) => console.warn("reload", error.message));
-        }, Math.max(700, 5 * lastReload));
+      {
+        onState: (state) => {
+          live.dataset.state = state;
+          live.textContent = state === "live" ? "live" : state === "ended" ? "ended" : "reconnecting…";
+        },
       },
-      end: () => reload(),
-    },
-    {
-      onState: (state) => {
-        live.dataset.state = state;
-        live.textContent = state === "live" ? "live" : state === "ended" ? "ended" : "reconnecting…";
-      },
-    },
-  );
+    );
+  };
+  followRun();
   if (ENDED.includes(run.status)) live.textContent = "ended";
   return () => {
     stream.stop();
