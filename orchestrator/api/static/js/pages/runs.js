@@ -79,10 +79,12 @@ export async function render(main, _params, query) {
     empty.hidden = rows.size > 0;
   };
   let cursor = null;
+  let oldest = null; // the created_at of the last run loaded
   const load = async () => {
     more.disabled = true;
     const page = await api("runs", { query: { ...filters, limit: 50, cursor } });
     for (const r of page.runs) put(r, false);
+    if (page.runs.length) oldest = page.runs[page.runs.length - 1].created_at;
     cursor = page.next_cursor;
     more.hidden = !cursor;
     more.disabled = false;
@@ -91,8 +93,12 @@ export async function render(main, _params, query) {
   more.addEventListener("click", load);
   await load();
 
+  // a run older than the last one loaded, while more pages remain, comes with its page: shown on
+  // top now, it would sit out of order there
+  const unpaged = (r) => cursor && oldest && new Date(r.created_at) <= new Date(oldest);
   const matches = (r) =>
-    (!filters.since || new Date(r.created_at) >= new Date(filters.since)) && (!filters.until || new Date(r.created_at) <= new Date(filters.until));
+    !unpaged(r) &&
+    (!filters.since || new Date(r.created_at) >= new Date(filters.since)) && (!filters.until || new Date(r.created_at) < new Date(filters.until));
   const stream = follow(
     `/api/v1/runs/stream?${new URLSearchParams(Object.entries({ workflow: filters.workflow, status: filters.status }).filter(([, v]) => v))}`,
     {
