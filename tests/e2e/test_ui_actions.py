@@ -100,8 +100,24 @@ def run_buttons(browser: Browser) -> set[str]:
     return {str(b.get_attribute("data-action")) for b in browser.css(".run-head button.action")}
 
 
+def click(browser: Browser, selector: str) -> None:
+    """Click the element, found again if the page redrew it meanwhile (the run's head is redrawn at
+    each change of the run)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            browser.one(selector).click()
+            return
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def open_step(browser: Browser, step: str, shows: str) -> Any:
-    browser.one(f'g.node[data-step="{step}"]').click()
+    click(browser, f'g.node[data-step="{step}"]')
     return browser.until(
         lambda: shows in browser.one(".drawer").text and browser.one(".drawer"), what=f"{step}'s drawer"
     )
@@ -122,10 +138,10 @@ def test_an_operator_cancels_a_running_run_and_its_live_buttons_go(server: Serve
     run_id = submit(server, "ui-act-cancel")
     browser.open(f"{server.url}/#/runs/{run_id}")
     browser.until(lambda: "st-waiting" in browser.node_class("hold"), what="hold waiting")
-    assert run_buttons(browser) == {"pause", "cancel"}
+    browser.until(lambda: run_buttons(browser) == {"pause", "cancel"}, what="pause and cancel offered")
 
     # When the operator clicks Cancel and confirms
-    browser.one('.run-head button[data-action="cancel"]').click()
+    click(browser, '.run-head button[data-action="cancel"]')
     accept_confirm(browser, f"Cancel run {run_id}?")
 
     # Then the page shows the run cancelled, with Retry the only action left
@@ -157,7 +173,7 @@ def test_an_operator_pauses_a_run_then_resumes_it_and_it_finishes(server: Server
     browser.until(lambda: "st-running" in browser.node_class("slow"), what="slow running")
 
     # When the operator pauses it
-    browser.one('.run-head button[data-action="pause"]').click()
+    click(browser, '.run-head button[data-action="pause"]')
 
     # Then it shows paused with Resume and Cancel; the running step finishes, the next does not start
     browser.until(lambda: browser.css(".run-head .badge.st-paused"), what="run paused")
@@ -170,7 +186,7 @@ def test_an_operator_pauses_a_run_then_resumes_it_and_it_finishes(server: Server
     browser.shot("paused")
 
     # When the operator resumes it: it finishes, and the page shows it succeeded with no live button
-    browser.one('.run-head button[data-action="resume"]').click()
+    click(browser, '.run-head button[data-action="resume"]')
     browser.until(lambda: browser.css(".run-head .badge.st-succeeded"), what="run succeeded")
     browser.until(lambda: run_buttons(browser) == set(), what="no action on a succeeded run")
     view = get(server, f"runs/{run_id}")
@@ -206,7 +222,7 @@ def test_an_operator_retries_a_failed_run_once_its_cause_is_fixed(
 
     # When the cause is fixed and the operator clicks Retry
     flag.write_text("ok")
-    browser.one('.run-head button[data-action="retry"]').click()
+    click(browser, '.run-head button[data-action="retry"]')
 
     # Then the run succeeds on the page and in the API; the step that had succeeded did not run again
     browser.until(lambda: browser.css(".run-head .badge.st-succeeded"), what="run succeeded")
@@ -235,7 +251,7 @@ def test_retry_from_here_on_a_step_runs_it_and_what_follows_again(
     assert {b.get_attribute("data-action") for b in drawer.find_elements("css selector", "button.action")} == {
         "retry-from-here"
     }
-    browser.one('.drawer button[data-action="retry-from-here"]').click()
+    click(browser, '.drawer button[data-action="retry-from-here"]')
 
     # Then the run succeeds, the first step having run again, and the drawer shows its second attempt
     browser.until(lambda: browser.css(".run-head .badge.st-succeeded"), what="run succeeded")
@@ -271,7 +287,7 @@ def test_an_operator_accepts_a_failed_step_with_typed_output_and_skips_a_waiting
     drawer = open_step(browser, "bad", "broken on purpose")
     drawer.find_element("css selector", "textarea[name=output]").send_keys('{"total": 21}')
     browser.shot("accept-typed")
-    browser.one('.drawer button[data-action="accept"]').click()
+    click(browser, '.drawer button[data-action="accept"]')
 
     # Then the run goes on: the step after it saw the accepted output, the next one waits
     assert "bad accepted" in notice(browser).text
@@ -284,7 +300,7 @@ def test_an_operator_accepts_a_failed_step_with_typed_output_and_skips_a_waiting
 
     # When the operator skips the waiting step and confirms
     open_step(browser, "hold", "waiting for")
-    browser.one('.drawer button[data-action="skip"]').click()
+    click(browser, '.drawer button[data-action="skip"]')
     accept_confirm(browser, "Skip hold?")
 
     # Then the run finishes: the skipped step shows skipped, and so does the one after it (it needs hold)
@@ -323,7 +339,7 @@ def test_an_admin_rolls_back_a_version_and_resumes_and_triggers_a_schedule(serve
     browser.open(f"{server.url}/#/workflows/ui-act-admin", token=ADMIN)
     browser.until(lambda: "admin" in browser.one("#whoami").text, what="signed in as admin")
     browser.until(lambda: second in browser.one("tr:has(.badge.st-succeeded)").text, what="the second active")
-    browser.one('button[data-action="roll-back"]').click()
+    click(browser, 'button[data-action="roll-back"]')
     accept_confirm(browser, "Roll ui-act-admin back")
 
     # Then the page and the API show the first version active again
@@ -335,11 +351,11 @@ def test_an_admin_rolls_back_a_version_and_resumes_and_triggers_a_schedule(serve
     browser.driver.get(f"{server.url}/#/schedules")
     row = 'tr:has(code) button[data-action="resume"]'
     browser.until(lambda: "paused by ada" in browser.one("main").text, what="the schedule paused")
-    browser.one(row).click()
+    click(browser, row)
     browser.until(lambda: not browser.css(row), what="the schedule resumed")
     schedule = [s for s in get(server, "schedules") if s["workflow"] == "ui-act-admin"][0]
     assert schedule["paused"] is False
-    browser.one('button[data-action="trigger"]').click()
+    click(browser, 'button[data-action="trigger"]')
 
     # Then a run of the active (first) version starts, named in the notice and listed as the last run
     started = browser.until(lambda: "started run" in notice(browser).text and notice(browser).text, what="started")
@@ -392,7 +408,7 @@ steps:
     # When an admin resets it
     browser.open(f"{server.url}/#/breakers", token=ADMIN)
     browser.until(lambda: "admin" in browser.one("#whoami").text, what="signed in as admin")
-    browser.one('button[data-action="reset"]').click()
+    click(browser, 'button[data-action="reset"]')
 
     # Then the page shows it no longer open, and the API says closed (a reset breaker, with Redis
     # holding the breakers, is forgotten: the list no longer shows it)
@@ -482,7 +498,7 @@ def test_a_careless_user_types_invalid_json_and_clicks_approve_twice(server: Ser
 
     # When the operator accepts it with an output that is not JSON
     drawer.find_element("css selector", "textarea[name=output]").send_keys("{total: 21,}")
-    browser.one('.drawer button[data-action="accept"]').click()
+    click(browser, '.drawer button[data-action="accept"]')
 
     # Then the page says why, the text typed is kept, and nothing changed
     message = notice(browser)
@@ -498,7 +514,7 @@ def test_a_careless_user_types_invalid_json_and_clicks_approve_twice(server: Ser
     field.send_keys('{"total": 21}')
     status, body = call(server, "POST", f"runs/{run_id}/steps/broken/accept", {"output": {"total": 21}})
     assert status == 400, body
-    browser.one('.drawer button[data-action="accept"]').click()
+    click(browser, '.drawer button[data-action="accept"]')
     browser.until(lambda: notice(browser).text == body["error"], what="the API's error on the page")
     assert "error" in str(notice(browser).get_attribute("class"))
     assert step_of(server, run_id, "broken")["status"] == "failed"
@@ -508,7 +524,7 @@ def test_a_careless_user_types_invalid_json_and_clicks_approve_twice(server: Ser
     field = browser.one(".drawer textarea[name=output]")
     field.clear()
     field.send_keys('"fine"')
-    browser.one('.drawer button[data-action="accept"]').click()
+    click(browser, '.drawer button[data-action="accept"]')
     browser.until(lambda: "st-waiting" in browser.node_class("sign"), what="sign waiting")
     open_step(browser, "sign", "approvers")
     ActionChains(browser.driver).double_click(browser.one('.drawer button[data-action="approve"]')).perform()
@@ -521,7 +537,7 @@ def test_a_careless_user_types_invalid_json_and_clicks_approve_twice(server: Ser
     # When they click Approve once more, later: the API refuses (409) and the page says so plainly
     status, body = call(server, "POST", f"runs/{run_id}/steps/sign/approve", {})
     assert status == 409 and "an approver counts once" in body["error"]
-    browser.one('.drawer button[data-action="approve"]').click()
+    click(browser, '.drawer button[data-action="approve"]')
     browser.until(lambda: "an approver counts once" in notice(browser).text, what="the refusal shown")
     text = notice(browser).text
     assert text == body["error"] and "error" in str(notice(browser).get_attribute("class"))
