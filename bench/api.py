@@ -368,7 +368,7 @@ def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
         yield asyncio.run(fanout(ours, url, process, clients, fan_steps))
 
 
-if __name__ == "__main__":  # python -m bench.api [--quick]: the event_notify cases alone
+if __name__ == "__main__":  # python -m bench.api: the event_notify cases alone (full sizes)
     from bench.env import services
 
     with services() as svc:
