@@ -1,6 +1,11 @@
-"""event_notify: what the live-update trigger (migration 0011) adds to logging one event (one
-``INSERT`` and its ``COMMIT``, with ``synchronous_commit=off`` as a worker's claim commits, so the
-disk's flush does not hide it), against the same with the trigger disabled, in alternating blocks.
+"""event_notify: what the live-update trigger's NOTIFY (migration 0011, opted in with
+``orchestrator.live_notify``) adds to logging one event (one ``INSERT`` and its ``COMMIT``, with
+``synchronous_commit=off`` as a worker's claim commits, so the disk's flush does not hide it),
+against the same with the trigger disabled, in alternating blocks, on one connection.
+event_notify_concurrent: 8 writer processes, each on its own connection logging one event per
+transaction for a few seconds, in commits per second: with no trigger (dropped), the trigger as
+shipped (present, returning at once: the default), the trigger notifying (the opt-in), with
+``synchronous_commit`` on and off (a NOTIFY's database-wide lock at commit serializes them).
 api_*: the HTTP API's latency on a run of 1,000 steps (p50 and p95 of n requests per route), and
 sse_fanout: 200 clients streaming one run while its steps end, each step's delay from its end in
 the store (its ``finished_at``, taken before its transaction commits) to its arrival at each client.
@@ -196,6 +201,7 @@ def notify_cost(database_url: str, n: int, blocks: int = 4) -> dict[str, Any]:
             (run_id,),
         )
         conn.commit()
+        conn.execute("SET orchestrator.live_notify = on")
         for block in range(2 * blocks):
             on = block % 2 == 0
             conn.execute(f"ALTER TABLE events {'ENABLE' if on else 'DISABLE'} TRIGGER events_notify")
@@ -219,8 +225,137 @@ def notify_cost(database_url: str, n: int, blocks: int = 4) -> dict[str, Any]:
     }
 
 
+def _0011_trigger() -> str:
+    """The ``CREATE TRIGGER`` of migration 0011, as it ships."""
+    import importlib.util
+
+    path = ROOT / "orchestrator" / "store" / "migrations" / "versions" / "0011_event_notify.py"
+    spec = importlib.util.spec_from_file_location("migration_0011", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module._TRIGGER)
+
+
+_MODES = {"no_trigger": None, "trigger_default": "off", "trigger_notify": "on"}
+
+
+def _writer(dsn: str, options: str, run_id: str, start: Any, seconds: float, counts: Any, slot: int) -> None:
+    """One writer process: insert one event and commit, for ``seconds`` after ``start``."""
+    with psycopg.connect(dsn, options=options) as conn:
+        start.wait()
+        deadline, done = time.perf_counter() + seconds, 0
+        while time.perf_counter() < deadline:
+            conn.execute(
+                "INSERT INTO events (run_id, step, kind, at) VALUES (%s, 's', 'step.running', now())", (run_id,)
+            )
+            conn.commit()
+            done += 1
+        counts[slot] = done
+
+
+def _pgbench(dsn: str, options: str, clients: int, seconds: float) -> float:
+    """pgbench (a C client: the clients' own cost stays small) running one insert per transaction."""
+    import re
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(
+            f"\\set r random(0, {clients - 1})\n"
+            "INSERT INTO events (run_id, step, kind, at) VALUES ('bench-notify-' || :r, 's', 'step.running', now());\n"
+        )
+        script.flush()
+        result = subprocess.run(
+            [
+                "pgbench",
+                "-n",
+                "-c",
+                str(clients),
+                "-j",
+                str(min(clients, 2)),
+                "-T",
+                str(int(seconds)),
+                "-f",
+                script.name,
+                dsn,
+            ],
+            env={**os.environ, "PGOPTIONS": options},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = re.search(r"tps = ([0-9.]+)", result.stdout)
+    assert found is not None, result.stdout + result.stderr
+    return float(found.group(1))
+
+
+def _commits_per_s(dsn: str, options: str, clients: int, seconds: float) -> float:
+    import multiprocessing
+    import shutil
+
+    if shutil.which("pgbench"):
+        return _pgbench(dsn, options, clients, seconds)
+
+    context = multiprocessing.get_context("spawn")
+    start, counts = context.Event(), context.Array("q", clients)
+    writers = [
+        context.Process(target=_writer, args=(dsn, options, f"bench-notify-{i}", start, seconds, counts, i))
+        for i in range(clients)
+    ]
+    for writer in writers:
+        writer.start()
+    time.sleep(1.0)  # every writer connected
+    start.set()
+    for writer in writers:
+        writer.join()
+    return sum(counts) / seconds
+
+
+def notify_contention(database_url: str, seconds: float, clients: int = 8, rounds: int = 3) -> Iterator[dict[str, Any]]:
+    import shutil
+
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO definitions VALUES ('bench-nc', 'bench-nc', '{}', now()) ON CONFLICT DO NOTHING")
+        for i in range(clients):
+            conn.execute(
+                "INSERT INTO runs (id, workflow, version, status, inputs, created_at) "
+                "VALUES (%s, 'bench-nc', 'bench-nc', 'running', '{}', now()) ON CONFLICT DO NOTHING",
+                (f"bench-notify-{i}",),
+            )
+    for synchronous in ("on", "off"):
+        tps: dict[str, list[float]] = {mode: [] for mode in _MODES}
+        for _ in range(rounds):
+            for mode, live_notify in _MODES.items():
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("DROP TRIGGER IF EXISTS events_notify ON events")
+                    if live_notify is not None:
+                        conn.execute(_0011_trigger())
+                options = f"-c synchronous_commit={synchronous}"
+                if live_notify is not None:
+                    options += f" -c orchestrator.live_notify={live_notify}"
+                tps[mode].append(_commits_per_s(dsn, options, clients, seconds))
+        best = {mode: round(max(values)) for mode, values in tps.items()}
+        yield {
+            "name": "event_notify_concurrent",
+            "n": clients,
+            "seconds": seconds,
+            "synchronous_commit": synchronous,
+            "client": "pgbench" if shutil.which("pgbench") else "psycopg processes",
+            "tps": {mode: [round(v) for v in values] for mode, values in tps.items()},
+            "baseline_s": round(1 / best["no_trigger"], 7),
+            "ours_s": round(1 / best["trigger_default"], 7),
+            "ratio": round(best["no_trigger"] / best["trigger_default"], 2),
+            "notify_ratio": round(best["no_trigger"] / best["trigger_notify"], 2),
+        }
+    with psycopg.connect(dsn, autocommit=True) as conn:  # as migrated
+        conn.execute("DROP TRIGGER IF EXISTS events_notify ON events")
+        conn.execute(_0011_trigger())
+
+
 def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
     yield notify_cost(services.database_url, 400 if quick else 2000)
+    yield from notify_contention(services.database_url, 2.0 if quick else 5.0)
     steps, requests = (100, 50) if quick else (1000, 200)
     clients, fan_steps = (50, 30) if quick else (200, 100)
     with services.worker("ours"), server(services) as (url, process):
@@ -231,3 +366,11 @@ def run(services: Services, quick: bool) -> Iterator[dict[str, Any]]:
         for name, route in ROUTES.items():
             yield {**latency(url, name, route, big.id, requests), "steps": steps}
         yield asyncio.run(fanout(ours, url, process, clients, fan_steps))
+
+
+if __name__ == "__main__":  # python -m bench.api: the event_notify cases alone (full sizes)
+    from bench.env import services
+
+    with services() as svc:
+        for line in [notify_cost(svc.database_url, 2000), *notify_contention(svc.database_url, 5.0)]:
+            print(json.dumps(line), flush=True)

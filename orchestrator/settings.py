@@ -66,13 +66,14 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})  # where `serve` may bind with 
 DEFAULT_SHUTDOWN_GRACE_S = 5  # `serve` stopping: how long open requests (event streams) may take to end
 
 # Live updates (server-sent events)
-DEFAULT_LIVE_POLL_S = 0.5  # SQLite: how often the server reads the event log for changed runs
+DEFAULT_LIVE_POLL_S = 0.25  # how often the server reads the event log for changed runs (one query)
 DEFAULT_LIVE_PING_S = 15.0  # a `: ping` comment on a quiet stream
 DEFAULT_LIVE_QUEUE = 256  # events a stream may fall behind before it is dropped (the client reconnects)
 DEFAULT_LIVE_RECONNECT_S = (0.2, 10.0)  # the listener's backoff after its connection drops: first, longest
 DEFAULT_LIVE_CHECK_S = 30.0  # a quiet listener connection is checked this often
 DEFAULT_LIVE_STATUSES_KEPT = 10_000  # runs whose last status the list stream remembers
-DEFAULT_LIVE_LOOK_BACK_S = 300.0  # a notification of "many runs": runs ended this recently are read again
+DEFAULT_LIVE_LOOK_BACK_S = 10.0  # each read of the event log looks again this far back (late commits)
+DEFAULT_LIVE_READ_RETRY_S = 1.0  # the run list could not be read: again after this
 
 # Schedules
 DEFAULT_BEAT_POLL_S = 1.0  # how often beat reads the schedules from the state store
@@ -114,6 +115,7 @@ class Settings(BaseSettings):
     api_tokens: str = ""  # name:role:token,... for `orchestrator serve`
     audit_key: str | None = None  # when set, each audit record's hash is an HMAC-SHA256 with this key
     secret_key: SecretStr | None = None  # the Fernet key of the secrets table: never shown in a repr or a log
+    live_notify: bool = False  # PostgreSQL: the event log's trigger NOTIFYs, and `serve` LISTENs (else it polls)
     http_allow: str = ""  # hosts and CIDRs the HTTP step may reach though they are link-local or metadata
     # No setting may be named secrets_*: ORCHESTRATOR_SECRETS_<NAME> is a secret's variable.
 

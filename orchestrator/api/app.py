@@ -35,11 +35,13 @@ def create_app(
     metrics_cache_s: float,
     engine: Engine | None = None,
     breaker_registry: BreakerRegistry | None = None,
+    live_notify: bool | None = None,
 ) -> FastAPI:
     """The app over ``repo``; ``engine`` (default: one built from the settings, on ``repo``) is
     what actions decide and send their messages with, one for the app's lifetime;
-    ``breaker_registry`` the breakers the routes show and reset (default: the configured ones)."""
-    hub = Hub(repo)
+    ``breaker_registry`` the breakers the routes show and reset (default: the configured ones);
+    ``live_notify`` whether live updates LISTEN (default: ``ORCHESTRATOR_LIVE_NOTIFY``) or poll."""
+    hub = Hub(repo, notify=get_settings().live_notify if live_notify is None else live_notify)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -9,17 +9,18 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from orchestrator.api.feeds import Change
 from orchestrator.errors import OrchestratorError
 from orchestrator.runtime.views import RunWatch, summary
+from orchestrator.settings import DEFAULT_LIVE_READ_RETRY_S
 from orchestrator.store import Repository, RunRow
 
 log = logging.getLogger(__name__)
 
 PING = b": ping\n\n"
+_READ_CHUNK = 1000  # runs read per query of the run list
 _NOT_SUMMARY = frozenset({"steps", "dead_letters", "transitions", "state"})  # a run view's keys beyond its summary
 
 
@@ -192,8 +193,8 @@ class RunChannel:
                 self.subscribers.discard(subscriber)
         if polled.end is not None:
             self.close()
-        elif not self.subscribers:
-            self.close()
+        # A channel left with no subscriber is closed by their leave(), never here: a poll queued
+        # while open() held the lock finds none yet, and join() is still to come.
 
     # In a worker thread, under the lock:
 
@@ -236,29 +237,46 @@ class RunChannel:
 
 class ListChannel:
     """The run list's stream: the summaries of the runs that changed status (or first showed up),
-    read in one query per burst of changes, to each subscriber whose filters they match."""
+    read in one query per burst of changes, to each subscriber whose filters they match. The last
+    status told (or seen at start) of each of the ``kept`` runs seen last is remembered, so a read of
+    many runs (a resync) tells only news."""
 
-    def __init__(self, repo: Repository, kept: int) -> None:
+    def __init__(self, repo: Repository, kept: int, retry_s: float = DEFAULT_LIVE_READ_RETRY_S) -> None:
         self.repo = repo
         self.subscribers: set[Subscriber] = set()
         self.task: asyncio.Task[None] | None = None
-        self._kept = kept
+        self.closed = False
+        self._kept, self._retry_s = kept, retry_s
         self._statuses: OrderedDict[str, str] = OrderedDict()  # the last status told, per run
-        self._pending: set[str] | None = set()  # None: every run may have changed
-        self._since: datetime | None = None
+        self._pending: set[str] = set()
+
+    def add(self, subscriber: Subscriber) -> bool:
+        """False (the subscriber finished) once the channel has closed."""
+        if self.closed:
+            subscriber.finish()
+            return False
+        self.subscribers.add(subscriber)
+        return True
+
+    def seed(self) -> None:
+        """In a worker thread: remember the open runs' statuses (at most ``kept``), as the list
+        shows them now, so the first resync does not tell them all again."""
+        with self.repo.transaction() as tx:
+            rows = tx.open_runs(self._kept)
+        for row in rows:
+            self._remember(row.id, str(row.status))
 
     def touch(self, change: Change) -> None:
-        if not self.subscribers:
+        """Runs changed: read those named (a change naming none is for the followed runs alone:
+        the feeds name every run the log says changed)."""
+        if not self.subscribers or change.runs is None or self.closed:
             return
-        if change.runs is None:
-            self._pending = None
-            self._since = min(self._since or change.since, change.since) if change.since else self._since
-        elif self._pending is not None:
-            self._pending |= change.runs
+        self._pending |= change.runs
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._reads(), name="live-run-list")
 
     def close(self) -> None:
+        self.closed = True
         for subscriber in list(self.subscribers):
             subscriber.finish()
         self.subscribers.clear()
@@ -266,37 +284,41 @@ class ListChannel:
             self.task.cancel()
 
     async def _reads(self) -> None:
-        while (self._pending is None or self._pending) and self.subscribers:
-            pending, since = self._pending, self._since
-            self._pending, self._since = set(), None
+        while self._pending and self.subscribers:
+            pending, self._pending = self._pending, set()
             try:
-                told = await asyncio.to_thread(self._read, pending, since)
-            except OrchestratorError as exc:
-                log.warning("live updates: the run list cannot be read: %s", exc)
-                continue
-            except Exception:
-                log.exception("live updates: reading the run list failed")
+                told = await asyncio.to_thread(self._read, pending)
+            except Exception as exc:
+                if isinstance(exc, OrchestratorError):
+                    log.warning("live updates: the run list cannot be read: %s", exc)
+                else:
+                    log.exception("live updates: reading the run list failed")
+                self._pending |= pending  # not lost: read again in a while
+                await asyncio.sleep(self._retry_s)
                 continue
             for row, event in told:
                 for subscriber in list(self.subscribers):
                     if subscriber.want is not None and subscriber.want(row) and not subscriber.push(event):
                         self.subscribers.discard(subscriber)
 
-    def _read(self, runs: set[str] | None, since: datetime | None) -> list[tuple[RunRow, bytes]]:
+    def _remember(self, run_id: str, status: str) -> bool:
+        """False when ``status`` is what was last told of the run."""
+        if self._statuses.get(run_id) == status:
+            return False
+        self._statuses[run_id] = status
+        self._statuses.move_to_end(run_id)
+        if len(self._statuses) > self._kept:
+            self._statuses.popitem(last=False)
+        return True
+
+    def _read(self, runs: set[str]) -> list[tuple[RunRow, bytes]]:
         """In a worker thread: the runs whose status is news, with their ``event: run``."""
+        ids, rows = sorted(runs), []
         with self.repo.transaction() as tx:
-            if runs is None:
-                rows = tx.runs_open_or_ended_since(since) if since else []
-            else:
-                rows = tx.runs_by_id(sorted(runs))
+            for start in range(0, len(ids), _READ_CHUNK):
+                rows += tx.runs_by_id(ids[start : start + _READ_CHUNK])
         told = []
         for row in sorted(rows, key=lambda r: r.created_at):
-            status = str(row.status)
-            if self._statuses.get(row.id) == status:
-                continue
-            self._statuses[row.id] = status
-            self._statuses.move_to_end(row.id)
-            if len(self._statuses) > self._kept:
-                self._statuses.popitem(last=False)
-            told.append((row, frame("run", dumps(summary(row)))))
+            if self._remember(row.id, str(row.status)):
+                told.append((row, frame("run", dumps(summary(row)))))
         return told

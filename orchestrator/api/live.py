@@ -1,9 +1,11 @@
-"""Live updates for server-sent events: one listener on the state store for every open stream
-(PostgreSQL ``LISTEN``, or an SQLite poll of the event log), fanned out per run through one shared
-``RunWatch`` (``orchestrator.api.channels``), so 200 streams on a run cost one poll per change."""
+"""Live updates for server-sent events: one feed of changes from the state store for every open
+stream (a poll of the event log, or opt-in on PostgreSQL ``LISTEN``), fanned out per run through one
+shared ``RunWatch`` (``orchestrator.api.channels``), so 200 streams on a run cost one poll per change."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from orchestrator.api.channels import ListChannel, RunChannel, Subscriber
@@ -16,6 +18,12 @@ from orchestrator.settings import (
 )
 from orchestrator.store import Repository, RunRow
 
+log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """The hub has stopped (the server is stopping): no new stream."""
+
 
 class Hub:
     """Every stream of one server process, and the one feed of changes they all share."""
@@ -26,11 +34,13 @@ class Hub:
         poll_s: float = DEFAULT_LIVE_POLL_S,
         ping_s: float = DEFAULT_LIVE_PING_S,
         queue_limit: int = DEFAULT_LIVE_QUEUE,
+        notify: bool = False,
     ) -> None:
         self.repo = repo
         self.ping_s, self.queue_limit = ping_s, queue_limit
+        self.stopped = False
         self.feed: PostgresFeed | PollFeed
-        if repo.engine.dialect.name == "postgresql":
+        if notify and repo.engine.dialect.name == "postgresql":
             self.feed = PostgresFeed(repo, self._changed)
         else:
             self.feed = PollFeed(repo, self._changed, poll_s)
@@ -38,18 +48,24 @@ class Hub:
         self._list = ListChannel(repo, DEFAULT_LIVE_STATUSES_KEPT)
 
     async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self._list.seed)
+        except Exception as exc:  # the list then tells each run it hears of, once
+            log.warning("live updates: the open runs cannot be read: %s", exc)
         await self.feed.start()
 
     async def stop(self) -> None:
-        """Stop listening and end every stream (twice is once: ``serve`` stops the hub before
-        uvicorn's shutdown, the app's lifespan again after it)."""
+        """Stop listening, end every stream, refuse new ones (twice is once: ``serve`` stops the
+        hub before uvicorn's shutdown, the app's lifespan again after it)."""
+        self.stopped = True
         await self.feed.stop()
         for channel in list(self._runs.values()):
             channel.close()
         self._list.close()
 
     async def follow_run(self, run_id: str) -> Subscriber:
-        """A subscriber to one run: its full view first, then its changes (NotFound if no run)."""
+        """A subscriber to one run: its full view first, then its changes (NotFound if no run,
+        Stopped once the hub has stopped)."""
         subscriber = Subscriber(self.queue_limit)
         try:
             await self._join(run_id, subscriber)
@@ -60,19 +76,21 @@ class Hub:
 
     async def _join(self, run_id: str, subscriber: Subscriber) -> None:
         while True:
+            if self.stopped:
+                raise Stopped("the server is stopping")
             channel = self._runs.get(run_id)
+            opening = channel is None
             if channel is None:
                 channel = self._runs[run_id] = RunChannel(self.repo, run_id, self._forget)
-                try:
-                    await channel.open()
-                finally:
-                    if channel.closed:
-                        self._forget(channel)
             try:
+                if opening:
+                    await channel.open()
                 joined = await channel.join(subscriber)
             finally:
-                if not channel.subscribers:  # the run had ended: nobody to follow it for
+                if not channel.subscribers:  # the run had ended, or open failed: nobody to follow it for
                     channel.close()
+                if channel.closed:
+                    self._forget(channel)
             if joined:
                 return
 
@@ -82,8 +100,10 @@ class Hub:
         def want(run: RunRow) -> bool:
             return workflow in (None, run.workflow) and status in (None, str(run.status))
 
+        if self.stopped:
+            raise Stopped("the server is stopping")
         subscriber = Subscriber(self.queue_limit, want)
-        self._list.subscribers.add(subscriber)
+        self._list.add(subscriber)
         return subscriber
 
     def leave(self, subscriber: Subscriber) -> None:

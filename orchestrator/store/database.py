@@ -72,9 +72,20 @@ def create_engine(url: str, autocommit: bool = False) -> Engine:
         options["isolation_level"] = "AUTOCOMMIT"
     if parsed.get_backend_name() == "postgresql":
         options["connect_args"] = {"connect_timeout": 5}
+        startup = []
         if autocommit:  # see Repository.statements: its commits need not wait for the disk
-            options["connect_args"]["options"] = "-c synchronous_commit=off"
+            startup.append("-c synchronous_commit=off")
+        if _live_notify():  # the trigger of migration 0011 NOTIFYs only for such connections
+            startup.append("-c orchestrator.live_notify=on")
+        if startup:
+            options["connect_args"]["options"] = " ".join(startup)
     return sa.create_engine(parsed, **options)
+
+
+def _live_notify() -> bool:
+    from orchestrator.settings import get_settings
+
+    return get_settings().live_notify
 
 
 def _sqlite_engine(url: URL) -> Engine:

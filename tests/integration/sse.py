@@ -29,8 +29,9 @@ class Served:
 
 
 @contextmanager
-def serving(repo: Repository, tokens: Sequence[Token] = ()) -> Iterator[Served]:
-    app = create_app(repo, lambda: [], list(tokens), 0.0)
+def serving(repo: Repository, tokens: Sequence[Token] = (), notify: bool = False) -> Iterator[Served]:
+    """The app on ``repo``; its live updates poll the event log, or with ``notify`` LISTEN."""
+    app = create_app(repo, lambda: [], list(tokens), 0.0, live_notify=notify)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))

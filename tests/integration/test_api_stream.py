@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from orchestrator.api.feeds import APPLICATION_NAME, CHANNEL, EVERY_RUN
+from orchestrator.api.feeds import APPLICATION_NAME, CHANNEL, EVERY_RUN, PollFeed
 from orchestrator.api.tokens import Token
 from orchestrator.store import Repository
 from orchestrator.store.migrate import upgrade
@@ -50,19 +50,32 @@ def held(tmp_path: Path, text: str = HELD) -> tuple[Path, Path, Path]:
     return write_workflow(tmp_path, text, "held.yaml"), first, second
 
 
+FEEDS = pytest.mark.parametrize("notify", [False, True], ids=["poll", "notify"])
+
+
+def feed(cluster: Cluster, notify: bool) -> bool:
+    """With ``notify``, the worker's and the CLI's connections set the trigger to NOTIFY (as
+    ``ORCHESTRATOR_LIVE_NOTIFY`` does), for a server that LISTENs; else the server polls."""
+    if notify:
+        cluster.env["ORCHESTRATOR_LIVE_NOTIFY"] = "true"
+    return notify
+
+
 def client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=httpx.Limits(max_connections=None))
 
 
 @pytest.mark.integration
-def test_a_run_stream_shows_each_step_as_the_worker_runs_it(cluster: Cluster, tmp_path: Path) -> None:
+@FEEDS
+def test_a_run_stream_shows_each_step_as_the_worker_runs_it(cluster: Cluster, tmp_path: Path, notify: bool) -> None:
     # Given a worker and a run whose first step holds until the test lets it go
+    feed(cluster, notify)
     cluster.start_worker()
     workflow, first, _ = held(tmp_path)
     run_id = cluster.start(workflow)
 
     async def scenario() -> None:
-        with serving(cluster.repo) as served:
+        with serving(cluster.repo, notify=notify) as served:
             async with client() as http:
                 stream = await EventReader(http, f"{served.url}/api/v1/runs/{run_id}/stream").open()
                 assert stream.response is not None and stream.response.status_code == 200
@@ -91,14 +104,18 @@ def test_a_run_stream_shows_each_step_as_the_worker_runs_it(cluster: Cluster, tm
 
 
 @pytest.mark.integration
-def test_the_run_list_stream_shows_a_new_run_and_its_status_change(cluster: Cluster, tmp_path: Path) -> None:
+@FEEDS
+def test_the_run_list_stream_shows_a_new_run_and_its_status_change(
+    cluster: Cluster, tmp_path: Path, notify: bool
+) -> None:
     # Given a worker, and a list stream that asks for one workflow's runs
+    feed(cluster, notify)
     cluster.start_worker()
     workflow, first, _ = held(tmp_path)
     other = write_workflow(tmp_path, OTHER, "other.yaml")
 
     async def scenario() -> None:
-        with serving(cluster.repo) as served:
+        with serving(cluster.repo, notify=notify) as served:
             async with client() as http:
                 stream = await EventReader(http, f"{served.url}/api/v1/runs/stream?workflow=held").open()
                 assert stream.response is not None and stream.response.status_code == 200
@@ -131,22 +148,27 @@ def listeners(database_url: str) -> list[tuple[int, str, str]]:
 
 
 @pytest.mark.integration
-def test_fifty_streams_on_a_run_share_one_listener_and_all_get_the_end(cluster: Cluster, tmp_path: Path) -> None:
+@FEEDS
+def test_fifty_streams_on_a_run_share_one_listener_and_all_get_the_end(
+    cluster: Cluster, tmp_path: Path, notify: bool
+) -> None:
     # Given a worker, a held run and fifty streams open on it
+    feed(cluster, notify)
     cluster.start_worker()
     workflow, first, _ = held(tmp_path)
     run_id = cluster.start(workflow)
 
     async def scenario() -> None:
-        with serving(cluster.repo) as served:
+        with serving(cluster.repo, notify=notify) as served:
             async with client() as http:
                 url = f"{served.url}/api/v1/runs/{run_id}/stream"
                 streams = await asyncio.gather(*(EventReader(http, url).open() for _ in range(50)))
                 for stream in streams:
                     assert (await stream.next()).kind == "run"  # type: ignore[union-attr]
-                # Then the server holds one listener connection for all of them, and one watch
+                # Then the server holds one feed connection for all of them (LISTEN, or the poll), and one watch
                 found = listeners(cluster.database_url)
                 assert len(found) == 1 and found[0][1] == APPLICATION_NAME
+                assert type(served.hub.feed).__name__ == ("PostgresFeed" if notify else "PollFeed")
                 assert served.hub.counts()["runs"] == 1 and served.hub.counts()["run_subscribers"] == 50
                 # When the run ends, every stream gets the step's change, then the end
                 first.touch()
@@ -164,33 +186,38 @@ def test_fifty_streams_on_a_run_share_one_listener_and_all_get_the_end(cluster: 
 
 
 @pytest.mark.integration
-def test_a_killed_listener_comes_back_and_its_streams_resync(cluster: Cluster, tmp_path: Path) -> None:
+@FEEDS
+def test_a_killed_listener_comes_back_and_its_streams_resync(cluster: Cluster, tmp_path: Path, notify: bool) -> None:
     # Given a worker, a run held twice and a stream on it
+    feed(cluster, notify)
     cluster.start_worker()
     workflow, first, second = held(tmp_path, TWICE_HELD)
     run_id = cluster.start(workflow)
 
     async def scenario() -> None:
-        with serving(cluster.repo) as served:
+        with serving(cluster.repo, notify=notify) as served:
             async with client() as http:
                 stream = await EventReader(http, f"{served.url}/api/v1/runs/{run_id}/stream").open()
                 listing = await EventReader(http, f"{served.url}/api/v1/runs/stream?status=succeeded").open()
                 assert (await stream.next()).kind == "run"  # type: ignore[union-attr]
-                # When the listener's connection is killed, and the first step ends while it is down
+                # When the feed's connection is killed (LISTEN, or the poll's), and the first step ends meanwhile
+                await eventually(lambda: len(listeners(cluster.database_url)) == 1)
                 [(pid, _, _)] = listeners(cluster.database_url)
                 dsn = cluster.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
                 first.touch()
-                # Then the listener reconnects, and the stream gets the full view again
-                seen = await stream.until("run")
-                [(again, _, _)] = listeners(cluster.database_url)
-                assert again != pid
+                seen = []
+                if notify:
+                    # Then the listener reconnects, and the stream gets the full view again
+                    seen += await stream.until("run")
                 # And the first step's end shows: missed while the listener was down, or after it came back
-                if step_status(seen[-1], "first") != "succeeded":
+                if not seen or step_status(seen[-1], "first") != "succeeded":
                     seen += await stream.until(
                         "change", lambda d: d["steps"].get("first", {}).get("status") == "succeeded"
                     )
+                # And the feed is on a new connection
+                await eventually(lambda: [p for p, _, _ in listeners(cluster.database_url)] not in ([], [pid]))
                 # And changes flow again to the end
                 second.touch()
                 seen += await stream.until("end")
@@ -338,19 +365,30 @@ def test_one_notification_per_statement_that_logs_events(database_url: str) -> N
     dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(dsn, autocommit=True) as listener, psycopg.connect(dsn, autocommit=True) as writer:
         listener.execute(f"LISTEN {CHANNEL}")
+        # A connection that has not opted in notifies nothing (the default: no lock at commit)
+        writer.execute("INSERT INTO definitions VALUES ('v0', 'wf', '{}', now())")
+        writer.execute(
+            "INSERT INTO runs (id, workflow, version, status, inputs, created_at) "
+            "VALUES ('quiet', 'wf', 'v0', 'running', '{}', now())"
+        )
+        writer.execute("INSERT INTO events (run_id, kind, at) VALUES ('quiet', 'step.queued', now())")
+        assert [n.payload for n in listener.notifies(timeout=0.5)] == []
+        writer.execute("SET orchestrator.live_notify = on")
         writer.execute("INSERT INTO definitions VALUES ('v1', 'wf', '{}', now())")
         writer.execute(
             "INSERT INTO runs (id, workflow, version, status, inputs, created_at) "
             "SELECT md5(i::text)::uuid::text, 'wf', 'v1', 'running', '{}', now() FROM generate_series(1, 300) i"
         )
-        three = sorted(r[0] for r in writer.execute("SELECT id FROM runs ORDER BY id LIMIT 3"))
+        three = sorted(r[0] for r in writer.execute("SELECT id FROM runs WHERE id <> 'quiet' ORDER BY id LIMIT 3"))
         # When one statement logs six events of three runs, and another one event of each of the 300
         writer.execute(
             "INSERT INTO events (run_id, kind, at) SELECT id, 'step.queued', now() FROM runs, generate_series(1, 2) "
             "WHERE id = ANY(%s)",
             (three,),
         )
-        writer.execute("INSERT INTO events (run_id, kind, at) SELECT id, 'step.queued', now() FROM runs")
+        writer.execute(
+            "INSERT INTO events (run_id, kind, at) SELECT id, 'step.queued', now() FROM runs WHERE id <> 'quiet'"
+        )
         # Then the first notification names each run once, and the second, too many to name, says so
         notes = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
     assert len(notes) == 2 and sorted(notes[0].split(",")) == three
@@ -391,3 +429,29 @@ def test_serve_stops_promptly_with_streams_open(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.integration
+def test_the_poll_sees_an_event_committed_late_with_a_lower_id(database_url: str) -> None:
+    # Given the poll feed on PostgreSQL, and two runs
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    repo = Repository.from_url(database_url)
+    poll = PollFeed(repo, lambda change: None, 60)
+    with psycopg.connect(dsn) as late, psycopg.connect(dsn, autocommit=True) as early:
+        early.execute("INSERT INTO definitions VALUES ('v1', 'wf', '{}', now())")
+        early.execute(
+            "INSERT INTO runs (id, workflow, version, status, inputs, created_at) "
+            "SELECT id, 'wf', 'v1', 'running', '{}', now() FROM unnest(ARRAY['late', 'early']) id"
+        )
+        try:
+            assert poll._read() == frozenset()  # the first read: from the log's end
+            # When one transaction logs an event (its id taken) but commits after another's, of a higher id
+            late.execute("INSERT INTO events (run_id, kind, at) VALUES ('late', 'step.running', now())")
+            early.execute("INSERT INTO events (run_id, kind, at) VALUES ('early', 'step.running', now())")
+            assert poll._read() == {"early"}
+            late.commit()
+            # Then the next read still sees the late one's run, and once only
+            assert poll._read() == {"late"}
+            assert poll._read() == frozenset()
+        finally:
+            poll._engine.dispose()

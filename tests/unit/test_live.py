@@ -12,11 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from orchestrator.api.channels import Subscriber
-from orchestrator.api.feeds import Change
-from orchestrator.api.live import Hub
+from orchestrator.api import channels
+from orchestrator.api.app import create_app
+from orchestrator.api.channels import ListChannel, Subscriber
+from orchestrator.api.feeds import Change, LogReader
+from orchestrator.api.live import Hub, Stopped
+from orchestrator.errors import StateStoreError
 from orchestrator.runtime.views import RunWatch
 from orchestrator.status import RunStatus
 from orchestrator.store import Repository, now
@@ -131,16 +135,19 @@ def test_changes_during_a_poll_cost_one_more_poll_not_one_each(repo: Repository,
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
-def test_the_list_tells_a_status_once_and_hears_of_many_runs_at_once(repo: Repository) -> None:
+def test_the_list_tells_a_status_once(repo: Repository) -> None:
     async def scenario() -> None:
         hub = Hub(repo)
         running, failed = hub.follow_list(None, "running"), hub.follow_list("order", "failed")
-        # When the store says "many runs changed" (a statement of too many runs to name)
-        hub._changed(Change(None, since=datetime.now(UTC) - timedelta(minutes=5)))
+        # When the feed names the run (it was running before the hub started: nothing remembered)
+        hub._changed(Change(frozenset({RUN})))
         # Then the running run shows up on the list that asks for running runs, once
         [(kind, found)] = await drain(running)
         assert kind == "run" and found["run_id"] == RUN and found["status"] == "running"
         hub._changed(Change(frozenset({RUN})))
+        assert await drain(running) == []
+        # A change naming no run is for the followed runs alone: the list reads nothing
+        hub._changed(Change(None, since=datetime.now(UTC) - timedelta(minutes=5), resync=True))
         assert await drain(running) == []
         # And when it fails, on the list that asks for failed runs of its workflow
         with repo.transaction() as tx:
@@ -152,3 +159,144 @@ def test_the_list_tells_a_status_once_and_hears_of_many_runs_at_once(repo: Repos
         assert hub.counts()["list_subscribers"] == 0
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_busy_run_is_joined_not_reopened_for_ever(repo: Repository, monkeypatch: Any) -> None:
+    # Given a run whose first full view takes 50 ms, and which changes every 20 ms
+    # (the reviewer's /tmp/rev/livelock.py: 53 full opens in 3 s, and follow_run never returned)
+    opens = []
+
+    class SlowWatch(RunWatch):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            opens.append(1)
+            time.sleep(0.05)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(channels, "RunWatch", SlowWatch)
+
+    async def scenario() -> None:
+        hub = Hub(repo)
+
+        async def busy() -> None:
+            while True:
+                hub._changed(Change(frozenset({RUN})))
+                await asyncio.sleep(0.02)
+
+        changes = asyncio.create_task(busy())
+        try:
+            # When a client follows it, then it joins the run's one channel, opened once
+            subscriber = await asyncio.wait_for(hub.follow_run(RUN), 3)
+        finally:
+            changes.cancel()
+        assert len(opens) == 1 and hub.counts()["run_subscribers"] == 1
+        [(kind, _)] = [e for e in await drain(subscriber) if e[0] == "run"]
+        hub.leave(subscriber)
+        assert hub.counts()["runs"] == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_resync_of_many_open_runs_tells_the_list_only_news(repo: Repository) -> None:
+    # Given 300 more open runs, already running when the hub starts, and a list subscriber
+    # (the reviewer's /tmp/rev/listflood.py: every open run was sent, and with more than 256 the
+    # subscriber was dropped)
+    ids = [f"run-{i:04}" for i in range(300)]
+    with repo.transaction() as tx:
+        for run_id in ids:
+            tx.insert_run(run_id, "order", "v1", {}, None, {"fetch": 0})
+            tx.update_run(run_id, status=RunStatus.RUNNING, started_at=now())
+
+    async def scenario() -> None:
+        hub = Hub(repo, poll_s=60)
+        await hub.start()
+        try:
+            subscriber = hub.follow_list(None, None)
+            # When the feed resyncs naming all of them (each logged a step's event while it was away)
+            hub._changed(Change(frozenset(ids + [RUN]), resync=True))
+            # Then nothing is sent, for no status is news, and the subscriber stays
+            assert await drain(subscriber) == []
+            assert not subscriber.dropped and hub.counts()["list_subscribers"] == 1
+            # And when one of them fails, that alone is told
+            with repo.transaction() as tx:
+                tx.update_run(ids[7], status=RunStatus.FAILED, finished_at=now())
+            hub._changed(Change(frozenset(ids), resync=True))
+            assert [(d["run_id"], d["status"]) for _, d in await drain(subscriber)] == [(ids[7], "failed")]
+        finally:
+            await hub.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_run_list_read_that_fails_is_tried_again(repo: Repository, monkeypatch: Any) -> None:
+    # Given a list subscriber, and a store that fails the list's first read
+    failures = []
+    original = ListChannel._read
+
+    def flaky(self: ListChannel, runs: set[str]) -> Any:
+        if not failures:
+            failures.append(1)
+            raise StateStoreError("the state store is away")
+        return original(self, runs)
+
+    monkeypatch.setattr(ListChannel, "_read", flaky)
+
+    async def scenario() -> None:
+        hub = Hub(repo)
+        hub._list._retry_s = 0.05
+        subscriber = hub.follow_list(None, None)
+        # When the run ends, and the read of its change fails
+        with repo.transaction() as tx:
+            tx.update_run(RUN, status=RunStatus.SUCCEEDED, finished_at=now())
+        hub._changed(Change(frozenset({RUN})))
+        # Then the run is read again, and shows as ended
+        assert [d["status"] for _, d in await drain(subscriber, 1.0)] == ["succeeded"]
+        assert failures == [1]
+        hub.leave(subscriber)
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_stopped_hub_refuses_new_streams(repo: Repository) -> None:
+    async def scenario() -> None:
+        app = create_app(repo, lambda: [], [], 0.0)
+        hub: Hub = app.state.hub
+        await hub.stop()
+        # After stop, no new subscriber, whether to a run or to the list
+        with pytest.raises(Stopped):
+            await hub.follow_run(RUN)
+        with pytest.raises(Stopped):
+            hub.follow_list(None, None)
+        assert hub.counts() == {"runs": 0, "run_subscribers": 0, "list_subscribers": 0, "busy": 0}
+        # And the closed list channel takes none either
+        late = Subscriber(3)
+        assert not hub._list.add(late) and late.ended
+        # The routes say so: a 503 with a JSON error, no stream left open
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            for path in (f"/api/v1/runs/{RUN}/stream", "/api/v1/runs/stream"):
+                response = await http.get(path)
+                assert response.status_code == 503 and "stopping" in response.json()["error"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_the_log_reader_sees_late_commits_and_forgets_old_runs() -> None:
+    # Given a reader from id 10 whose reads look again 60 s back
+    reader = LogReader(10, window_s=60)
+    sql, params = reader.query()
+    assert params == {"next": 10, "floor": 10}
+    assert reader.take([("a", 12, 1, 1), ("b", 13, 1, 1)]) == {"a", "b"}
+    # When id 11 of run a commits after 12 and 13 were read: a's count above the floor grew
+    reader.query()
+    assert reader.take([("a", 12, 2, 2), ("b", 13, 1, 1)]) == {"a"}
+    # The same rows again: nothing new
+    reader.query()
+    assert reader.take([("a", 12, 2, 2), ("b", 13, 1, 1)]) == frozenset()
+    # Once the window has gone by, the floor moves up to the old high mark, and runs below it are forgotten
+    reader.window_s = 0
+    _, params = reader.query()
+    assert params["next"] == 13
+    assert reader.take([("a", 12, 2, 0), ("b", 13, 1, 0)]) == frozenset()
+    assert reader.floor == 13 and reader._known == {}
+    _, params = reader.query()
+    assert params == {"next": 13, "floor": 13}
+    assert reader.take([("b", 14, 1, 1)]) == {"b"}

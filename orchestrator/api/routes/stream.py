@@ -8,7 +8,7 @@ from starlette.types import Receive, Scope, Send
 
 from orchestrator.api.auth import require
 from orchestrator.api.channels import Subscriber
-from orchestrator.api.live import Hub
+from orchestrator.api.live import Hub, Stopped
 from orchestrator.errors import NotFound, StateStoreError
 from orchestrator.status import RunStatus
 
@@ -39,7 +39,11 @@ class EventStream(StreamingResponse):
     "/runs/stream",
     dependencies=[Depends(require("viewer"))],
     response_class=StreamingResponse,
-    responses={**_EVENTS, 400: {"description": "an unknown status", **_ERROR}},
+    responses={
+        **_EVENTS,
+        400: {"description": "an unknown status", **_ERROR},
+        503: {"description": "the server is stopping", **_ERROR},
+    },
 )
 async def runs_stream(request: Request, workflow: str | None = None, status: str | None = None) -> Response:
     """A run summary each time a run matching the filters is created or changes status."""
@@ -47,7 +51,10 @@ async def runs_stream(request: Request, workflow: str | None = None, status: str
         statuses = ", ".join(str(s) for s in RunStatus)
         return JSONResponse({"error": f"status {status!r} is not one of {statuses}"}, status_code=400)
     hub: Hub = request.app.state.hub
-    return EventStream(hub, hub.follow_list(workflow, status))
+    try:
+        return EventStream(hub, hub.follow_list(workflow, status))
+    except Stopped as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
 
 
 @router.get(
@@ -57,7 +64,7 @@ async def runs_stream(request: Request, workflow: str | None = None, status: str
     responses={
         **_EVENTS,
         404: {"description": "no such run", **_ERROR},
-        503: {"description": "the state store cannot be read", **_ERROR},
+        503: {"description": "the state store cannot be read, or the server is stopping", **_ERROR},
     },
 )
 async def run_stream(request: Request, run_id: str) -> Response:
@@ -67,6 +74,6 @@ async def run_stream(request: Request, run_id: str) -> Response:
         subscriber = await hub.follow_run(run_id)
     except NotFound as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
-    except StateStoreError as exc:
+    except (StateStoreError, Stopped) as exc:
         return JSONResponse({"error": str(exc)}, status_code=503)
     return EventStream(hub, subscriber)

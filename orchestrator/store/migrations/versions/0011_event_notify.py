@@ -7,7 +7,11 @@ Create Date: 2026-12-07 23:00:00
 On PostgreSQL, a statement-level trigger on ``events`` sends one ``NOTIFY orchestrator_events``
 per statement (not per row, so a batch of events costs one), whose payload is the distinct run ids
 of the statement's rows joined by commas, or ``*`` ("many runs: look at all") when that would not
-fit in a notification. ``orchestrator serve`` listens on it for its server-sent events. A run's
+fit in a notification, but only on a connection that set ``orchestrator.live_notify`` to ``on``
+(``ORCHESTRATOR_LIVE_NOTIFY``: the store sets it on each connection it opens); everywhere else the
+trigger returns at once. A NOTIFY takes a database-wide lock at commit, held until the commit ends:
+every transaction that logs events would be serialized with every other one, so it is opt-in, and
+``orchestrator serve`` polls the event log by default (it LISTENs only with the setting on). A run's
 creation needs no trigger of its own: it is always logged (``run.started``) in the same transaction.
 On SQLite there is no NOTIFY: the server polls the event log, and this revision does nothing.
 """
@@ -26,6 +30,9 @@ CREATE FUNCTION events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     ids text;
 BEGIN
+    IF current_setting('orchestrator.live_notify', true) IS DISTINCT FROM 'on' THEN
+        RETURN NULL;
+    END IF;
     SELECT string_agg(DISTINCT run_id, ',') INTO ids FROM fresh;
     IF ids IS NULL THEN
         RETURN NULL;
