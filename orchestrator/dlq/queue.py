@@ -205,11 +205,12 @@ def _replay_batch(
     return result, dispatches
 
 
-def discard(repo: Repository, entry_ids: Sequence[str], who: Who | None = None) -> None:
+def discard(repo: Repository, entry_ids: Sequence[str], who: Who | None = None) -> int:
+    """Mark the entries discarded, all or nothing; an id named twice counts once. How many."""
     who = who or Who(DEFAULT_SERVICE_ACTOR)
     with repo.transaction() as tx:
         discarded = []
-        for entry_id in entry_ids:
+        for entry_id in dict.fromkeys(entry_ids):  # once each, in the order named
             entry = tx.dead_letter(entry_id, lock=True)
             if entry is None:
                 raise DeadLetterNotFound(f"no dead-letter entry {entry_id}")
@@ -219,6 +220,7 @@ def discard(repo: Repository, entry_ids: Sequence[str], who: Who | None = None) 
         for entry in discarded:
             detail = {"run_id": entry.run_id, "step": entry.step, "item_index": entry.item_index}
             audit.record(tx, who, "dlq.discard", f"dlq:{entry.id}", detail)
+    return len(discarded)
 
 
 def purge(repo: Repository, older_than_s: float, include_open: bool = False, who: Who | None = None) -> int:
