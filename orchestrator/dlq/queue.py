@@ -106,9 +106,9 @@ def replay(
 def check_selection(entry_ids: Sequence[str], every: bool, corrected: bool) -> None:
     """A replay names entries or asks for all of them, not both; corrected inputs go with named ones."""
     if bool(entry_ids) == every:
-        raise UsageError("name entry ids, or --all (not both)")
+        raise UsageError("name entry ids, or --all (not both)", {"name entry ids": "name ids", "--all": "all"})
     if corrected and every:
-        raise UsageError("--inputs-file replays named entries, not --all")
+        raise UsageError("--inputs-file replays named entries, not --all", {"--inputs-file": "inputs", "--all": "all"})
 
 
 def replay_selected(
@@ -153,7 +153,10 @@ def _replay_inputs(engine: Engine, tx: Tx, run: RunRow, entry: DeadLetter, corre
     if engine.plans.get(tx, run.version).steps[entry.step].kind == "task":
         return entry.inputs if corrected is None else corrected
     if corrected is not None:
-        raise DeadLetterError(f"dead-letter entry {entry.id} is a {entry.task} step: it takes no --inputs-file")
+        raise DeadLetterError(
+            f"dead-letter entry {entry.id} is a {entry.task} step: it takes no --inputs-file",
+            {"--inputs-file": "inputs"},
+        )
     return None
 
 
@@ -184,7 +187,8 @@ def _replay_batch(
             if entry.item_index is None and plan.steps[entry.step].foreach is not None:
                 raise DeadLetterError(
                     f"dead-letter entry {entry.id} is a foreach step's expression; it is replayed by evaluating "
-                    "it again, without --inputs-file"
+                    "it again, without --inputs-file",
+                    {"--inputs-file": "inputs"},
                 )
     tx.resolve_dead_letters([e.id for e in good], "replayed", now())
     steps = [
