@@ -7,7 +7,7 @@ reaches it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,13 +16,27 @@ class OrchestratorError(Exception):
     """The orchestrator failed."""
 
     exit_code = 1
+    fields: Mapping[str, str] = {}
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, fields: Mapping[str, str] | None = None) -> None:
+        """``fields``: the CLI options the message names (``--step``), each with what the HTTP
+        API's request calls it (``step``), for ``api_message``."""
         super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+        if fields:
+            self.fields = dict(fields)
 
     @property
     def message(self) -> str:
         return str(self.args[0])
+
+    @property
+    def api_message(self) -> str:
+        """The message as the HTTP API answers it: the options it names as the JSON fields
+        (the CLI's message, ``message``, is unchanged)."""
+        text = self.message
+        for option in sorted(self.fields, key=len, reverse=True):
+            text = text.replace(option, self.fields[option])
+        return text
 
 
 class Severity(StrEnum):

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from orchestrator.api import errors
 from orchestrator.api.auth import require
 from orchestrator.api.deps import plain_path
+from orchestrator.api.guard import Guard
 from orchestrator.api.limits import BodyLimit
 from orchestrator.api.live import Hub
 from orchestrator.api.routes import ROUTERS
@@ -65,6 +66,8 @@ def create_app(
     app.state.engine = engine or _engine(repo)
     app.state.registry = breaker_registry or BreakerRegistry(repo, get_settings().broker_url)
     errors.install(app)
+    # the guard runs inside the body limit (the body is read whole before it refuses anything)
+    app.add_middleware(Guard, prefix=API_PREFIX, is_open=lambda: not app.state.tokens)
     app.add_middleware(BodyLimit, limit=lambda: get_settings().max_payload_bytes)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(repo, breakers, metrics_cache_s))

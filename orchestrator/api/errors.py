@@ -65,7 +65,8 @@ def validation_message(errors: list[Any]) -> str:
 
 async def _orchestrator(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OrchestratorError)
-    return error(status_of(exc), exc.message.splitlines()[0] if exc.message else type(exc).__name__)
+    message = exc.api_message
+    return error(status_of(exc), message.splitlines()[0] if message else type(exc).__name__)
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:

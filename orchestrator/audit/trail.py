@@ -44,9 +44,11 @@ def list_records(
     action: str | None = None,
     since: str | None = None,
     limit: int = DEFAULT_AUDIT_LIST_LIMIT,
+    option: str = "--since",
 ) -> list[dict[str, Any]]:
-    """Records matching every filter, newest first; ``since`` a duration (``7d``)."""
-    at = since_stamp(since)
+    """Records matching every filter, newest first; ``since`` a duration (``7d``), which a message
+    calls ``option``."""
+    at = since_stamp(since, option)
     with repo.transaction() as tx:
         rows = tx.audit_records(run_id=run_id, actor=actor, action=action, since=at, limit=limit)
     return [view(r) for r in rows]

@@ -108,8 +108,8 @@ def _report(result: Replayed, as_json: bool) -> None:
 @who_options
 def discard(entry_ids: tuple[str, ...], by: str | None, reason: str | None) -> None:
     """Mark entries discarded: looked at, not to be replayed."""
-    discard_entries(open_repository(), entry_ids, who(by, reason))
-    click.echo(f"discarded {len(entry_ids)} entr{'y' if len(entry_ids) == 1 else 'ies'}")
+    count = discard_entries(open_repository(), entry_ids, who(by, reason))
+    click.echo(f"discarded {count} entr{'y' if count == 1 else 'ies'}")
 
 
 @dlq.command()

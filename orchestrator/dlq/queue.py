@@ -106,9 +106,9 @@ def replay(
 def check_selection(entry_ids: Sequence[str], every: bool, corrected: bool) -> None:
     """A replay names entries or asks for all of them, not both; corrected inputs go with named ones."""
     if bool(entry_ids) == every:
-        raise UsageError("name entry ids, or --all (not both)")
+        raise UsageError("name entry ids, or --all (not both)", {"name entry ids": "name ids", "--all": "all"})
     if corrected and every:
-        raise UsageError("--inputs-file replays named entries, not --all")
+        raise UsageError("--inputs-file replays named entries, not --all", {"--inputs-file": "inputs", "--all": "all"})
 
 
 def replay_selected(
@@ -153,7 +153,10 @@ def _replay_inputs(engine: Engine, tx: Tx, run: RunRow, entry: DeadLetter, corre
     if engine.plans.get(tx, run.version).steps[entry.step].kind == "task":
         return entry.inputs if corrected is None else corrected
     if corrected is not None:
-        raise DeadLetterError(f"dead-letter entry {entry.id} is a {entry.task} step: it takes no --inputs-file")
+        raise DeadLetterError(
+            f"dead-letter entry {entry.id} is a {entry.task} step: it takes no --inputs-file",
+            {"--inputs-file": "inputs"},
+        )
     return None
 
 
@@ -184,7 +187,8 @@ def _replay_batch(
             if entry.item_index is None and plan.steps[entry.step].foreach is not None:
                 raise DeadLetterError(
                     f"dead-letter entry {entry.id} is a foreach step's expression; it is replayed by evaluating "
-                    "it again, without --inputs-file"
+                    "it again, without --inputs-file",
+                    {"--inputs-file": "inputs"},
                 )
     tx.resolve_dead_letters([e.id for e in good], "replayed", now())
     steps = [
@@ -205,11 +209,12 @@ def _replay_batch(
     return result, dispatches
 
 
-def discard(repo: Repository, entry_ids: Sequence[str], who: Who | None = None) -> None:
+def discard(repo: Repository, entry_ids: Sequence[str], who: Who | None = None) -> int:
+    """Mark the entries discarded, all or nothing; an id named twice counts once. How many."""
     who = who or Who(DEFAULT_SERVICE_ACTOR)
     with repo.transaction() as tx:
         discarded = []
-        for entry_id in entry_ids:
+        for entry_id in dict.fromkeys(entry_ids):  # once each, in the order named
             entry = tx.dead_letter(entry_id, lock=True)
             if entry is None:
                 raise DeadLetterNotFound(f"no dead-letter entry {entry_id}")
@@ -219,6 +224,7 @@ def discard(repo: Repository, entry_ids: Sequence[str], who: Who | None = None) 
         for entry in discarded:
             detail = {"run_id": entry.run_id, "step": entry.step, "item_index": entry.item_index}
             audit.record(tx, who, "dlq.discard", f"dlq:{entry.id}", detail)
+    return len(discarded)
 
 
 def purge(repo: Repository, older_than_s: float, include_open: bool = False, who: Who | None = None) -> int:

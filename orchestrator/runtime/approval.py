@@ -109,7 +109,7 @@ def _check(
     if decision != APPROVED:
         return
     if spec.keyword is not None and keyword != spec.keyword:
-        raise Refused(f"approving '{step}' needs its keyword, quoted exactly (--keyword)")
+        raise Refused(f"approving '{step}' needs its keyword, quoted exactly (--keyword)", {"(--keyword)": "(keyword)"})
     problem = None if spec.inputs is None else schema_problem(spec.inputs, {} if data is None else data, "data")
     if problem is not None:
         raise Refused(f"{problem} (approval inputs of '{step}')")

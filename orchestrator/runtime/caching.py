@@ -24,7 +24,10 @@ def cached_entries(repo: Repository, workflow: str | None, step: str | None, lim
 def clear_cache(repo: Repository, workflow: str | None, step: str | None, who: Who) -> int:
     """Delete entries (every one, a workflow's, or one step's); how many went."""
     if step is not None and workflow is None:
-        raise UsageError("--step needs --workflow: step ids are only unique within a workflow")
+        raise UsageError(
+            "--step needs --workflow: step ids are only unique within a workflow",
+            {"--step": "step", "--workflow": "workflow"},
+        )
     with repo.transaction() as tx:
         gone = tx.clear_cache(workflow, step)
         if gone:

@@ -50,7 +50,7 @@ def emit(engine: Engine, event: str, data: Any = None, who: Who | None = None, e
     if not isinstance(event, str) or not re.fullmatch(EVENT_PATTERN, event):
         raise UsageError(f"{shown(repr(event))} is not an event name (letters, digits and _ . : / -, at most 200)")
     if emit_id is not None and not 0 < len(emit_id) <= 150:
-        raise UsageError("--id must be 1 to 150 characters")
+        raise UsageError("--id must be 1 to 150 characters", {"--id": "id"})
     check_payload(data, "the event's data")
     emit_id = emit_id or str(uuid.uuid4())
     done = Emitted(event, emit_id)

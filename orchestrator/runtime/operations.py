@@ -49,7 +49,7 @@ class Who:
         if self.reason is not None and (
             not isinstance(self.reason, str) or len(self.reason) > 2000 or "\x00" in self.reason
         ):
-            raise UsageError("--reason must be at most 2000 characters (no NUL)")
+            raise UsageError("--reason must be at most 2000 characters (no NUL)", {"--reason": "reason"})
 
     def detail(self, **more: Any) -> dict[str, Any]:
         found = {"by": self.by, **more}

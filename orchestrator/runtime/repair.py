@@ -25,6 +25,7 @@ from orchestrator.store.rows import event_row
 
 log = logging.getLogger(__name__)
 
+RETRY_FIELDS = {"--step": "step", "--from": "from"}  # the CLI's options, as the API's body names them
 _REDO = frozenset({StepStatus.FAILED, StepStatus.CANCELLED})
 
 
@@ -100,7 +101,7 @@ def retry(engine: Engine, run_id: str, who: Who, step: str | None = None, from_s
     and do not run again); ``step``: that failed step and what did not succeed after it;
     ``from_step``: that step and everything downstream of it, whatever their status."""
     if step is not None and from_step is not None:
-        raise UsageError("give --step or --from, not both")
+        raise UsageError("give --step or --from, not both", RETRY_FIELDS)
     with engine.repo.transaction() as tx:
         run = open_run(tx, run_id)
         plan = engine.plans.get(tx, run.version)
@@ -150,7 +151,7 @@ def _accepted_output(step: Step, output: Any) -> Any:
     try:
         return typed.check(schema, output, "output_schema")
     except ValidationError as exc:
-        raise UsageError(f"--output refused: {exc.message}") from None
+        raise UsageError(f"--output refused: {exc.message}", {"--output refused": "output refused"}) from None
 
 
 def _force(engine: Engine, run_id: str, step: str, who: Who, status: StepStatus, output: Any) -> Repaired:
@@ -223,7 +224,10 @@ def _check_retryable(tx: Tx, run: RunRow, plan: Plan, step: str | None) -> None:
                 f"{run.parent_run_id} instead"
             )
     if plan.machine is not None and step is not None:
-        raise Refused("--step and --from do not apply to a state machine: retry RUN runs its failed visit again")
+        raise Refused(
+            "--step and --from do not apply to a state machine: retry RUN runs its failed visit again",
+            {**RETRY_FIELDS, "retry RUN runs": "a retry without them runs"},
+        )
 
 
 def _check_ended(run: RunRow, allow_succeeded: bool) -> None:
@@ -232,7 +236,9 @@ def _check_ended(run: RunRow, allow_succeeded: bool) -> None:
             f"run {run.id} is {run.status}; retry applies to a run that ended (cancel it first, or use skip/accept)"
         )
     if run.status is RunStatus.SUCCEEDED and not allow_succeeded:
-        raise Refused(f"run {run.id} succeeded; use --from STEP to run part of it again")
+        raise Refused(
+            f"run {run.id} succeeded; use --from STEP to run part of it again", {"--from STEP": "from (a step)"}
+        )
 
 
 def _to_retry(plan: Plan, rows: dict[str, StepRow], step: str | None, from_step: str | None) -> list[str]:

@@ -42,19 +42,7 @@ class PageQueries:
     def runs_page(self, where: RunFilter, limit: int, after: tuple[datetime, str] | None = None) -> list[RunRow]:
         """Runs newest first (ties by id, highest first), at most ``limit``, those after the
         ``after`` key (the last one of the previous page) only."""
-        query = sa.select(t.runs).order_by(_r.created_at.desc(), _r.id.desc()).limit(limit)
-        conditions = [
-            _r.status == where.status if where.status else None,
-            _r.workflow == where.workflow if where.workflow else None,
-            _r.parent_run_id == where.parent if where.parent else None,
-            _r.created_at >= where.since if where.since else None,
-            _r.created_at < where.until if where.until else None,
-        ]
-        if after is not None:
-            at, run_id = after
-            conditions.append(sa.or_(_r.created_at < at, sa.and_(_r.created_at == at, _r.id < run_id)))
-        query = query.where(*[c for c in conditions if c is not None])
-        return [RunRow.from_row(r) for r in self.c.execute(query)]
+        return [RunRow.from_row(r) for r in self.c.execute(runs_query(where, limit, after))]
 
     def item_counts(self, run_id: str, step: str) -> ItemCounts | None:
         """The step's items counted in one grouped query; None when it has none (not expanded)."""
@@ -102,3 +90,22 @@ class PageQueries:
         for parent, child in self.c.execute(query):
             found[int(parent)] = child
         return found
+
+
+def runs_query(where: RunFilter, limit: int, after: tuple[datetime, str] | None = None) -> sa.Select[Any]:
+    """The query of ``PageQueries.runs_page``."""
+    query = sa.select(t.runs).order_by(_r.created_at.desc(), _r.id.desc()).limit(limit)
+    conditions = [
+        _r.status == where.status if where.status else None,
+        _r.workflow == where.workflow if where.workflow else None,
+        _r.parent_run_id == where.parent if where.parent else None,
+        _r.created_at >= where.since if where.since else None,
+        _r.created_at < where.until if where.until else None,
+    ]
+    if after is not None:
+        # A row-value comparison is a range on ix_runs_created_at_id (an OR of the two cases is
+        # not: it filtered every row before the page). The bound on created_at alone lets the
+        # (status | workflow, created_at) indexes range too when a filter picks one of them.
+        at, run_id = after
+        conditions += [_r.created_at <= at, sa.tuple_(_r.created_at, _r.id) < sa.tuple_(at, run_id)]
+    return query.where(*[c for c in conditions if c is not None])

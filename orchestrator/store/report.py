@@ -1,7 +1,7 @@
 """The queries behind ``orchestrator report``: aggregates over runs, step rows, attempts and the
 event log, one row per workflow or per step, computed in the database.
 
-Every query starts from the runs created since a time (``ix_runs_created_at`` or
+Every query starts from the runs created since a time (``ix_runs_created_at_id`` or
 ``ix_runs_workflow_created_at``) and reaches their step rows, attempts and events through the
 indexes keyed by run id or step row id, so a report over a week reads that week's rows only.
 """

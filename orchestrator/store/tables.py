@@ -86,7 +86,7 @@ runs = sa.Table(
     sa.Column("compensation", Json, nullable=True),  # how undoing a failed run's steps went
     sa.Index("ix_runs_status_created_at", "status", "created_at"),
     sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
-    sa.Index("ix_runs_created_at", "created_at"),
+    sa.Index("ix_runs_created_at_id", "created_at", "id"),  # the run list's keyset (store/pages.py)
 )
 
 # One row per step (item_index -1) and one per foreach item (item_index 0..n-1).

@@ -108,7 +108,11 @@ def cluster_app(api_cluster: Cluster) -> Any:
 
 
 def client_for(app: Any) -> TestClient:
-    return TestClient(app, raise_server_exceptions=False)
+    """A client reaching the app as a loopback host, sending every request as JSON (the API
+    refuses a write declaring anything else)."""
+    return TestClient(
+        app, base_url="http://127.0.0.1", headers={"Content-Type": "application/json"}, raise_server_exceptions=False
+    )
 
 
 def register(client: TestClient, text: str) -> dict[str, Any]:

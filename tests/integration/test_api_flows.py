@@ -131,7 +131,7 @@ def test_a_dead_letter_replayed_over_http_resumes_its_run(client: TestClient, re
     assert step["status"] == "failed" and step["inputs"] == {"flag": str(flag), "value": "fixed"}
     assert "ConnectionError" in step["traceback"] and len(step["attempt_log"]) == 1
     flag.write_text("")
-    replayed = client.post("/api/v1/dlq/replay", json={"ids": [entry["id"]]}, headers=auth("operator"))
+    replayed = client.post("/api/v1/dlq/replay", json={"ids": [entry["id"], entry["id"]]}, headers=auth("operator"))
     assert replayed.status_code == 200
     assert replayed.json() == {"replayed": [entry["id"]], "runs": [run_id], "refused": []}
     view = wait_for(repo, run_id, ended)

@@ -39,6 +39,7 @@ TABLES = {
     "workers",
     "workflows",
 }
+HEAD = "0012"
 
 
 def check(url: str) -> None:
@@ -46,7 +47,7 @@ def check(url: str) -> None:
     upgrade(url)
     engine = get_engine(url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES
-    assert current(url) == "0011"
+    assert current(url) == HEAD
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("runs")}
     assert {"ix_runs_status_created_at", "ix_runs_workflow_created_at"} <= indexes
     step_indexes = {i["name"] for i in sa.inspect(engine).get_indexes("step_runs")}
@@ -152,7 +153,7 @@ def check_notify_revision(url: str, triggers: list[str]) -> None:
     assert current(url) == "0010"
     assert notify_triggers(url) == []
     upgrade(url)
-    assert current(url) == "0011"
+    assert current(url) == HEAD
     assert notify_triggers(url) == triggers
     get_engine(url).dispose()
 
@@ -168,5 +169,37 @@ def test_postgresql_notify_trigger_upgrades_and_downgrades(pg_template: str) -> 
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         check_notify_revision(_sqlalchemy_url(name), ["events_notify"])
+    finally:
+        _drop(name)
+
+
+def run_indexes(url: str) -> set[str]:
+    return {i["name"] or "" for i in sa.inspect(get_engine(url)).get_indexes("runs")}
+
+
+def check_keyset_revision(url: str) -> None:
+    """0012 replaces runs' index on created_at by one on (created_at, id), and back."""
+    upgrade(url)
+    assert {"ix_runs_created_at_id"} <= run_indexes(url) and "ix_runs_created_at" not in run_indexes(url)
+    downgrade(url, "0011")
+    assert current(url) == "0011"
+    assert {"ix_runs_created_at"} <= run_indexes(url) and "ix_runs_created_at_id" not in run_indexes(url)
+    upgrade(url)
+    assert current(url) == "0012"
+    assert "ix_runs_created_at_id" in run_indexes(url)
+    get_engine(url).dispose()
+
+
+def test_sqlite_keyset_index_upgrades_and_downgrades(tmp_path: Path) -> None:
+    check_keyset_revision(f"sqlite:///{tmp_path / 'state.db'}")
+
+
+@pytest.mark.integration
+def test_postgresql_keyset_index_upgrades_and_downgrades(pg_template: str) -> None:
+    name = f"orch_mig_{uuid.uuid4().hex[:8]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        check_keyset_revision(_sqlalchemy_url(name))
     finally:
         _drop(name)

@@ -25,7 +25,7 @@ def list_records(
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = DEFAULT_AUDIT_LIST_LIMIT,
 ) -> list[dict[str, Any]]:
     """``audit list --json``: records, newest first."""
-    return trail.list_records(store, run, actor, action, since, limit)
+    return trail.list_records(store, run, actor, action, since, limit, option="since")
 
 
 @router.get("/audit/verify", dependencies=[Viewer])

@@ -46,11 +46,12 @@ def show(entry_id: str, store: Store) -> dict[str, Any]:
 @router.post("/dlq/replay")
 def replay(body: Replay, engine: Runtime, actor: Operator) -> dict[str, Any]:
     """Re-execute failed steps (named ids, all or nothing; or ``all``, in batches); their runs resume."""
-    done = dlq.replay_selected(engine, body.ids, body.all, body.workflow, body.inputs, who(actor, body))
+    ids = list(dict.fromkeys(body.ids))  # an id named twice is replayed once
+    done = dlq.replay_selected(engine, ids, body.all, body.workflow, body.inputs, who(actor, body))
     return done.as_json()
 
 
 @router.post("/dlq/discard")
 def discard(body: Discard, store: Store, actor: Operator) -> dict[str, int]:
-    dlq.discard(store, body.ids, who(actor, body))
-    return {"discarded": len(body.ids)}
+    """Mark entries discarded (all or nothing; an id named twice counts once)."""
+    return {"discarded": dlq.discard(store, body.ids, who(actor, body))}

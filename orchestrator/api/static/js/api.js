@@ -83,7 +83,9 @@ export async function api(path, { method = "GET", body, query } = {}) {
     if (text) url += (url.includes("?") ? "&" : "?") + text;
   }
   for (let tries = 0; ; tries++) {
-    const init = { method, headers: headers(body !== undefined ? { "Content-Type": "application/json" } : {}) };
+    // every write says JSON, even with no body: the server refuses one that does not (415)
+    const write = method !== "GET" && method !== "HEAD";
+    const init = { method, headers: headers(write || body !== undefined ? { "Content-Type": "application/json" } : {}) };
     if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(url, init);
     if (response.status === 401 && tries < 5) {
