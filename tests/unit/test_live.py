@@ -271,7 +271,7 @@ def test_a_stopped_hub_refuses_new_streams(repo: Repository) -> None:
         late = Subscriber(3)
         assert not hub._list.add(late) and late.ended
         # The routes say so: a 503 with a JSON error, no stream left open
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
             for path in (f"/api/v1/runs/{RUN}/stream", "/api/v1/runs/stream"):
                 response = await http.get(path)
                 assert response.status_code == 503 and "stopping" in response.json()["error"]
