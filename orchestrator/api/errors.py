@@ -3,6 +3,7 @@ gives each branch of the orchestrator's error tree; never a stack trace (a 500 i
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as KombuOperationalError
 from starlette.exceptions import HTTPException
+from starlette.types import Send
 
 from orchestrator.errors import (
     BrokerError,
@@ -99,3 +101,12 @@ def install(app: FastAPI) -> None:
     for unreachable in (redis.ConnectionError, redis.TimeoutError, KombuOperationalError):
         app.add_exception_handler(unreachable, _broker)
     app.add_exception_handler(Exception, _internal)
+
+
+async def send_error(send: Send, status: int, message: str) -> None:
+    """``{"error": message}`` with ``status``, sent straight to ASGI: for the middleware that
+    answers before any route (the body limit, the cross-site guard)."""
+    body = json.dumps({"error": message}).encode()
+    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -12,14 +12,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from orchestrator.api.errors import send_error
+from orchestrator.settings import LOOPBACK_HOSTS
+
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+LOOPBACK_NAMES = LOOPBACK_HOSTS | {"localhost"}
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
@@ -37,7 +38,7 @@ class Guard:
             return
         refused = self.refusal(scope)
         if refused is not None:
-            await _refuse(send, *refused)
+            await send_error(send, *refused)
             return
         await self.app(scope, receive, send)
 
@@ -102,10 +103,3 @@ def _headers(scope: Scope) -> dict[str, str]:
     for name, value in scope.get("headers", []):
         found.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
     return found
-
-
-async def _refuse(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

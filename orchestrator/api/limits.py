@@ -5,12 +5,11 @@ when the server closes the connection sees it reset, not the 413."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator.api.errors import send_error
 from orchestrator.settings import DEFAULT_BODY_DRAIN_BYTES
 
 
@@ -84,7 +83,4 @@ async def _drain(receive: Receive, budget: int) -> None:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"error": f"the request body is over {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD)"}).encode()
-    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 413, f"the request body is over {limit} bytes (ORCHESTRATOR_MAX_PAYLOAD)")

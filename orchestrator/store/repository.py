@@ -25,7 +25,7 @@ from orchestrator.store.dead_letters import DeadLetterQueries
 from orchestrator.store.leases import LeaseQueries
 from orchestrator.store.live import LiveQueries
 from orchestrator.store.metrics import MetricQueries
-from orchestrator.store.pages import PageQueries
+from orchestrator.store.pages import PageQueries, RunFilter
 from orchestrator.store.recovery import RecoveryQueries
 from orchestrator.store.report import ReportQueries
 from orchestrator.store.rows import STEP_ROW, RunRow, aware, now
@@ -168,14 +168,8 @@ class Tx(
         self.c.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
 
     def runs(self, status: str | None, workflow: str | None, limit: int, parent: str | None = None) -> list[RunRow]:
-        query = sa.select(t.runs).order_by(t.runs.c.created_at.desc(), t.runs.c.id).limit(limit)
-        if status:
-            query = query.where(t.runs.c.status == status)
-        if workflow:
-            query = query.where(t.runs.c.workflow == workflow)
-        if parent:
-            query = query.where(t.runs.c.parent_run_id == parent)
-        return [RunRow.from_row(r) for r in self.c.execute(query)]
+        """The first page of the run list (``runs`` in the CLI): the API's query, without a cursor."""
+        return self.runs_page(RunFilter(status, workflow, parent), limit)
 
     # Child runs
 
